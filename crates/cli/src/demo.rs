@@ -1,0 +1,678 @@
+//! `sqsaga demo`, the multi-process pieces (`orchestrator`, `worker`,
+//! `demo load`, `demo check`) and `sqsaga bench embedded`.
+//!
+//! Everything here wires library parts together: the embedded backend, the
+//! orchestrator, the three order-saga participants and their workers. The
+//! demo runs them in one process; the multi-process form runs the same parts
+//! in separate processes that share one data directory.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqsaga_core::machine::{SagaStatus, StepStatus};
+use sqsaga_embedded::EmbeddedBackend;
+use sqsaga_orchestrator::{
+    Definitions, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorOptions, SystemClock, ensure_queues,
+};
+use sqsaga_order::{DemoData, InvariantReport};
+use sqsaga_protocol::{Envelope, StartSaga};
+use sqsaga_queue::{MAX_BATCH, OutgoingMessage, Queue, QueueSpec};
+use sqsaga_sqlite::Sync;
+use sqsaga_store::SagaStore;
+use sqsaga_worker::{Participant, Worker, WorkerOptions, WorkerStats};
+use tokio::task::JoinSet;
+
+use crate::signals::{self, Shutdown, Trigger};
+
+/// The order saga, built into the binary so the demo needs no files.
+pub const ORDER_SAGA: &str = include_str!("../../../examples/order/create_order.yaml");
+/// The participant services of the order saga.
+pub const SERVICES: [&str; 3] = ["inventory", "payment", "notification"];
+/// File in the data dir that records what `demo load` started, for `demo check`.
+const MANIFEST: &str = "demo.json";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(subcommand)]
+    command: Option<DemoCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Wall-clock budget for all sagas to finish.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print the summary as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What both `demo` and `demo load` take.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Number of order sagas to run.
+    #[arg(long, default_value_t = 1000)]
+    orders: usize,
+    /// Seed of the order mix and of the injected failures (reproducible runs).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Probability that one notification attempt fails transiently.
+    #[arg(long, default_value_t = 0.2)]
+    failure_rate: f64,
+    /// Data directory; a fresh temporary one when absent.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DemoCommand {
+    /// Load stock and accounts and start the sagas, then exit (multi-process form).
+    Load {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Wait until the loaded sagas are finished, then check the invariants.
+    Check {
+        #[command(flatten)]
+        data: crate::DataDir,
+        /// Seconds to wait for every saga to finish.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        /// Print the summary as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `sqsaga orchestrator`.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    pub data: crate::DataDir,
+    /// Saga definition files or directories; the built-in order saga when absent.
+    #[arg(long = "definitions", env = "SQSAGA_DEFINITIONS")]
+    pub definitions: Vec<PathBuf>,
+    /// Concurrent pollers.
+    #[arg(long, env = "SQSAGA_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+}
+
+/// Arguments of `sqsaga worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub data: crate::DataDir,
+    /// Which participant of the order saga to run.
+    #[arg(long, env = "SQSAGA_SERVICE", value_parser = SERVICES)]
+    pub service: String,
+    /// Concurrent pollers.
+    #[arg(long, env = "SQSAGA_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Probability that a notification attempt fails transiently.
+    #[arg(long, default_value_t = 0.2)]
+    pub failure_rate: f64,
+    /// Seed of the injected failures.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Sagas at saturation on the embedded backend: steps/s and SQLite commits per step.
+    Embedded {
+        /// Sagas to run.
+        #[arg(long, default_value_t = 4000)]
+        orders: usize,
+        /// Print the result as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    sqsaga_core::duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// The built-in definitions, or the ones given.
+pub fn load_definitions(paths: &[PathBuf]) -> Result<Definitions> {
+    if paths.is_empty() {
+        let def = sqsaga_core::yaml::parse_definition(ORDER_SAGA)
+            .map_err(|p| anyhow::anyhow!(sqsaga_core::yaml::format_problems("create_order.yaml", &p)))?;
+        let mut defs = Definitions::default();
+        defs.insert(def, "built-in create_order.yaml")?;
+        return Ok(defs);
+    }
+    Ok(Definitions::load(paths)?)
+}
+
+/// Opens a participant of the order saga by service name.
+pub fn open_participant(dir: &Path, service: &str, failure_rate: f64, seed: u64) -> Result<Participant> {
+    let participant = match service {
+        "inventory" => sqsaga_order::inventory(&dir.join("inventory.db"), Sync::Full),
+        "payment" => sqsaga_order::payment(&dir.join("payment.db"), Sync::Full),
+        "notification" => sqsaga_order::notification(&dir.join("notification.db"), Sync::Full, failure_rate, seed),
+        other => bail!("unknown service `{other}`: expected one of {}", SERVICES.join(", ")),
+    };
+    participant.with_context(|| format!("cannot open the {service} participant in {}", dir.display()))
+}
+
+fn instance_id(service: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string());
+    format!("{service}-{host}-{}", std::process::id())
+}
+
+/// The orchestrator and the three workers, running in this process.
+struct Stack {
+    backend: EmbeddedBackend,
+    trigger: Trigger,
+    tasks: JoinSet<()>,
+    workers: Vec<Arc<WorkerStats>>,
+    participants: Vec<Arc<Participant>>,
+}
+
+/// Knobs of an in-process stack.
+struct StackOptions {
+    failure_rate: f64,
+    seed: u64,
+    /// Pollers per worker; enough in flight to fill group commits.
+    worker_pollers: usize,
+    orchestrator_pollers: usize,
+}
+
+async fn start_stack(dir: &Path, defs: Arc<Definitions>, o: &StackOptions) -> Result<Stack> {
+    let backend = EmbeddedBackend::open(dir, Sync::Full).with_context(|| format!("cannot open {}", dir.display()))?;
+    let queue: Arc<dyn Queue> = backend.queue();
+    let store: Arc<dyn SagaStore> = backend.store();
+    ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await?;
+    let (trigger, shutdown) = signals::manual();
+    let mut tasks = JoinSet::new();
+    let orchestrator = Orchestrator::new(
+        defs,
+        queue.clone(),
+        store,
+        Arc::new(SystemClock),
+        OrchestratorOptions {
+            pollers: o.orchestrator_pollers,
+            wait: Duration::from_secs(1),
+            timer_interval: Duration::from_millis(50),
+            ..OrchestratorOptions::default()
+        },
+    );
+    let stop = shutdown.clone();
+    tasks.spawn(async move { orchestrator.run(stop.wait()).await });
+    let mut workers = Vec::new();
+    let mut participants = Vec::new();
+    for service in SERVICES {
+        let participant = Arc::new(open_participant(dir, service, o.failure_rate, o.seed)?);
+        let options = WorkerOptions {
+            concurrency: o.worker_pollers,
+            wait: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(10),
+            ..WorkerOptions::new(service, &instance_id(service))
+        };
+        let worker = Worker::new(options, queue.clone(), participant.clone());
+        workers.push(worker.stats());
+        participants.push(participant);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = worker.run(stop.wait()).await {
+                tracing::error!(error = %e, "Worker stopped with an error.");
+            }
+        });
+    }
+    Ok(Stack {
+        backend,
+        trigger,
+        tasks,
+        workers,
+        participants,
+    })
+}
+
+impl Stack {
+    async fn stop(mut self) {
+        self.trigger.fire();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    fn steps_executed(&self) -> u64 {
+        self.workers.iter().map(|w| w.snapshot().processed).sum()
+    }
+
+    /// Every durable SQLite commit of this process: saga store and queues,
+    /// plus each participant's own database.
+    fn commits(&self) -> u64 {
+        self.backend.commits() + self.participants.iter().map(|p| p.committer().commits()).sum::<u64>()
+    }
+}
+
+/// What `demo load` leaves behind for `demo check`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    run_id: String,
+    seed: u64,
+    initial: DemoData,
+    sagas: Vec<(String, Value)>,
+}
+
+fn fresh_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match given {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("sqsaga-demo-{}", uuid::Uuid::new_v4().simple())),
+    };
+    if dir.join(MANIFEST).exists() {
+        bail!(
+            "{} already holds a demo run ({MANIFEST} exists); use a new --data-dir or delete it",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Seeds stock and accounts, then sends one start request per order.
+async fn load(dir: &Path, run: &RunArgs, queue: &dyn Queue) -> Result<Manifest> {
+    let (initial, inputs) = sqsaga_order::generate_orders(run.orders, run.seed);
+    sqsaga_order::seed_data(dir, &initial).context("cannot load stock and accounts")?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let now = sqsaga_orchestrator::clock::now_ms();
+    let sagas: Vec<(String, Value)> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, input)| (format!("order-{run_id}-{i:05}"), input))
+        .collect();
+    let manifest = Manifest {
+        run_id,
+        seed: run.seed,
+        initial,
+        sagas,
+    };
+    let text = serde_json::to_string(&manifest)?;
+    std::fs::write(dir.join(MANIFEST), text).context("cannot write the demo manifest")?;
+    for chunk in manifest.sagas.chunks(MAX_BATCH) {
+        let batch = chunk
+            .iter()
+            .map(|(id, input)| {
+                OutgoingMessage::new(
+                    Envelope::Start(StartSaga {
+                        saga_id: id.clone(),
+                        saga: "create_order".to_string(),
+                        version: None,
+                        input: input.clone(),
+                        requested_at: now,
+                    })
+                    .encode(),
+                )
+            })
+            .collect();
+        queue.send_batch(ORCHESTRATOR_QUEUE, batch).await?;
+    }
+    Ok(manifest)
+}
+
+/// The demo's final numbers.
+#[derive(Debug, Serialize)]
+struct Summary {
+    sagas: usize,
+    completed: usize,
+    compensated: usize,
+    needs_operator: usize,
+    unfinished: usize,
+    invariants_ok: bool,
+    violations: Vec<String>,
+    elapsed_s: f64,
+    sagas_per_s: f64,
+    steps_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    data_dir: String,
+}
+
+/// Waits until every saga of the manifest is terminal or `budget` runs out.
+async fn wait_for(store: &dyn SagaStore, manifest: &Manifest, budget: Duration, bar: &ProgressBar) -> Result<()> {
+    let ids: Vec<String> = manifest.sagas.iter().map(|(id, _)| id.clone()).collect();
+    let started = Instant::now();
+    loop {
+        let counts = store.counts().await?;
+        let done: u64 = counts
+            .iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, n)| *n)
+            .sum();
+        bar.set_position(done.min(ids.len() as u64));
+        if done as usize >= ids.len() {
+            // Counts cover the whole store: confirm on this run's own sagas.
+            let records = store.load(&ids).await?;
+            if records.len() == ids.len() && records.iter().all(|r| r.instance.status.is_terminal()) {
+                return Ok(());
+            }
+        }
+        if started.elapsed() >= budget {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Loads the run's sagas, checks the invariants and builds the summary.
+async fn summarize(
+    dir: &Path,
+    store: &dyn SagaStore,
+    manifest: &Manifest,
+    elapsed: Duration,
+    steps: u64,
+) -> Result<Summary> {
+    let ids: Vec<String> = manifest.sagas.iter().map(|(id, _)| id.clone()).collect();
+    let records = store.load(&ids).await?;
+    let mut by_id: std::collections::HashMap<String, SagaStatus> =
+        records.iter().map(|r| (r.instance.id.clone(), r.instance.status)).collect();
+    let sagas: Vec<(String, SagaStatus, Value)> = manifest
+        .sagas
+        .iter()
+        .map(|(id, input)| {
+            // A saga the orchestrator never created counts as unfinished.
+            let status = by_id.remove(id).unwrap_or(SagaStatus::Running);
+            (id.clone(), status, input.clone())
+        })
+        .collect();
+    let report: InvariantReport = sqsaga_order::check_invariants(dir, &sagas, &manifest.initial)
+        .context("cannot read the participants' databases for the invariant check")?;
+    let count = |s: SagaStatus| sagas.iter().filter(|(_, st, _)| *st == s).count();
+    let mut latencies: Vec<u64> = records
+        .iter()
+        .flat_map(|r| r.instance.steps.iter())
+        .filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Refused | StepStatus::Compensated))
+        .filter_map(|s| Some(s.finished_at?.saturating_sub(s.started_at?)))
+        .collect();
+    latencies.sort_unstable();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let completed = count(SagaStatus::Completed);
+    let compensated = count(SagaStatus::Compensated);
+    Ok(Summary {
+        sagas: sagas.len(),
+        completed,
+        compensated,
+        needs_operator: count(SagaStatus::NeedsOperator),
+        unfinished: count(SagaStatus::Running) + count(SagaStatus::Compensating),
+        invariants_ok: report.ok,
+        violations: report.violations,
+        elapsed_s: round2(secs),
+        sagas_per_s: round2((completed + compensated) as f64 / secs),
+        steps_per_s: round2(steps as f64 / secs),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        data_dir: dir.display().to_string(),
+    })
+}
+
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn print_summary(s: &Summary, json: bool) -> ExitCode {
+    println!();
+    println!("  sagas            {:>8}", s.sagas);
+    println!("  completed        {:>8}", s.completed);
+    println!("  compensated      {:>8}", s.compensated);
+    println!("  needs_operator   {:>8}", s.needs_operator);
+    println!("  unfinished       {:>8}", s.unfinished);
+    println!("  elapsed          {:>8.2} s", s.elapsed_s);
+    println!("  sagas/s          {:>8.1}", s.sagas_per_s);
+    println!("  steps/s          {:>8.1}", s.steps_per_s);
+    println!("  step latency p50 {:>8.0} ms", s.p50_ms);
+    println!("  step latency p99 {:>8.0} ms", s.p99_ms);
+    println!("  data dir         {}", s.data_dir);
+    println!();
+    if s.invariants_ok {
+        println!("invariants: OK (every saga finished; completed orders reserved, charged and confirmed; compensated orders left no trace; stock and money conserved)");
+    } else {
+        println!("invariants: VIOLATED");
+        for v in &s.violations {
+            println!("  - {v}");
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(s).unwrap_or_default());
+    }
+    if s.invariants_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn progress(total: usize, json: bool) -> ProgressBar {
+    let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} sagas finished ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
+    match args.command {
+        Some(DemoCommand::Load { run }) => return demo_load(run).await,
+        Some(DemoCommand::Check { data, wait, json }) => return demo_check(&data.data_dir, wait, json).await,
+        None => {}
+    }
+    let run = args.run;
+    let dir = fresh_dir(&run.data_dir)?;
+    let defs = Arc::new(load_definitions(&[])?);
+    println!(
+        "sqsaga demo: {} order sagas (seed {}, notification failure rate {}) in {}",
+        run.orders,
+        run.seed,
+        run.failure_rate,
+        dir.display()
+    );
+    let stack = start_stack(
+        &dir,
+        defs,
+        &StackOptions {
+            failure_rate: run.failure_rate,
+            seed: run.seed,
+            worker_pollers: 8,
+            orchestrator_pollers: 4,
+        },
+    )
+    .await?;
+    let queue = stack.backend.queue();
+    let store = stack.backend.store();
+    let started = Instant::now();
+    let manifest = load(&dir, &run, queue.as_ref()).await?;
+    let bar = progress(manifest.sagas.len(), args.json);
+    wait_for(store.as_ref(), &manifest, args.timeout, &bar).await?;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let steps = stack.steps_executed();
+    stack.stop().await;
+    let summary = summarize(&dir, store.as_ref(), &manifest, elapsed, steps).await?;
+    Ok(print_summary(&summary, args.json))
+}
+
+async fn demo_load(run: RunArgs) -> Result<ExitCode> {
+    let dir = match &run.data_dir {
+        Some(d) => d.clone(),
+        None => PathBuf::from("./.sqsaga"),
+    };
+    let dir = fresh_dir(&Some(dir))?;
+    let backend = EmbeddedBackend::open(&dir, Sync::Full)?;
+    let queue = backend.queue();
+    let defs = load_definitions(&[])?;
+    ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await?;
+    let manifest = load(&dir, &run, queue.as_ref()).await?;
+    println!(
+        "loaded stock and accounts and requested {} sagas (run {}) in {}",
+        manifest.sagas.len(),
+        manifest.run_id,
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo_check(dir: &Path, wait: u64, json: bool) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(dir.join(MANIFEST))
+        .with_context(|| format!("no demo loaded in {} (run `sqsaga demo load` first)", dir.display()))?;
+    let manifest: Manifest = serde_json::from_str(&text).context("the demo manifest is corrupt")?;
+    let backend = EmbeddedBackend::open(dir, Sync::Full)?;
+    let store = backend.store();
+    let started = Instant::now();
+    let bar = progress(manifest.sagas.len(), json);
+    wait_for(store.as_ref(), &manifest, Duration::from_secs(wait), &bar).await?;
+    bar.finish_and_clear();
+    let summary = summarize(dir, store.as_ref(), &manifest, started.elapsed(), 0).await?;
+    Ok(print_summary(&summary, json))
+}
+
+pub async fn orchestrator(args: ServiceArgs) -> Result<ExitCode> {
+    let defs = Arc::new(load_definitions(&args.definitions)?);
+    std::fs::create_dir_all(&args.data.data_dir)
+        .with_context(|| format!("cannot create data dir {}", args.data.data_dir.display()))?;
+    let backend = EmbeddedBackend::open(&args.data.data_dir, Sync::Full)?;
+    let queue: Arc<dyn Queue> = backend.queue();
+    ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await?;
+    let orchestrator = Orchestrator::new(
+        defs,
+        queue,
+        backend.store(),
+        Arc::new(SystemClock),
+        OrchestratorOptions {
+            pollers: args.concurrency,
+            wait: Duration::from_secs(2),
+            ..OrchestratorOptions::default()
+        },
+    );
+    tracing::info!(data_dir = %args.data.data_dir.display(), "Orchestrator started.");
+    let shutdown: Shutdown = signals::on_signals();
+    orchestrator.run(shutdown.wait()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
+    std::fs::create_dir_all(&args.data.data_dir)
+        .with_context(|| format!("cannot create data dir {}", args.data.data_dir.display()))?;
+    let backend = EmbeddedBackend::open(&args.data.data_dir, Sync::Full)?;
+    let queue: Arc<dyn Queue> = backend.queue();
+    queue.ensure(&QueueSpec::named(&args.service)).await?;
+    let participant = Arc::new(open_participant(&args.data.data_dir, &args.service, args.failure_rate, args.seed)?);
+    let options = WorkerOptions {
+        concurrency: args.concurrency,
+        wait: Duration::from_secs(2),
+        ..WorkerOptions::new(&args.service, &instance_id(&args.service))
+    };
+    let worker = Worker::new(options, queue, participant);
+    tracing::info!(service = %args.service, "Worker started.");
+    let shutdown = signals::on_signals();
+    worker.run(shutdown.wait()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Result of `sqsaga bench embedded`.
+#[derive(Debug, Serialize)]
+struct BenchResult {
+    sagas: usize,
+    steps: u64,
+    elapsed_s: f64,
+    steps_per_s: f64,
+    sqlite_commits: u64,
+    commits_per_step: f64,
+    single_commit_per_s: f64,
+    speedup_vs_single_commit: f64,
+    invariants_ok: bool,
+}
+
+pub async fn bench(command: BenchCommand) -> Result<ExitCode> {
+    match command {
+        BenchCommand::Embedded { orders, json } => bench_embedded(orders, json).await,
+    }
+}
+
+/// Single-row `synchronous=FULL` commits per second on the same disk.
+fn single_commit_rate(dir: &Path) -> Result<f64> {
+    let conn = sqsaga_sqlite::open(&dir.join("single-commit.db"), Sync::Full)?;
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER)")?;
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        conn.execute("INSERT INTO t (x) VALUES (?1)", [n as i64])?;
+        n += 1;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn bench_embedded(orders: usize, json: bool) -> Result<ExitCode> {
+    let dir = fresh_dir(&None)?;
+    let single = single_commit_rate(&dir)?;
+    let defs = Arc::new(load_definitions(&[])?);
+    let stack = start_stack(
+        &dir,
+        defs,
+        &StackOptions {
+            failure_rate: 0.0,
+            seed: 7,
+            worker_pollers: 16,
+            orchestrator_pollers: 8,
+        },
+    )
+    .await?;
+    let run = RunArgs {
+        orders,
+        seed: 7,
+        failure_rate: 0.0,
+        data_dir: Some(dir.clone()),
+    };
+    let queue = stack.backend.queue();
+    let store = stack.backend.store();
+    let commits_before = stack.commits();
+    let started = Instant::now();
+    let manifest = load(&dir, &run, queue.as_ref()).await?;
+    wait_for(store.as_ref(), &manifest, Duration::from_secs(600), &ProgressBar::hidden()).await?;
+    let elapsed = started.elapsed();
+    let steps = stack.steps_executed();
+    let commits = stack.commits() - commits_before;
+    stack.stop().await;
+    let summary = summarize(&dir, store.as_ref(), &manifest, elapsed, steps).await?;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let result = BenchResult {
+        sagas: manifest.sagas.len(),
+        steps,
+        elapsed_s: round2(secs),
+        steps_per_s: round2(steps as f64 / secs),
+        sqlite_commits: commits,
+        commits_per_step: (commits as f64 / steps.max(1) as f64 * 1000.0).round() / 1000.0,
+        single_commit_per_s: round2(single),
+        speedup_vs_single_commit: round2(steps as f64 / secs / single.max(1e-9)),
+        invariants_ok: summary.invariants_ok,
+    };
+    println!("bench embedded: {} sagas, {} steps in {:.2} s", result.sagas, result.steps, result.elapsed_s);
+    println!("  steps/s                     {:>10.1}", result.steps_per_s);
+    println!("  SQLite commits              {:>10}", result.sqlite_commits);
+    println!("  commits per step            {:>10.3}   (target <= 0.05)", result.commits_per_step);
+    println!("  single-row FULL commits/s   {:>10.1}   (same disk, same run)", result.single_commit_per_s);
+    println!("  steps/s / single commits/s  {:>10.2}   (target >= 10)", result.speedup_vs_single_commit);
+    println!("  invariants                  {:>10}", if result.invariants_ok { "ok" } else { "VIOLATED" });
+    if json {
+        println!("{}", serde_json::to_string(&result)?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(if result.invariants_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+

@@ -1,0 +1,100 @@
+//! `sqsaga`: one binary for the orchestrator, the workers, the demo and the
+//! operator's tools. `main` only parses arguments, sets up logging and hands
+//! over to a subcommand module; the work lives in the library crates.
+
+mod admin;
+mod demo;
+mod logging;
+mod signals;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Sagas on Amazon SQS: orchestrator, workers, demo and tools.
+#[derive(Debug, Parser)]
+#[command(name = "sqsaga", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the embedded backend keeps its SQLite files.
+#[derive(Debug, Clone, Args)]
+pub struct DataDir {
+    /// Embedded data directory (one SQLite file for queues and sagas, one per participant).
+    #[arg(long, env = "SQSAGA_DATA_DIR", default_value = "./.sqsaga")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the order saga end to end on the embedded backend, with failures injected.
+    Demo(demo::DemoArgs),
+    /// Run the orchestrator service.
+    Orchestrator(demo::ServiceArgs),
+    /// Run a worker of one of the order saga's participant services.
+    Worker(demo::WorkerArgs),
+    /// Check saga definition files; prints every problem as file:line:col.
+    Validate {
+        /// Saga definition files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print a saga definition as a Mermaid flowchart.
+    Graph {
+        /// A saga definition file (YAML).
+        file: PathBuf,
+    },
+    /// Start one saga.
+    Start(admin::StartArgs),
+    /// Inspect and resume sagas.
+    Sagas {
+        #[command(subcommand)]
+        command: admin::SagasCommand,
+    },
+    /// List and redrive dead-lettered messages.
+    Dlq {
+        #[command(subcommand)]
+        command: admin::DlqCommand,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: demo::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench { .. });
+    logging::init(quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => demo::demo(args).await,
+            Command::Orchestrator(args) => demo::orchestrator(args).await,
+            Command::Worker(args) => demo::worker(args).await,
+            Command::Validate { files } => admin::validate(&files),
+            Command::Graph { file } => admin::graph(&file),
+            Command::Start(args) => admin::start(args).await,
+            Command::Sagas { command } => admin::sagas(command).await,
+            Command::Dlq { command } => admin::dlq(command).await,
+            Command::Bench { command } => demo::bench(command).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

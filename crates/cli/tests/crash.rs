@@ -1,0 +1,90 @@
+//! Crash test: the multi-process form of the demo, with the orchestrator and
+//! the workers killed with SIGKILL at random moments and restarted. At the
+//! end every saga must be terminal and the invariants must hold — nothing
+//! lost, nothing done twice.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sqsaga");
+
+/// Kills every child still running when the test ends, pass or fail.
+struct Fleet {
+    children: Vec<(String, Child)>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(dir: &Path, role: &str) -> Child {
+    let mut cmd = Command::new(BIN);
+    match role {
+        "orchestrator" => cmd.arg("orchestrator"),
+        service => cmd.args(["worker", "--service", service, "--failure-rate", "0.2"]),
+    };
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .env("LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {role}: {e}"))
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let load = Command::new(BIN)
+        .args(["demo", "load", "--orders", "300", "--seed", "11", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "demo load failed: {}", String::from_utf8_lossy(&load.stderr));
+
+    let roles = ["orchestrator", "inventory", "payment", "notification"];
+    let mut fleet = Fleet {
+        children: roles.iter().map(|r| (r.to_string(), spawn(data, r))).collect(),
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+    );
+    let mut kills = Vec::new();
+    let started = Instant::now();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..1200)));
+        // The orchestrator every other time, a random worker otherwise.
+        let victim = if kills.len() % 2 == 0 { 0 } else { rng.random_range(1..roles.len()) };
+        let (role, child) = &mut fleet.children[victim];
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        kills.push(role.clone());
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        *child = spawn(data, role);
+    }
+    eprintln!("killed {kills:?} within {:?}", started.elapsed());
+
+    let check = Command::new(BIN)
+        .args(["demo", "check", "--wait", "120", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    eprintln!("{stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    let summary: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"));
+    assert_eq!(summary["unfinished"], 0, "{summary}");
+    assert_eq!(summary["sagas"], 300, "{summary}");
+    assert_eq!(summary["invariants_ok"], true, "{summary}");
+    assert!(check.status.success());
+}

@@ -1,0 +1,16 @@
+//! The pure heart of sqsaga: saga definitions, their validation, and the saga
+//! state machine `(state, event, now) -> (state, actions)`.
+//!
+//! This crate must not know about queues, databases, clocks, threads or async:
+//! everything here is a function of its arguments, so it is tested with plain
+//! data in and data out. Time is passed in as milliseconds since the Unix epoch.
+
+pub mod definition;
+pub mod duration;
+pub mod graph;
+pub mod machine;
+pub mod yaml;
+
+/// Milliseconds since the Unix epoch. The only notion of time the core knows;
+/// the caller reads the clock and passes it in.
+pub type Millis = u64;

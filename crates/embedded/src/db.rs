@@ -1,0 +1,326 @@
+//! The database file of the embedded backend: schema, the one writer (a
+//! group committer), the read connections, and the signals that wake long
+//! polls — a per-queue `Notify` for this process's commits and a watcher
+//! thread that turns other processes' commits (`PRAGMA data_version`) into a
+//! wake-up.
+//!
+//! This module knows the tables but not the rules of queues or sagas.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+use sqsaga_queue::QueueError;
+use sqsaga_sqlite::{GroupCommitter, SqliteError, Sync};
+use sqsaga_store::StoreError;
+use tokio::sync::Notify;
+
+use crate::EmbeddedError;
+
+/// Bumped when the tables change shape; a newer file is refused, not guessed at.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Idempotent: every process runs it at open, in one transaction.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queues (
+    name              TEXT PRIMARY KEY,
+    visibility_ms     INTEGER NOT NULL,
+    max_receive_count INTEGER NOT NULL,
+    retention_ms      INTEGER NOT NULL,
+    dlq               TEXT
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue         TEXT NOT NULL,
+    message_id    TEXT NOT NULL UNIQUE,
+    body          TEXT NOT NULL,
+    attributes    TEXT NOT NULL,
+    sent_at       INTEGER NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt       TEXT,
+    expires_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at, seq);
+CREATE TABLE IF NOT EXISTS sagas (
+    id          TEXT PRIMARY KEY,
+    saga        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    revision    INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    next_due_at INTEGER,
+    outbox      TEXT,
+    started_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sagas_by_status ON sagas (status, updated_at);
+CREATE INDEX IF NOT EXISTS sagas_by_due ON sagas (next_due_at) WHERE next_due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS history (
+    saga_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    at      INTEGER NOT NULL,
+    event   TEXT NOT NULL,
+    note    TEXT NOT NULL,
+    PRIMARY KEY (saga_id, seq)
+);
+";
+
+/// Read connections: one is usually busy with long-poll peeks, the other
+/// serves loads and lists; more would only contend for the same page cache.
+const READERS: usize = 2;
+
+/// How often the watcher looks for another process's commit. The check is a
+/// read of the WAL index header (microseconds), done only while someone is
+/// long-polling; 20 ms bounds the cross-process wake-up latency.
+const WATCH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The file and its connections; shared by the queue and the store.
+pub(crate) struct Shared {
+    /// `<data_dir>/sqsaga.db`.
+    pub(crate) path: PathBuf,
+    /// The only writer of this process: every write is a job here, so
+    /// concurrent writers share one transaction and one fsync.
+    pub(crate) writer: GroupCommitter,
+    /// Connections for reads, so a peek or a list never takes the write lock.
+    readers: Arc<Vec<Mutex<Connection>>>,
+    /// Round robin over `readers`.
+    next_reader: AtomicUsize,
+    /// Per-queue signal raised after this process commits something that may
+    /// make a message of that queue receivable.
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Raised by the watcher when another connection committed.
+    pub(crate) changed: Notify,
+    /// Long polls in progress; the watcher sleeps while there are none.
+    waiters: AtomicUsize,
+}
+
+impl Shared {
+    /// Opens the file, creates the schema and starts the writer and the watcher.
+    pub(crate) fn open(data_dir: &Path, sync: Sync) -> Result<Arc<Shared>, EmbeddedError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| EmbeddedError::DataDir { path: data_dir.display().to_string(), cause: e.to_string() })?;
+        let path = data_dir.join(crate::DB_FILE);
+        let mut write = sqsaga_sqlite::open(&path, sync)?;
+        create_schema(&mut write, &path)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(Mutex::new(open_reader(&path, sync)?));
+        }
+        let watch_conn = open_reader(&path, sync)?;
+        let writer = GroupCommitter::start("embedded", write)?;
+        let shared = Arc::new(Shared {
+            path,
+            writer,
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+            wakers: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            waiters: AtomicUsize::new(0),
+        });
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("sqsaga-watch".to_string())
+            .spawn(move || watch(weak, watch_conn))
+            .map_err(|e| EmbeddedError::Thread { what: "change watcher", cause: e.to_string() })?;
+        Ok(shared)
+    }
+
+    /// Runs `f` on a read connection, off the async runtime.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<Result<T, Fail>, SqliteError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let n = readers.len();
+            // Take a free connection if there is one; otherwise queue on ours.
+            for i in 0..n {
+                match readers[(first + i) % n].try_lock() {
+                    Ok(conn) => return f(&conn),
+                    Err(TryLockError::Poisoned(p)) => return f(&p.into_inner()),
+                    Err(TryLockError::WouldBlock) => {}
+                }
+            }
+            let conn = readers[first % n].lock().unwrap_or_else(PoisonError::into_inner);
+            f(&conn)
+        })
+        .await
+        .map_err(|e| SqliteError::Sql(format!("read task failed: {e}")))
+    }
+
+    /// The signal for `queue` (created on first use).
+    pub(crate) fn waker(&self, queue: &str) -> Arc<Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        wakers.entry(queue.to_string()).or_default().clone()
+    }
+
+    /// Wakes the long polls of these queues (after a commit that touched them).
+    pub(crate) fn wake<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
+        let wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        for queue in queues {
+            if let Some(notify) = wakers.get(queue) {
+                notify.notify_waiters();
+            }
+        }
+    }
+
+    /// Counts a long poll for as long as the guard lives.
+    pub(crate) fn waiting(&self) -> WaitGuard<'_> {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        WaitGuard(&self.waiters)
+    }
+}
+
+/// Decrements the long-poll count when a receive ends or is cancelled.
+pub(crate) struct WaitGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn create_schema(conn: &mut Connection, path: &Path) -> Result<(), EmbeddedError> {
+    let schema_err =
+        |e: rusqlite::Error| EmbeddedError::Schema { path: path.display().to_string(), cause: e.to_string() };
+    // IMMEDIATE: two processes opening a fresh directory at once take turns
+    // (busy timeout) instead of one failing half-way.
+    let txn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(schema_err)?;
+    let found: i64 = txn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(schema_err)?;
+    if found > SCHEMA_VERSION {
+        return Err(EmbeddedError::NewerSchema { path: path.display().to_string(), found, known: SCHEMA_VERSION });
+    }
+    txn.execute_batch(SCHEMA).map_err(schema_err)?;
+    if found < SCHEMA_VERSION {
+        txn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(schema_err)?;
+    }
+    txn.commit().map_err(schema_err)
+}
+
+fn open_reader(path: &Path, sync: Sync) -> Result<Connection, EmbeddedError> {
+    let conn = sqsaga_sqlite::open(path, sync)?;
+    conn.pragma_update(None, "query_only", true).map_err(|e| EmbeddedError::Sqlite(SqliteError::from(e)))?;
+    Ok(conn)
+}
+
+/// The watcher thread: while someone long-polls, reads `PRAGMA data_version`
+/// every [`WATCH_INTERVAL`] and wakes every long poll when it changed (it
+/// changes only when another connection — our writer or another process —
+/// commits). Ends when the backend is dropped.
+fn watch(shared: Weak<Shared>, conn: Connection) {
+    let mut last: Option<i64> = None;
+    let mut failing = false;
+    loop {
+        std::thread::sleep(WATCH_INTERVAL);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.waiters.load(Ordering::SeqCst) == 0 {
+            last = None;
+            continue;
+        }
+        match conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) {
+            Ok(version) => {
+                failing = false;
+                // A fresh baseline also wakes: a commit may have landed
+                // between a waiter's peek and this first look.
+                if last != Some(version) {
+                    shared.changed.notify_waiters();
+                }
+                last = Some(version);
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "Cannot read data_version; long polls fall back to their timers.");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+/// Why a job or a read failed, before it is turned into a port's error.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    Sql(rusqlite::Error),
+    Queue(QueueError),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Self {
+        Fail::Sql(e)
+    }
+}
+
+impl From<QueueError> for Fail {
+    fn from(e: QueueError) -> Self {
+        Fail::Queue(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+/// A busy database is throttling (retry later); a stopped writer is unreachable.
+fn queue_error(e: SqliteError) -> QueueError {
+    match e {
+        SqliteError::Busy(m) => QueueError::Throttled(m),
+        SqliteError::Closed => QueueError::Unreachable(e.to_string()),
+        SqliteError::Open { .. } | SqliteError::Sql(_) => QueueError::Backend(e.to_string()),
+    }
+}
+
+fn store_error(e: SqliteError) -> StoreError {
+    match e {
+        SqliteError::Busy(m) => StoreError::Throttled(m),
+        SqliteError::Closed => StoreError::Unreachable(e.to_string()),
+        SqliteError::Open { .. } | SqliteError::Sql(_) => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// Flattens a job's or a read's result into the queue port's error.
+pub(crate) fn for_queue<T>(r: Result<Result<T, Fail>, SqliteError>) -> Result<T, QueueError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(Fail::Sql(e))) => Err(queue_error(SqliteError::from(e))),
+        Ok(Err(Fail::Queue(e))) => Err(e),
+        Ok(Err(Fail::Store(e))) => Err(QueueError::Backend(e.to_string())),
+        Err(e) => Err(queue_error(e)),
+    }
+}
+
+/// Flattens a job's or a read's result into the store port's error.
+pub(crate) fn for_store<T>(r: Result<Result<T, Fail>, SqliteError>) -> Result<T, StoreError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(Fail::Sql(e))) => Err(store_error(SqliteError::from(e))),
+        Ok(Err(Fail::Queue(e))) => Err(StoreError::Queue(e)),
+        Ok(Err(Fail::Store(e))) => Err(e),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// Wall-clock milliseconds since the epoch (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
+}
+
+/// A duration in milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A `u64` timestamp or count as SQLite's `INTEGER`, saturating.
+pub(crate) fn to_sql(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,155 @@
+//! Health, readiness and metrics on one HTTP port — the endpoints the
+//! seed's Kubernetes manifest probed but its Go worker never served.
+//!
+//! - `GET /healthz`: 200 `ok` while every registered loop keeps beating; 503
+//!   with the stalled loops otherwise (Kubernetes restarts the pod).
+//! - `GET /readyz`: 200 while no readiness reason is set; 503 with the
+//!   reasons otherwise (Kubernetes stops routing and a rollout stalls). Both
+//!   bodies carry the [`Probe`]'s info fields (the fingerprint).
+//! - `GET /metrics`: Prometheus text format from every [`MetricsSource`].
+//!
+//! [`router`] builds the app (tests call it in-process, no socket);
+//! [`serve`] binds, logs the bound address and serves until the shutdown
+//! future completes. This crate knows nothing of queues, sagas or config:
+//! the processes feed it through [`Probe`] and [`MetricsSource`].
+
+pub mod metrics;
+mod probe;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use metrics::MetricsSource;
+pub use probe::{Probe, StalledLoop};
+
+/// Content type of the Prometheus text exposition format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Why the HTTP server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The address could not be bound (in use, no permission, bad interface).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+impl HttpError {
+    /// Whether trying again later may help: a port still held by a previous
+    /// process is, a permission problem is not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HttpError::Bind { source, .. } => source.kind() == std::io::ErrorKind::AddrInUse,
+            HttpError::Serve(_) => false,
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct AppState {
+    /// Liveness and readiness, updated by the process's loops.
+    probe: Probe,
+    /// Everything /metrics renders after the probe's own gauges.
+    metrics: Arc<[Arc<dyn MetricsSource>]>,
+}
+
+/// The app: `/healthz`, `/readyz`, `/metrics`. Other routes (the admin API)
+/// can be merged into the returned router.
+pub fn router(probe: Probe, metrics: Vec<Arc<dyn MetricsSource>>) -> Router {
+    let state = AppState { probe, metrics: metrics.into() };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let stalled = state.probe.stalled_loops();
+    if stalled.is_empty() {
+        return (StatusCode::OK, "ok").into_response();
+    }
+    let loops: Vec<Value> = stalled
+        .iter()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "silent_for_ms": u64::try_from(l.silent_for.as_millis()).unwrap_or(u64::MAX),
+                "stall_after_ms": u64::try_from(l.stall_after.as_millis()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect();
+    let body = json!({ "status": "stalled", "loops": loops });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut body: serde_json::Map<String, Value> = state.probe.info().into_iter().collect();
+    let reasons = state.probe.reasons();
+    let status = if reasons.is_empty() {
+        body.remove("reasons");
+        body.insert("status".into(), "ready".into());
+        StatusCode::OK
+    } else {
+        body.insert("status".into(), "not_ready".into());
+        body.insert("reasons".into(), json!(reasons));
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(Value::Object(body))).into_response()
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::with_capacity(4096);
+    state.probe.render(&mut out);
+    for source in state.metrics.iter() {
+        source.render(&mut out);
+    }
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], out).into_response()
+}
+
+/// Binds `addr` (port 0 picks a free port), logs the bound address, and
+/// serves `router` in a task until `shutdown` completes; in-flight requests
+/// then finish. Returns the bound address and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, JoinHandle<Result<(), HttpError>>), HttpError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+    serve_on(listener, router, shutdown)
+}
+
+/// [`serve`] on a listener the caller already bound.
+pub fn serve_on(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, JoinHandle<Result<(), HttpError>>), HttpError> {
+    let bound = listener.local_addr().map_err(HttpError::Serve)?;
+    info!(addr = %bound, "HTTP listening.");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(HttpError::Serve)?;
+        info!(addr = %bound, "HTTP stopped.");
+        Ok(())
+    });
+    Ok((bound, task))
+}

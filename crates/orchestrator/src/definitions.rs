@@ -1,0 +1,143 @@
+//! The set of saga definitions an orchestrator runs, by name and version.
+//!
+//! Loaded once at start from files kept in Git; several versions of one saga
+//! may be loaded side by side, because a running instance stays pinned to the
+//! version it started with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sqsaga_core::definition::SagaDefinition;
+use sqsaga_core::yaml::{format_problems, parse_definitions};
+
+/// Why definitions could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: String },
+    #[error("invalid saga definition:\n{0}")]
+    Invalid(String),
+    #[error("{name} v{version} is defined twice ({first} and {second})")]
+    Duplicate {
+        name: String,
+        version: u32,
+        first: String,
+        second: String,
+    },
+    #[error("no saga definitions found in {0}")]
+    Empty(String),
+}
+
+/// Loaded definitions: name → version → definition.
+#[derive(Debug, Clone, Default)]
+pub struct Definitions {
+    by_name: HashMap<String, BTreeMap<u32, Arc<SagaDefinition>>>,
+    origin: HashMap<(String, u32), String>,
+}
+
+impl Definitions {
+    /// Loads every `.yaml`/`.yml` saga file given, or found in a given
+    /// directory (non-recursive; `fleet.yaml` is the drift policy, not a saga).
+    pub fn load(paths: &[PathBuf]) -> Result<Definitions, DefinitionError> {
+        let mut defs = Definitions::default();
+        let mut problems = Vec::new();
+        for file in expand(paths)? {
+            let text = std::fs::read_to_string(&file).map_err(|e| DefinitionError::Read {
+                path: file.display().to_string(),
+                cause: e.to_string(),
+            })?;
+            match parse_definitions(&text) {
+                Ok(list) => {
+                    for def in list {
+                        defs.insert(def, &file.display().to_string())?;
+                    }
+                }
+                Err(p) => problems.push(format_problems(&file.display().to_string(), &p)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(DefinitionError::Invalid(problems.join("\n")));
+        }
+        if defs.by_name.is_empty() {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            return Err(DefinitionError::Empty(names.join(", ")));
+        }
+        Ok(defs)
+    }
+
+    /// Adds one definition; the same name and version twice is an error.
+    pub fn insert(&mut self, def: SagaDefinition, origin: &str) -> Result<(), DefinitionError> {
+        let key = (def.name.clone(), def.version);
+        if let Some(first) = self.origin.get(&key) {
+            return Err(DefinitionError::Duplicate {
+                name: def.name,
+                version: def.version,
+                first: first.clone(),
+                second: origin.to_string(),
+            });
+        }
+        self.origin.insert(key, origin.to_string());
+        self.by_name
+            .entry(def.name.clone())
+            .or_default()
+            .insert(def.version, Arc::new(def));
+        Ok(())
+    }
+
+    /// Exactly `name` at `version`.
+    pub fn get(&self, name: &str, version: u32) -> Option<Arc<SagaDefinition>> {
+        self.by_name.get(name)?.get(&version).cloned()
+    }
+
+    /// The newest version of `name`.
+    pub fn latest(&self, name: &str) -> Option<Arc<SagaDefinition>> {
+        self.by_name.get(name)?.values().next_back().cloned()
+    }
+
+    /// Every loaded definition, every version.
+    pub fn all(&self) -> Vec<Arc<SagaDefinition>> {
+        let mut out: Vec<_> = self.by_name.values().flat_map(|v| v.values().cloned()).collect();
+        out.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        out
+    }
+
+    /// Every service named by any loaded definition.
+    pub fn services(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .all()
+            .iter()
+            .flat_map(|d| d.services().into_iter().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DefinitionError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|e| DefinitionError::Read {
+                path: path.display().to_string(),
+                cause: e.to_string(),
+            })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_saga_file(p))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn is_saga_file(path: &Path) -> bool {
+    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    yaml && stem != "fleet"
+}

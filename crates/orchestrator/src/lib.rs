@@ -1,0 +1,15 @@
+//! The orchestrator service: consumes its queue (start requests, replies,
+//! resume requests, heartbeats), applies events through the pure state
+//! machine, and commits the new state together with the commands it emits
+//! (the outbox) before anything is sent.
+//!
+//! It knows the `Queue` and `SagaStore` ports, never an adapter; it is the
+//! only writer of saga state.
+
+pub mod clock;
+pub mod definitions;
+pub mod service;
+
+pub use clock::{Clock, SystemClock};
+pub use definitions::{DefinitionError, Definitions};
+pub use service::{ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, OrchestratorStats, ensure_queues};

@@ -1,0 +1,685 @@
+//! The orchestrator's event loop.
+//!
+//! Pollers receive batches from the orchestrator queue; a timer loop turns
+//! due sagas (the store's due-time index) into `Wake` events; a sweeper
+//! re-sends outboxes a crashed writer left behind. All three funnel into
+//! [`Orchestrator::apply`], which groups events by saga, runs them through
+//! the state machine, and commits every changed saga in one `SagaStore::commit`
+//! call — with the SQLite adapter, concurrent calls from several pollers land
+//! in the same group commit. A conflicting write (another poller or replica
+//! got there first) is re-read and re-applied, so no update is lost and a
+//! transition's commands are emitted by exactly one committed write.
+//!
+//! Incoming messages are deleted only after the writes they caused are
+//! durable; a message whose processing failed comes back after its
+//! visibility timeout, and the state machine ignores what it already applied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use sqsaga_core::Millis;
+use sqsaga_core::machine::{Action, CommandSpec, Event, Reply, SagaInstance, WorkerStamp, decide, start};
+use sqsaga_protocol::{Command, Envelope, ReplyMessage};
+use sqsaga_queue::{MAX_BATCH, OutgoingMessage, Queue, QueueError, QueueSpec, Receive, ReceivedMessage};
+use sqsaga_store::{HistoryEntry, OutboxMessage, SagaStore, SagaWrite, StoreError, WriteOutcome};
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::definitions::Definitions;
+
+/// Logical name of the orchestrator's own queue.
+pub const ORCHESTRATOR_QUEUE: &str = "orchestrator";
+
+/// Tuning of the orchestrator loops.
+#[derive(Debug, Clone)]
+pub struct OrchestratorOptions {
+    /// Queue to consume (replies, start and resume requests, heartbeats).
+    pub queue: String,
+    /// Concurrent receive loops; more pollers mean bigger group commits under load.
+    pub pollers: usize,
+    /// Long-poll wait of one receive.
+    pub wait: Duration,
+    /// Visibility timeout of received messages: how long before an
+    /// unacknowledged message is retried.
+    pub visibility: Duration,
+    /// How often the due-time index is checked for timers.
+    pub timer_interval: Duration,
+    /// How often left-behind outboxes are looked for, and how old they must be.
+    pub sweep_interval: Duration,
+    /// Re-read-and-re-apply rounds after a write conflict before giving up
+    /// (the message is then retried after its visibility timeout).
+    pub max_conflict_rounds: u32,
+}
+
+impl Default for OrchestratorOptions {
+    fn default() -> Self {
+        OrchestratorOptions {
+            queue: ORCHESTRATOR_QUEUE.to_string(),
+            pollers: 4,
+            wait: Duration::from_secs(20),
+            visibility: Duration::from_secs(30),
+            timer_interval: Duration::from_millis(100),
+            sweep_interval: Duration::from_secs(10),
+            max_conflict_rounds: 8,
+        }
+    }
+}
+
+/// Counters exported as metrics.
+#[derive(Debug, Default)]
+pub struct OrchestratorStats {
+    pub messages_received: AtomicU64,
+    pub events_applied: AtomicU64,
+    pub events_ignored: AtomicU64,
+    pub sagas_started: AtomicU64,
+    pub commands_sent: AtomicU64,
+    pub write_conflicts: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub queue_errors: AtomicU64,
+    pub outboxes_swept: AtomicU64,
+}
+
+/// Errors of the orchestrator loops.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// One thing that happened to one saga.
+#[derive(Debug, Clone)]
+enum Work {
+    Start { saga: String, version: u32, input: Value },
+    Reply(Reply),
+    Wake,
+    Resume,
+}
+
+impl Work {
+    fn kind(&self) -> &'static str {
+        match self {
+            Work::Start { .. } => "start",
+            Work::Reply(_) => "reply",
+            Work::Wake => "wake",
+            Work::Resume => "resume",
+        }
+    }
+}
+
+/// What became of an incoming message.
+enum Disposition {
+    /// Applied (or harmlessly ignored): delete it.
+    Ack,
+    /// Cannot ever be processed: dead-letter it with this reason.
+    DeadLetter(String),
+    /// Processing failed for now: leave it to come back.
+    Retry,
+}
+
+/// The orchestrator service. Cheap to clone.
+#[derive(Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    defs: Arc<Definitions>,
+    queue: Arc<dyn Queue>,
+    store: Arc<dyn SagaStore>,
+    clock: Arc<dyn Clock>,
+    options: OrchestratorOptions,
+    stats: Arc<OrchestratorStats>,
+}
+
+/// Creates the orchestrator queue and one queue per service named by the
+/// definitions, each with its DLQ. Idempotent.
+pub async fn ensure_queues(queue: &dyn Queue, defs: &Definitions, template: &QueueSpec) -> Result<Vec<String>, QueueError> {
+    let mut names = vec![ORCHESTRATOR_QUEUE.to_string()];
+    names.extend(defs.services());
+    for name in &names {
+        let spec = QueueSpec {
+            name: name.clone(),
+            ..template.clone()
+        };
+        queue.ensure(&spec).await?;
+    }
+    Ok(names)
+}
+
+impl Orchestrator {
+    pub fn new(
+        defs: Arc<Definitions>,
+        queue: Arc<dyn Queue>,
+        store: Arc<dyn SagaStore>,
+        clock: Arc<dyn Clock>,
+        options: OrchestratorOptions,
+    ) -> Self {
+        Orchestrator {
+            inner: Arc::new(Inner {
+                defs,
+                queue,
+                store,
+                clock,
+                options,
+                stats: Arc::new(OrchestratorStats::default()),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<OrchestratorStats> {
+        self.inner.stats.clone()
+    }
+
+    pub fn definitions(&self) -> Arc<Definitions> {
+        self.inner.defs.clone()
+    }
+
+    /// Runs the pollers, the timer loop and the outbox sweeper until
+    /// `shutdown` resolves; in-flight batches finish before it returns.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for poller in 0..self.inner.options.pollers.max(1) {
+            let me = self.clone();
+            let stop = stop_rx.clone();
+            tasks.spawn(async move { me.poll_loop(poller, stop).await });
+        }
+        {
+            let me = self.clone();
+            let stop = stop_rx.clone();
+            tasks.spawn(async move { me.timer_loop(stop).await });
+        }
+        {
+            let me = self.clone();
+            let stop = stop_rx.clone();
+            tasks.spawn(async move { me.sweep_loop(stop).await });
+        }
+        shutdown.await;
+        tracing::info!("Orchestrator stopping: finishing in-flight batches.");
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("Orchestrator stopped.");
+    }
+
+    async fn poll_loop(&self, poller: usize, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let o = &self.inner.options;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let receive = self
+                .inner
+                .queue
+                .receive(&o.queue, Receive::up_to(MAX_BATCH).wait(o.wait).visibility(o.visibility));
+            let received = tokio::select! {
+                r = receive => r,
+                _ = stop.changed() => return,
+            };
+            match received {
+                Ok(messages) => {
+                    backoff = Duration::from_millis(100);
+                    if messages.is_empty() {
+                        continue;
+                    }
+                    self.handle_messages(messages).await;
+                }
+                Err(e) => {
+                    self.inner.stats.queue_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(poller, error = %e, retry_in_ms = backoff.as_millis() as u64, "Cannot receive from the orchestrator queue.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn timer_loop(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.options.timer_interval) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.fire_due_timers().await {
+                tracing::warn!(error = %e, "Timer pass failed; will retry.");
+            }
+        }
+    }
+
+    async fn sweep_loop(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.options.sweep_interval) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.sweep_outboxes().await {
+                tracing::warn!(error = %e, "Outbox sweep failed; will retry.");
+            }
+        }
+    }
+
+    /// Applies `Wake` to every saga whose next wake-up has passed.
+    pub async fn fire_due_timers(&self) -> Result<usize, OrchestratorError> {
+        let now = self.inner.clock.now();
+        let mut total = 0;
+        loop {
+            let due = self.inner.store.due(now, 256).await?;
+            if due.is_empty() {
+                return Ok(total);
+            }
+            let count = due.len();
+            let items = due.into_iter().map(|id| (id, Work::Wake)).collect();
+            self.apply(items).await?;
+            total += count;
+            if count < 256 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Sends outboxes that a crashed writer left behind (AWS store only;
+    /// the SQLite store never leaves any).
+    pub async fn sweep_outboxes(&self) -> Result<usize, OrchestratorError> {
+        let older = self
+            .inner
+            .clock
+            .now()
+            .saturating_sub(self.inner.options.sweep_interval.as_millis() as Millis);
+        let pending = self.inner.store.pending_outboxes(older, 100).await?;
+        let count = pending.len();
+        for p in pending {
+            self.deliver(&p.messages).await?;
+            self.inner.store.clear_outbox(&p.saga_id, p.revision).await?;
+            self.inner.stats.outboxes_swept.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(saga_id = %p.saga_id, revision = p.revision, "Re-sent a left-behind outbox.");
+        }
+        Ok(count)
+    }
+
+    /// Decodes a received batch, applies it, then deletes or dead-letters
+    /// each message according to what happened to it.
+    pub async fn handle_messages(&self, messages: Vec<ReceivedMessage>) {
+        let stats = &self.inner.stats;
+        stats.messages_received.fetch_add(messages.len() as u64, Ordering::Relaxed);
+        let mut dispositions: Vec<Disposition> = Vec::with_capacity(messages.len());
+        let mut items: Vec<(String, Work)> = Vec::new();
+        let mut item_message: Vec<usize> = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            match self.decode(message) {
+                Ok(Some((saga_id, work))) => {
+                    items.push((saga_id, work));
+                    item_message.push(index);
+                    dispositions.push(Disposition::Ack);
+                }
+                Ok(None) => dispositions.push(Disposition::Ack),
+                Err(reason) => dispositions.push(Disposition::DeadLetter(reason)),
+            }
+        }
+        if !items.is_empty() {
+            match self.apply_tracked(items).await {
+                Ok(results) => {
+                    for (i, d) in results.into_iter().enumerate() {
+                        dispositions[item_message[i]] = d;
+                    }
+                }
+                Err(e) => {
+                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "Cannot apply events; the messages will be retried.");
+                    for &i in &item_message {
+                        dispositions[i] = Disposition::Retry;
+                    }
+                }
+            }
+        }
+        let queue = &self.inner.options.queue;
+        let mut acks = Vec::new();
+        for (message, d) in messages.iter().zip(dispositions) {
+            match d {
+                Disposition::Ack => acks.push(message.receipt_handle.clone()),
+                Disposition::DeadLetter(reason) => {
+                    tracing::warn!(message_id = %message.message_id, reason = %reason, "Dead-lettering a message the orchestrator cannot process.");
+                    match self.inner.queue.dead_letter(queue, message, &reason).await {
+                        Ok(()) => {
+                            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            stats.queue_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(message_id = %message.message_id, error = %e, "Cannot dead-letter; it will come back.");
+                        }
+                    }
+                }
+                Disposition::Retry => {}
+            }
+        }
+        if !acks.is_empty() {
+            match self.inner.queue.delete_batch(queue, &acks).await {
+                Ok(failed) => {
+                    for e in failed {
+                        tracing::debug!(error = %e, "A processed message could not be deleted; its redelivery will be ignored.");
+                    }
+                }
+                Err(e) => {
+                    stats.queue_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "Cannot delete processed messages; their redelivery will be ignored.");
+                }
+            }
+        }
+    }
+
+    /// Turns a message into work for one saga, `None` for messages that need
+    /// no saga change (heartbeats), or a dead-letter reason.
+    fn decode(&self, message: &ReceivedMessage) -> Result<Option<(String, Work)>, String> {
+        let envelope = Envelope::decode(&message.body).map_err(|e| e.to_string())?;
+        match envelope {
+            Envelope::Start(s) => {
+                let def = match s.version {
+                    Some(v) => self.inner.defs.get(&s.saga, v),
+                    None => self.inner.defs.latest(&s.saga),
+                };
+                let Some(def) = def else {
+                    return Err(match s.version {
+                        Some(v) => format!("unknown saga `{}` version {v}", s.saga),
+                        None => format!("unknown saga `{}`", s.saga),
+                    });
+                };
+                if s.saga_id.is_empty() {
+                    return Err("start request with an empty saga_id".to_string());
+                }
+                Ok(Some((
+                    s.saga_id,
+                    Work::Start {
+                        saga: def.name.clone(),
+                        version: def.version,
+                        input: s.input,
+                    },
+                )))
+            }
+            Envelope::Reply(r) => Ok(Some((r.saga_id.clone(), Work::Reply(reply_event(r))))),
+            Envelope::Resume(r) => Ok(Some((r.saga_id, Work::Resume))),
+            Envelope::Heartbeat(_) => Ok(None),
+            Envelope::Command(c) => Err(format!(
+                "command `{}` for service queue arrived on the orchestrator queue",
+                c.command
+            )),
+        }
+    }
+
+    /// Applies work items; returns an error only if the store failed as a whole.
+    pub async fn apply_events(&self, items: Vec<(String, Event)>) -> Result<(), OrchestratorError> {
+        let items = items
+            .into_iter()
+            .map(|(id, e)| {
+                let work = match e {
+                    Event::Reply(r) => Work::Reply(r),
+                    Event::Wake => Work::Wake,
+                    Event::Resume => Work::Resume,
+                };
+                (id, work)
+            })
+            .collect();
+        self.apply(items).await
+    }
+
+    async fn apply(&self, items: Vec<(String, Work)>) -> Result<(), OrchestratorError> {
+        self.apply_tracked(items).await.map(|_| ())
+    }
+
+    /// The heart of the loop: group by saga, decide, commit, re-apply on conflict.
+    async fn apply_tracked(&self, items: Vec<(String, Work)>) -> Result<Vec<Disposition>, OrchestratorError> {
+        let stats = &self.inner.stats;
+        let mut results: Vec<Option<Disposition>> = (0..items.len()).map(|_| None).collect();
+        // saga id → indexes of its items, in arrival order.
+        let mut pending: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, (id, _)) in items.iter().enumerate() {
+            pending.entry(id.clone()).or_default().push(i);
+        }
+        for _round in 0..self.inner.options.max_conflict_rounds {
+            if pending.is_empty() {
+                break;
+            }
+            let ids: Vec<String> = pending.keys().cloned().collect();
+            let records: HashMap<String, (SagaInstance, u64)> = self
+                .inner
+                .store
+                .load(&ids)
+                .await?
+                .into_iter()
+                .map(|r| (r.instance.id.clone(), (r.instance, r.revision)))
+                .collect();
+            let now = self.inner.clock.now();
+            let mut writes = Vec::new();
+            let mut write_ids = Vec::new();
+            let mut finished = Vec::new();
+            for (id, indexes) in &pending {
+                let record = records.get(id);
+                let mut current = record.map(|(s, _)| s.clone());
+                let mut history = Vec::new();
+                let mut specs: Vec<CommandSpec> = Vec::new();
+                for &i in indexes {
+                    let work = &items[i].1;
+                    let outcome = self.step(id, current.as_ref(), work, now);
+                    match outcome {
+                        Step::Changed { state, actions, note } => {
+                            stats.events_applied.fetch_add(1, Ordering::Relaxed);
+                            if matches!(work, Work::Start { .. }) {
+                                stats.sagas_started.fetch_add(1, Ordering::Relaxed);
+                            }
+                            tracing::debug!(saga_id = %id, event = work.kind(), note = %note, "Saga event applied.");
+                            history.push(HistoryEntry {
+                                at: now,
+                                event: work.kind().to_string(),
+                                note,
+                            });
+                            specs.extend(actions.into_iter().map(|Action::Dispatch(c)| c));
+                            current = Some(*state);
+                            results[i] = Some(Disposition::Ack);
+                        }
+                        Step::Ignored(note) => {
+                            stats.events_ignored.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(saga_id = %id, event = work.kind(), note = %note, "Saga event ignored.");
+                            results[i] = Some(Disposition::Ack);
+                        }
+                        Step::Poison(reason) => results[i] = Some(Disposition::DeadLetter(reason)),
+                        Step::Stuck(reason) => {
+                            tracing::error!(saga_id = %id, reason = %reason, "Cannot apply an event; it will be retried.");
+                            results[i] = Some(Disposition::Retry);
+                        }
+                    }
+                }
+                match (current, history.is_empty()) {
+                    (Some(state), false) => {
+                        let outbox = self.outbox(&state, &specs, now);
+                        write_ids.push(id.clone());
+                        writes.push(SagaWrite {
+                            instance: state,
+                            expected_revision: record.map(|(_, rev)| *rev),
+                            history,
+                            outbox,
+                        });
+                    }
+                    _ => finished.push(id.clone()),
+                }
+            }
+            for id in finished {
+                pending.remove(&id);
+            }
+            if writes.is_empty() {
+                break;
+            }
+            let outboxes: Vec<Vec<OutboxMessage>> = writes.iter().map(|w| w.outbox.clone()).collect();
+            let outcomes = self.inner.store.commit(writes).await?;
+            for ((id, outcome), outbox) in write_ids.iter().zip(outcomes).zip(outboxes) {
+                match outcome {
+                    WriteOutcome::Committed { revision, outbox_pending } => {
+                        stats.commands_sent.fetch_add(outbox.len() as u64, Ordering::Relaxed);
+                        if outbox_pending {
+                            match self.deliver(&outbox).await {
+                                Ok(()) => {
+                                    if let Err(e) = self.inner.store.clear_outbox(id, revision).await {
+                                        tracing::warn!(saga_id = %id, error = %e, "Outbox sent but not cleared; the sweeper will re-send it harmlessly.");
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(saga_id = %id, error = %e, "Outbox committed but not sent; the sweeper will send it.");
+                                }
+                            }
+                        }
+                        pending.remove(id);
+                    }
+                    WriteOutcome::Conflict | WriteOutcome::AlreadyExists => {
+                        stats.write_conflicts.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(saga_id = %id, "Write conflict; re-reading and re-applying.");
+                        if let Some(indexes) = pending.get(id) {
+                            for &i in indexes {
+                                results[i] = None;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Whatever is still pending lost every round: retry later.
+        Ok(results.into_iter().map(|r| r.unwrap_or(Disposition::Retry)).collect())
+    }
+
+    fn step(&self, id: &str, current: Option<&SagaInstance>, work: &Work, now: Millis) -> Step {
+        match (work, current) {
+            (Work::Start { saga, version, input }, None) => {
+                let Some(def) = self.inner.defs.get(saga, *version) else {
+                    return Step::Poison(format!("unknown saga `{saga}` version {version}"));
+                };
+                let d = start(&def, id, input.clone(), now);
+                Step::Changed {
+                    state: Box::new(d.state),
+                    actions: d.actions,
+                    note: d.note,
+                }
+            }
+            (Work::Start { .. }, Some(_)) => Step::Ignored("duplicate start request".to_string()),
+            (Work::Reply(r), None) => Step::Poison(format!(
+                "reply for unknown saga `{id}` (step {}, attempt {})",
+                r.step, r.attempt
+            )),
+            (Work::Wake | Work::Resume, None) => Step::Ignored("no such saga".to_string()),
+            (work, Some(state)) => {
+                let Some(def) = self.inner.defs.get(&state.saga, state.version) else {
+                    return Step::Stuck(format!(
+                        "definition {} v{} is not loaded; load it to let this saga continue",
+                        state.saga, state.version
+                    ));
+                };
+                let event = match work {
+                    Work::Reply(r) => Event::Reply(r.clone()),
+                    Work::Wake => Event::Wake,
+                    Work::Resume => Event::Resume,
+                    Work::Start { .. } => return Step::Ignored("duplicate start request".to_string()),
+                };
+                let d = decide(&def, state, &event, now);
+                if d.changed {
+                    Step::Changed {
+                        state: Box::new(d.state),
+                        actions: d.actions,
+                        note: d.note,
+                    }
+                } else {
+                    Step::Ignored(d.note)
+                }
+            }
+        }
+    }
+
+    /// The envelopes for the commands a transition emitted.
+    fn outbox(&self, state: &SagaInstance, specs: &[CommandSpec], now: Millis) -> Vec<OutboxMessage> {
+        if specs.is_empty() {
+            return Vec::new();
+        }
+        let payload = payload_of(state, &self.inner.defs);
+        specs
+            .iter()
+            .map(|spec| {
+                let command = Command {
+                    command_id: spec.command_id.clone(),
+                    saga_id: state.id.clone(),
+                    saga: state.saga.clone(),
+                    version: state.version,
+                    step: spec.step,
+                    step_name: spec.step_name.clone(),
+                    command: spec.command.clone(),
+                    phase: spec.phase,
+                    attempt: spec.attempt,
+                    contract: spec.contract.clone(),
+                    payload: payload.clone(),
+                    deadline: spec.deadline,
+                    sent_at: now,
+                    reply_to: self.inner.options.queue.clone(),
+                    conforming: None,
+                };
+                OutboxMessage {
+                    queue: spec.service.clone(),
+                    message: OutgoingMessage::new(Envelope::Command(command).encode()),
+                }
+            })
+            .collect()
+    }
+
+    /// Sends outbox messages, batched per queue.
+    async fn deliver(&self, outbox: &[OutboxMessage]) -> Result<(), QueueError> {
+        let mut by_queue: BTreeMap<&str, Vec<OutgoingMessage>> = BTreeMap::new();
+        for m in outbox {
+            by_queue.entry(&m.queue).or_default().push(m.message.clone());
+        }
+        for (queue, messages) in by_queue {
+            for chunk in messages.chunks(MAX_BATCH) {
+                self.inner.queue.send_batch(queue, chunk.to_vec()).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one event did to one saga.
+enum Step {
+    Changed {
+        state: Box<SagaInstance>,
+        actions: Vec<Action>,
+        note: String,
+    },
+    Ignored(String),
+    Poison(String),
+    Stuck(String),
+}
+
+fn reply_event(r: ReplyMessage) -> Reply {
+    Reply {
+        step: r.step,
+        phase: r.phase,
+        attempt: r.attempt,
+        outcome: r.outcome,
+        worker: Some(WorkerStamp {
+            instance: r.worker.instance,
+            fingerprint: r.worker.fingerprint,
+        }),
+    }
+}
+
+/// What a command carries: the saga input and the outputs of finished steps.
+fn payload_of(state: &SagaInstance, defs: &Definitions) -> Value {
+    let mut outputs = Map::new();
+    if let Some(def) = defs.get(&state.saga, state.version) {
+        for (step, st) in def.steps.iter().zip(&state.steps) {
+            if let Some(output) = &st.output {
+                outputs.insert(step.name.clone(), output.clone());
+            }
+        }
+    }
+    json!({ "input": state.input, "outputs": outputs })
+}

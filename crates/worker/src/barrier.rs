@@ -1,0 +1,288 @@
+//! The sub-transaction barrier (after dtm): one row per (saga, step, op) in
+//! the participant's own database, written in the same local transaction as
+//! the business change, so effects happen once under at-least-once delivery.
+//!
+//! - A duplicate action or compensation gets the recorded outcome; the
+//!   handler does not run again.
+//! - A compensation whose action never ran is a "null compensation": nothing
+//!   to undo, and the action row is written as `prevented` so that the action,
+//!   should it still arrive (a "hanging" action, redelivered after a step
+//!   timeout), is refused instead of taking effect after its undo.
+//! - A compensation of a refused action is a no-op: a refusal had no effect.
+//!
+//! The step key is the step *name* (`CommandContext::step`): the command's
+//! `step_name` for sqsaga commands, the action command name for seed-shaped
+//! messages. Retries of a step (attempts) share one row: the barrier is about
+//! effects, not deliveries.
+//!
+//! This module knows SQLite and the handler trait; it knows nothing about
+//! queues or replies.
+
+use std::panic::AssertUnwindSafe;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqsaga_core::machine::{Outcome, Phase};
+use sqsaga_sqlite::SqliteError;
+
+use crate::{CommandContext, Handler, HandlerError};
+
+/// Created by `Participant::open`; part of the participant's schema.
+pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sqsaga_barrier (
+    saga_id    TEXT    NOT NULL,
+    step       TEXT    NOT NULL,
+    op         TEXT    NOT NULL CHECK (op IN ('action', 'compensation')),
+    outcome    TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (saga_id, step, op)
+) WITHOUT ROWID;";
+
+/// Reason given when an action arrives after its step was compensated.
+pub const HANGING_REASON: &str = "compensated before the action ran";
+
+/// What the barrier row says happened, as stored in its `outcome` column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Recorded {
+    Succeeded {
+        #[serde(default)]
+        output: Value,
+    },
+    Refused {
+        reason: String,
+    },
+    /// Written for an action by a null compensation: the action must not run.
+    Prevented,
+}
+
+impl Recorded {
+    fn to_outcome(&self) -> Outcome {
+        match self {
+            Recorded::Succeeded { output } => Outcome::Succeeded { output: output.clone() },
+            Recorded::Refused { reason } => Outcome::Refused { reason: reason.clone() },
+            Recorded::Prevented => Outcome::Refused { reason: HANGING_REASON.to_string() },
+        }
+    }
+}
+
+/// The result of running one command through the barrier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarrierOutcome {
+    /// What to reply; `Transient` when the handler's transaction was rolled back.
+    pub outcome: Outcome,
+    /// The step had already been handled: the recorded outcome, no new effect.
+    pub duplicate: bool,
+    /// A compensation arrived before (or instead of) its action: nothing was undone.
+    pub null_compensation: bool,
+    /// An action arrived after its compensation: refused, no effect.
+    pub hanging: bool,
+}
+
+impl BarrierOutcome {
+    fn fresh(outcome: Outcome) -> Self {
+        BarrierOutcome { outcome, duplicate: false, null_compensation: false, hanging: false }
+    }
+}
+
+/// Why a barrier job did not keep its writes.
+#[derive(Debug)]
+pub(crate) enum JobError {
+    /// The handler failed transiently (or panicked): roll back, record nothing.
+    Transient(String),
+    /// SQLite failed under the barrier: roll back; the message comes back.
+    Sql(SqliteError),
+    /// A barrier row cannot be read back.
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for JobError {
+    fn from(e: rusqlite::Error) -> Self {
+        JobError::Sql(SqliteError::from(e))
+    }
+}
+
+fn op_name(op: Phase) -> &'static str {
+    crate::phase_name(op)
+}
+
+/// Reads the row for (saga, step, op), if any.
+pub fn lookup(conn: &Connection, saga_id: &str, step: &str, op: Phase) -> Result<Option<Recorded>, LookupError> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT outcome FROM sqsaga_barrier WHERE saga_id = ?1 AND step = ?2 AND op = ?3",
+            params![saga_id, step, op_name(op)],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(|e| LookupError::Sql(SqliteError::from(e)))?;
+    match text {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| LookupError::Corrupt {
+            saga_id: saga_id.to_string(),
+            step: step.to_string(),
+            cause: format!("outcome `{text}` is not a barrier outcome: {e}"),
+        }),
+    }
+}
+
+/// The output the action of (saga, step) recorded, for compensations that
+/// need it (say, the reservation id to release).
+pub fn action_output(conn: &Connection, saga_id: &str, step: &str) -> Result<Option<Value>, LookupError> {
+    Ok(match lookup(conn, saga_id, step, Phase::Action)? {
+        Some(Recorded::Succeeded { output }) => Some(output),
+        _ => None,
+    })
+}
+
+/// Errors reading the barrier table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("cannot read the barrier table: {0}")]
+    Sql(SqliteError),
+    #[error("barrier row of saga {saga_id} step {step} is corrupt: {cause}")]
+    Corrupt { saga_id: String, step: String, cause: String },
+}
+
+fn lookup_job(tx: &Connection, ctx: &CommandContext, op: Phase) -> Result<Option<Recorded>, JobError> {
+    lookup(tx, &ctx.saga_id, &ctx.step, op).map_err(|e| match e {
+        LookupError::Sql(e) => JobError::Sql(e),
+        LookupError::Corrupt { cause, .. } => JobError::Corrupt(cause),
+    })
+}
+
+fn record(tx: &Connection, ctx: &CommandContext, op: Phase, outcome: &Recorded) -> Result<(), JobError> {
+    let text = serde_json::to_string(outcome).map_err(|e| JobError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO sqsaga_barrier (saga_id, step, op, outcome, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![ctx.saga_id, ctx.step, op_name(op), text, now_millis()],
+    )?;
+    Ok(())
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+/// Runs the handler inside a nested savepoint so a refusal keeps the barrier
+/// row but none of the handler's writes. A panic is caught: it would
+/// otherwise take down the database writer thread shared by every command.
+fn call_handler(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext) -> Result<Value, JobErrorOr> {
+    tx.execute_batch("SAVEPOINT sqsaga_handler")?;
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(tx, ctx)));
+    let result = match result {
+        Ok(r) => r,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            Err(HandlerError::Transient(format!("handler `{}` panicked: {text}", ctx.command)))
+        }
+    };
+    match result {
+        Ok(output) => {
+            tx.execute_batch("RELEASE sqsaga_handler")?;
+            Ok(output)
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO sqsaga_handler; RELEASE sqsaga_handler")?;
+            Err(JobErrorOr::Handler(e))
+        }
+    }
+}
+
+/// A handler's error, or SQLite failing around it.
+enum JobErrorOr {
+    Handler(HandlerError),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for JobErrorOr {
+    fn from(e: rusqlite::Error) -> Self {
+        JobErrorOr::Sql(e)
+    }
+}
+
+/// Runs `ctx` through the barrier inside `tx`. `Err` means: roll back this
+/// job (a transient handler error or a database failure).
+pub(crate) fn run(
+    tx: &Transaction<'_>,
+    handler: &dyn Handler,
+    ctx: &CommandContext,
+) -> Result<BarrierOutcome, JobError> {
+    match ctx.phase {
+        Phase::Action => run_action(tx, handler, ctx),
+        Phase::Compensation => run_compensation(tx, handler, ctx),
+    }
+}
+
+fn run_action(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext) -> Result<BarrierOutcome, JobError> {
+    if let Some(recorded) = lookup_job(tx, ctx, Phase::Action)? {
+        let hanging = recorded == Recorded::Prevented;
+        return Ok(BarrierOutcome {
+            outcome: recorded.to_outcome(),
+            duplicate: !hanging,
+            null_compensation: false,
+            hanging,
+        });
+    }
+    let recorded = match call_handler(tx, handler, ctx) {
+        Ok(output) => Recorded::Succeeded { output },
+        Err(JobErrorOr::Handler(HandlerError::Refused(reason))) => Recorded::Refused { reason },
+        Err(JobErrorOr::Handler(HandlerError::Transient(error))) => return Err(JobError::Transient(error)),
+        Err(JobErrorOr::Sql(e)) => return Err(e.into()),
+    };
+    record(tx, ctx, Phase::Action, &recorded)?;
+    Ok(BarrierOutcome::fresh(recorded.to_outcome()))
+}
+
+fn run_compensation(
+    tx: &Transaction<'_>,
+    handler: &dyn Handler,
+    ctx: &CommandContext,
+) -> Result<BarrierOutcome, JobError> {
+    if let Some(recorded) = lookup_job(tx, ctx, Phase::Compensation)? {
+        return Ok(BarrierOutcome {
+            outcome: recorded.to_outcome(),
+            duplicate: true,
+            null_compensation: false,
+            hanging: false,
+        });
+    }
+    let nothing_to_undo = Recorded::Succeeded { output: Value::Null };
+    match lookup_job(tx, ctx, Phase::Action)? {
+        None => {
+            // Null compensation: the action never ran here. Block it for good.
+            record(tx, ctx, Phase::Action, &Recorded::Prevented)?;
+            record(tx, ctx, Phase::Compensation, &nothing_to_undo)?;
+            Ok(BarrierOutcome {
+                outcome: nothing_to_undo.to_outcome(),
+                duplicate: false,
+                null_compensation: true,
+                hanging: false,
+            })
+        }
+        Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => {
+            // A refusal had no effect: nothing to undo.
+            record(tx, ctx, Phase::Compensation, &nothing_to_undo)?;
+            Ok(BarrierOutcome::fresh(nothing_to_undo.to_outcome()))
+        }
+        Some(Recorded::Succeeded { .. }) => match call_handler(tx, handler, ctx) {
+            Ok(output) => {
+                let recorded = Recorded::Succeeded { output };
+                record(tx, ctx, Phase::Compensation, &recorded)?;
+                Ok(BarrierOutcome::fresh(recorded.to_outcome()))
+            }
+            // A refused compensation is not recorded: the saga goes to
+            // `needs_operator`, and a resume must be able to run it again.
+            Err(JobErrorOr::Handler(HandlerError::Refused(reason))) => {
+                Ok(BarrierOutcome::fresh(Outcome::Refused { reason }))
+            }
+            Err(JobErrorOr::Handler(HandlerError::Transient(error))) => Err(JobError::Transient(error)),
+            Err(JobErrorOr::Sql(e)) => Err(e.into()),
+        },
+    }
+}

@@ -1,0 +1,585 @@
+//! The worker loop: poll the service's queue, run each command through the
+//! participant's barrier, reply, and only then delete the message.
+//!
+//! Delivery rules (DESIGN.md, "Failure semantics" and "Poison messages"):
+//! - a message is deleted only after its local transaction committed and its
+//!   reply was sent; if either fails it is left alone and comes back after the
+//!   visibility timeout, which the barrier makes harmless;
+//! - a message that cannot be understood (not JSON, not a command, a command
+//!   or contract this participant does not have) goes to the dead-letter
+//!   queue with the reason as an attribute: never lost, never retried forever;
+//! - a transient handler error is replied as such and the message deleted:
+//!   the orchestrator owns retries (backoff, attempts); a seed-shaped
+//!   message (choreography, no orchestrator) is left for redelivery instead;
+//! - a command whose conforming set excludes this worker's fingerprint is not
+//!   run (nor judged): it is released at once for a conforming sibling.
+//!
+//! Shutdown: no new receives; a receive already waiting may return, and what
+//! it returns is released unstarted; batches in flight finish within the
+//! drain budget, after which whatever is left is SQS's to redeliver.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sqsaga_core::Millis;
+use sqsaga_core::machine::{Outcome, Phase};
+use sqsaga_protocol::{Command, DecodeError, Envelope, ReplyMessage, WorkerInfo, WorkerMessage, decode_worker_message};
+use sqsaga_queue::{MAX_BATCH, MAX_WAIT, OutgoingMessage, Queue, Receive, ReceivedMessage};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use crate::stats::WorkerStats;
+use crate::{BarrierOutcome, CommandContext, Participant, WorkerError};
+
+/// First pause after a failed receive; doubled per failure up to the cap.
+const RECEIVE_BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest pause between failed receives: short enough to notice recovery fast.
+const RECEIVE_BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Pause after an empty receive when no long poll is configured (wait = 0),
+/// so an idle worker does not spin on its queue.
+const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
+/// Pause after releasing commands this worker may not run. Every receive
+/// counts towards the queue's maxReceiveCount, so a drifted worker that kept
+/// re-receiving a command would push it into the DLQ; pausing leaves the
+/// command to conforming siblings. (Quarantine — not polling at all while
+/// drifted — is the drift guard's job.)
+const NONCONFORMING_PAUSE: Duration = Duration::from_secs(1);
+/// Message attribute propagated from a command to its reply.
+const TRACEPARENT: &str = sqsaga_protocol::ATTR_TRACEPARENT;
+
+/// How a worker runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerOptions {
+    /// Service name, reported in every reply (`inventory`).
+    pub service: String,
+    /// This process among its siblings (pod name, host:pid), for the audit.
+    pub instance: String,
+    /// Queue to poll; by convention the service's name.
+    pub queue: String,
+    /// Concurrent pollers, each with up to 10 messages in flight.
+    pub concurrency: usize,
+    /// Long-poll time of a receive (at most 20 s, the SQS maximum).
+    pub wait: Duration,
+    /// How long a received message stays hidden from siblings: longer than
+    /// the slowest handler, or it is delivered twice (harmless, but wasted).
+    pub visibility: Duration,
+    /// Budget to finish in-flight work once shutdown begins.
+    pub drain_timeout: Duration,
+    /// Drift-guard fingerprint of this worker, sent with every reply.
+    pub fingerprint: String,
+}
+
+impl WorkerOptions {
+    /// Defaults from the seed: 20 s long polls, 30 s visibility; two pollers
+    /// and a 25 s drain, which fits Kubernetes' 30 s default grace period.
+    pub fn new(service: &str, instance: &str) -> Self {
+        WorkerOptions {
+            service: service.to_string(),
+            instance: instance.to_string(),
+            queue: service.to_string(),
+            concurrency: 2,
+            wait: MAX_WAIT,
+            visibility: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(25),
+            fingerprint: "unknown".to_string(),
+        }
+    }
+}
+
+/// The worker runtime of one participant service.
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: WorkerOptions,
+    queue: Arc<dyn Queue>,
+    participant: Arc<Participant>,
+    stats: Arc<WorkerStats>,
+}
+
+impl Worker {
+    pub fn new(options: WorkerOptions, queue: Arc<dyn Queue>, participant: Arc<Participant>) -> Self {
+        Worker { inner: Arc::new(Inner { options, queue, participant, stats: Arc::new(WorkerStats::default()) }) }
+    }
+
+    /// Live counters, shared with the running worker.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.inner.stats.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then drains and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
+        let inner = self.inner;
+        let pollers = inner.options.concurrency.max(1);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for n in 0..pollers {
+            tasks.spawn(poll_loop(inner.clone(), n, stop_rx.clone()));
+        }
+        info!(
+            service = %inner.options.service,
+            instance = %inner.options.instance,
+            queue = %inner.options.queue,
+            pollers,
+            fingerprint = %inner.options.fingerprint,
+            "Worker started."
+        );
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(ended) = tasks.join_next() => {
+                    // A poller only ends on its own by panicking: start another.
+                    if let Err(e) = ended {
+                        error!(error = %e, "A poller stopped unexpectedly; starting a new one.");
+                    }
+                    tasks.spawn(poll_loop(inner.clone(), pollers, stop_rx.clone()));
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        let in_flight = inner.stats.in_flight.load(Ordering::Relaxed);
+        info!(
+            in_flight,
+            drain_timeout_ms = millis(inner.options.drain_timeout),
+            "Shutting down; draining in-flight work."
+        );
+        let drained =
+            tokio::time::timeout(inner.options.drain_timeout, async { while tasks.join_next().await.is_some() {} })
+                .await;
+        match drained {
+            Ok(()) => info!("Worker stopped; all in-flight work finished."),
+            Err(_) => {
+                let left = inner.stats.in_flight.load(Ordering::Relaxed);
+                tasks.abort_all();
+                warn!(
+                    in_flight = left,
+                    "Drain budget exhausted; unfinished messages will be redelivered after their visibility timeout."
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn now_millis() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
+}
+
+/// Sleeps for `d`, or less if shutdown begins. Returns whether to stop.
+async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+async fn poll_loop(inner: Arc<Inner>, poller: usize, mut stop: watch::Receiver<bool>) {
+    let options = &inner.options;
+    let request = Receive { max: MAX_BATCH, wait: options.wait.min(MAX_WAIT), visibility: Some(options.visibility) };
+    let mut backoff = RECEIVE_BACKOFF_START;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        // Not raced against shutdown: a receive that already took messages
+        // must return them so they can be released at once (below).
+        match inner.queue.receive(&options.queue, request).await {
+            Err(e) => {
+                warn!(
+                    queue = %options.queue,
+                    poller,
+                    error = %e,
+                    retry_in_ms = millis(backoff),
+                    "Cannot receive from the queue; retrying."
+                );
+                if pause(backoff, &mut stop).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(RECEIVE_BACKOFF_CAP);
+            }
+            Ok(messages) => {
+                backoff = RECEIVE_BACKOFF_START;
+                if messages.is_empty() {
+                    if request.wait.is_zero() && pause(EMPTY_POLL_PAUSE, &mut stop).await {
+                        break;
+                    }
+                    continue;
+                }
+                WorkerStats::add(&inner.stats.received, messages.len());
+                if *stop.borrow() {
+                    release(&inner, &messages, "shutting down").await;
+                    break;
+                }
+                let released = handle_batch(&inner, messages).await;
+                if released > 0 && pause(NONCONFORMING_PAUSE, &mut stop).await {
+                    break;
+                }
+            }
+        }
+    }
+    debug!(poller, "Poller stopped.");
+}
+
+/// Makes messages visible again at once, for a sibling (or a later run).
+async fn release(inner: &Inner, messages: &[ReceivedMessage], why: &str) {
+    for m in messages {
+        match inner.queue.change_visibility(&inner.options.queue, &m.receipt_handle, Duration::ZERO).await {
+            Ok(()) => {
+                WorkerStats::add(&inner.stats.released, 1);
+                info!(message_id = %m.message_id, reason = why, "Message released unstarted.");
+            }
+            Err(e) => warn!(
+                message_id = %m.message_id,
+                error = %e,
+                "Cannot release the message; it comes back after its visibility timeout."
+            ),
+        }
+    }
+}
+
+/// Decrements the in-flight gauge when a batch ends, even if it is aborted.
+struct InFlight<'a> {
+    stats: &'a WorkerStats,
+    n: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(self.n, Ordering::Relaxed);
+    }
+}
+
+/// A message ready to run.
+struct Job {
+    message: ReceivedMessage,
+    ctx: CommandContext,
+    /// The sqsaga command, to reply to; `None` for seed-shaped messages.
+    command: Option<Command>,
+    /// For logs: the command id, or the message id of a seed message.
+    id: String,
+}
+
+/// What to do with one received message.
+enum Plan {
+    Run(Box<Job>),
+    /// Send to the DLQ with this reason.
+    Poison(String),
+    /// Not for this worker (drift guard): release for a sibling.
+    NotConforming(String),
+}
+
+fn plan(inner: &Inner, message: &ReceivedMessage) -> Plan {
+    let participant = &inner.participant;
+    let decoded = match decode_worker_message(&message.body) {
+        Ok(d) => d,
+        Err(e) => return Plan::Poison(decode_reason(&e)),
+    };
+    match decoded {
+        WorkerMessage::Command(c) => {
+            // Checked first: a drifted worker must not judge (let alone
+            // dead-letter) a command its conforming siblings can run.
+            let fingerprint = &inner.options.fingerprint;
+            if let Some(set) = c.conforming.as_ref().filter(|set| !set.contains(fingerprint)) {
+                return Plan::NotConforming(format!(
+                    "fingerprint {fingerprint} is not among the {} conforming fingerprint(s) of command {}",
+                    set.len(),
+                    c.command_id
+                ));
+            }
+            let Some((contract, phase)) = participant.describe(&c.command) else {
+                let contracts = participant.contracts();
+                return Plan::Poison(if contracts.contains(&c.contract) {
+                    format!("unknown command `{}`", c.command)
+                } else {
+                    format!(
+                        "unknown command `{}`: contract `{}` is not implemented here (implemented: {})",
+                        c.command,
+                        c.contract,
+                        contracts.join(", ")
+                    )
+                });
+            };
+            if contract != c.contract {
+                return Plan::Poison(format!(
+                    "command `{}` belongs to contract `{contract}`, not `{}`",
+                    c.command, c.contract
+                ));
+            }
+            if phase != c.phase {
+                return Plan::Poison(format!(
+                    "command `{}` is a {} but the message asks for a {}",
+                    c.command,
+                    crate::phase_name(phase),
+                    crate::phase_name(c.phase)
+                ));
+            }
+            let ctx = CommandContext {
+                saga_id: c.saga_id.clone(),
+                step: c.step_name.clone(),
+                command: c.command.clone(),
+                phase: c.phase,
+                attempt: c.attempt,
+                payload: c.payload.clone(),
+            };
+            Plan::Run(Box::new(Job { message: message.clone(), ctx, id: c.command_id.clone(), command: Some(c) }))
+        }
+        WorkerMessage::Seed(s) => {
+            match participant.describe(&s.step) {
+                Some((_, Phase::Action)) => {}
+                Some((_, Phase::Compensation)) => {
+                    return Plan::Poison(format!(
+                        "seed message names compensation `{}`; it must name the action and set is_compensating",
+                        s.step
+                    ));
+                }
+                None => return Plan::Poison(format!("unknown command `{}`", s.step)),
+            }
+            let (command, phase) = if s.is_compensating {
+                match participant.compensation_of(&s.step) {
+                    Some(name) => (name.to_string(), Phase::Compensation),
+                    None => return Plan::Poison(format!("command `{}` has no registered compensation", s.step)),
+                }
+            } else {
+                (s.step.clone(), Phase::Action)
+            };
+            let ctx = CommandContext {
+                saga_id: s.saga_id,
+                step: s.step,
+                command,
+                phase,
+                attempt: message.receive_count,
+                payload: s.payload,
+            };
+            Plan::Run(Box::new(Job { message: message.clone(), ctx, command: None, id: message.message_id.clone() }))
+        }
+    }
+}
+
+fn decode_reason(e: &DecodeError) -> String {
+    match e {
+        DecodeError::NotJson(_) => format!("undecodable body: {e}"),
+        DecodeError::BadEnvelope(_) | DecodeError::WrongKind { .. } => format!("not a worker command: {e}"),
+    }
+}
+
+async fn dead_letter(inner: &Inner, message: &ReceivedMessage, reason: &str) {
+    match inner.queue.dead_letter(&inner.options.queue, message, reason).await {
+        Ok(()) => {
+            WorkerStats::add(&inner.stats.dead_lettered, 1);
+            warn!(message_id = %message.message_id, reason, "Message moved to the dead-letter queue.");
+        }
+        Err(e) => {
+            WorkerStats::add(&inner.stats.errors, 1);
+            warn!(
+                message_id = %message.message_id,
+                reason,
+                error = %e,
+                "Cannot dead-letter the message; it comes back after its visibility timeout."
+            );
+        }
+    }
+}
+
+/// Handles one received batch; returns how many commands were released
+/// because this worker does not conform.
+async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
+    let stats = &inner.stats;
+    stats.in_flight.fetch_add(messages.len() as u64, Ordering::Relaxed);
+    let _gauge = InFlight { stats, n: messages.len() as u64 };
+
+    let mut jobs = Vec::new();
+    let mut nonconforming = Vec::new();
+    for message in &messages {
+        match plan(inner, message) {
+            Plan::Run(job) => jobs.push(*job),
+            Plan::Poison(reason) => dead_letter(inner, message, &reason).await,
+            Plan::NotConforming(why) => {
+                warn!(message_id = %message.message_id, reason = %why, "Command not run: this worker does not conform; released for a sibling.");
+                WorkerStats::add(&stats.refused_nonconforming, 1);
+                nonconforming.push(message.clone());
+            }
+        }
+    }
+    if !nonconforming.is_empty() {
+        for m in &nonconforming {
+            if let Err(e) = inner.queue.change_visibility(&inner.options.queue, &m.receipt_handle, Duration::ZERO).await
+            {
+                warn!(message_id = %m.message_id, error = %e, "Cannot release the message; it comes back after its visibility timeout.");
+            }
+        }
+    }
+    if jobs.is_empty() {
+        return nonconforming.len();
+    }
+
+    // All at once, so they land in the same group commit (one fsync).
+    let mut running = JoinSet::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let participant = inner.participant.clone();
+        let ctx = job.ctx.clone();
+        running.spawn(async move {
+            let started = Instant::now();
+            let result = participant.execute(ctx).await;
+            (i, result, started.elapsed())
+        });
+    }
+    let mut results: Vec<Option<Result<BarrierOutcome, WorkerError>>> = jobs.iter().map(|_| None).collect();
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok((i, result, elapsed)) => {
+                if let Some(job) = jobs.get(i) {
+                    stats.observe(&job.ctx.command, elapsed);
+                }
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(result);
+                }
+            }
+            Err(e) => error!(error = %e, "A command task failed; its message will be redelivered."),
+        }
+    }
+
+    // Decide per job: reply (commands), delete, dead-letter or leave.
+    let mut replies: BTreeMap<String, Vec<(usize, OutgoingMessage)>> = BTreeMap::new();
+    let mut deletable: Vec<bool> = vec![false; jobs.len()];
+    for (i, (job, result)) in jobs.iter().zip(results).enumerate() {
+        let ctx = &job.ctx;
+        let Some(result) = result else { continue };
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_poison() => {
+                dead_letter(inner, &job.message, &e.to_string()).await;
+                continue;
+            }
+            Err(e) => {
+                WorkerStats::add(&stats.errors, 1);
+                warn!(
+                    saga_id = %ctx.saga_id, step = %ctx.step, command_id = %job.id, attempt = ctx.attempt,
+                    error = %e,
+                    "Local transaction failed; the message will be redelivered."
+                );
+                continue;
+            }
+        };
+        record_outcome(stats, job, &outcome);
+        match &job.command {
+            Some(c) => {
+                let reply = ReplyMessage {
+                    command_id: c.command_id.clone(),
+                    saga_id: c.saga_id.clone(),
+                    step: c.step,
+                    phase: c.phase,
+                    attempt: c.attempt,
+                    outcome: outcome.outcome,
+                    worker: WorkerInfo {
+                        service: inner.options.service.clone(),
+                        instance: inner.options.instance.clone(),
+                        fingerprint: inner.options.fingerprint.clone(),
+                    },
+                    replied_at: now_millis(),
+                };
+                let mut out = OutgoingMessage::new(Envelope::Reply(reply).encode());
+                if let Some(tp) = job.message.attributes.get(TRACEPARENT) {
+                    out = out.with_attribute(TRACEPARENT, tp.clone());
+                }
+                replies.entry(c.reply_to.clone()).or_default().push((i, out));
+            }
+            // Choreography has no orchestrator to retry: a transient failure
+            // leaves the message to come back after its visibility timeout
+            // (and to the DLQ through the redrive policy if it never passes).
+            None => deletable[i] = !matches!(outcome.outcome, Outcome::Transient { .. }),
+        }
+    }
+
+    for (reply_to, outgoing) in replies {
+        for chunk in outgoing.chunks(MAX_BATCH) {
+            let batch: Vec<OutgoingMessage> = chunk.iter().map(|(_, m)| m.clone()).collect();
+            match inner.queue.send_batch(&reply_to, batch).await {
+                Ok(()) => {
+                    for (i, _) in chunk {
+                        deletable[*i] = true;
+                    }
+                }
+                Err(e) => {
+                    WorkerStats::add(&stats.errors, chunk.len());
+                    warn!(
+                        reply_to = %reply_to,
+                        replies = chunk.len(),
+                        error = %e,
+                        "Cannot send replies; their commands will be redelivered and answered from the barrier."
+                    );
+                }
+            }
+        }
+    }
+
+    let done: Vec<&Job> = jobs.iter().zip(&deletable).filter(|(_, d)| **d).map(|(j, _)| j).collect();
+    for chunk in done.chunks(MAX_BATCH) {
+        let receipts: Vec<String> = chunk.iter().map(|j| j.message.receipt_handle.clone()).collect();
+        match inner.queue.delete_batch(&inner.options.queue, &receipts).await {
+            Ok(failed) => {
+                WorkerStats::add(&stats.processed, chunk.len());
+                for e in failed {
+                    warn!(error = %e, "Cannot delete a handled message; its redelivery will be answered from the barrier.");
+                }
+            }
+            Err(e) => {
+                WorkerStats::add(&stats.processed, chunk.len());
+                warn!(
+                    messages = chunk.len(),
+                    error = %e,
+                    "Cannot delete handled messages; their redelivery will be answered from the barrier."
+                );
+            }
+        }
+    }
+    nonconforming.len()
+}
+
+fn record_outcome(stats: &WorkerStats, job: &Job, outcome: &BarrierOutcome) {
+    let ctx = &job.ctx;
+    if outcome.duplicate {
+        WorkerStats::add(&stats.duplicates, 1);
+    }
+    if outcome.null_compensation {
+        WorkerStats::add(&stats.null_compensations, 1);
+    }
+    if outcome.hanging {
+        WorkerStats::add(&stats.hanging, 1);
+    }
+    let (saga_id, step, command_id, attempt) = (&ctx.saga_id, &ctx.step, &job.id, ctx.attempt);
+    let command = &ctx.command;
+    match &outcome.outcome {
+        Outcome::Succeeded { .. } => info!(
+            %saga_id, %step, %command_id, attempt, %command,
+            duplicate = outcome.duplicate,
+            null_compensation = outcome.null_compensation,
+            "Command succeeded."
+        ),
+        Outcome::Refused { reason } => {
+            WorkerStats::add(&stats.refused, 1);
+            info!(
+                %saga_id, %step, %command_id, attempt, %command, %reason,
+                duplicate = outcome.duplicate,
+                hanging = outcome.hanging,
+                "Command refused."
+            );
+        }
+        Outcome::Transient { error } => {
+            WorkerStats::add(&stats.failed, 1);
+            warn!(%saga_id, %step, %command_id, attempt, %command, %error, "Command failed transiently; rolled back.");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The sub-transaction barrier through `Participant::execute`, on a real
+//! SQLite file: duplicates, null compensation, hanging actions, refusals,
+//! transient errors, crashes between deliveries.
+#![allow(clippy::unwrap_used, reason = "helpers outside #[test] fns unwrap too; a failure is the test failing")]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+use sqsaga_core::machine::{Outcome, Phase};
+use sqsaga_worker::barrier::{self, HANGING_REASON, Recorded};
+use sqsaga_worker::{BarrierOutcome, CommandContext, HandlerError, Participant, WorkerError};
+use support::{ctx, ledger, ledger_state};
+
+fn succeeded(output: Value) -> Outcome {
+    Outcome::Succeeded { output }
+}
+
+fn refused(reason: &str) -> Outcome {
+    Outcome::Refused { reason: reason.to_string() }
+}
+
+/// Runs `c` and returns its outcome, failing the test on a runtime error.
+async fn run(p: &Participant, c: CommandContext) -> BarrierOutcome {
+    p.execute(c).await.unwrap()
+}
+
+async fn recorded(p: &Participant, saga: &str, op: Phase) -> Option<Recorded> {
+    let saga = saga.to_string();
+    p.query(move |tx| Ok(barrier::lookup(tx, &saga, "add", op))).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn duplicate_action_gets_the_recorded_outcome_and_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    let first = run(&p, ctx("s1", Phase::Action, json!({"amount": 5}))).await;
+    assert_eq!(first.outcome, succeeded(json!({"added": 5})));
+    assert!(!first.duplicate);
+    let second = run(&p, ctx("s1", Phase::Action, json!({"amount": 5}))).await;
+    assert_eq!(second.outcome, succeeded(json!({"added": 5})));
+    assert!(second.duplicate);
+    assert_eq!(probes.action_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(ledger_state(&p).await, (5, 1));
+}
+
+#[tokio::test]
+async fn compensation_before_action_is_null_and_the_late_action_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    let comp = run(&p, ctx("s1", Phase::Compensation, json!({"amount": 5}))).await;
+    assert_eq!(comp.outcome, succeeded(Value::Null));
+    assert!(comp.null_compensation);
+    assert_eq!(recorded(&p, "s1", Phase::Action).await, Some(Recorded::Prevented));
+
+    let late = run(&p, ctx("s1", Phase::Action, json!({"amount": 5}))).await;
+    assert_eq!(late.outcome, refused(HANGING_REASON));
+    assert!(late.hanging);
+    assert_eq!(probes.action_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(probes.compensation_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(ledger_state(&p).await, (0, 0));
+
+    // The compensation redelivered is a duplicate of the null compensation.
+    let again = run(&p, ctx("s1", Phase::Compensation, json!({"amount": 5}))).await;
+    assert!(again.duplicate);
+    assert_eq!(again.outcome, succeeded(Value::Null));
+}
+
+#[tokio::test]
+async fn redelivery_after_a_crash_has_no_second_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    {
+        let (p, _) = ledger(&path);
+        run(&p, ctx("s1", Phase::Action, json!({"amount": 7}))).await;
+        // The process dies here: the reply was never sent, the message never
+        // deleted, so the queue delivers the command again to a new process.
+    }
+    let (p, probes) = ledger(&path);
+    let again = run(&p, ctx("s1", Phase::Action, json!({"amount": 7}))).await;
+    assert!(again.duplicate);
+    assert_eq!(again.outcome, succeeded(json!({"added": 7})));
+    assert_eq!(probes.action_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(ledger_state(&p).await, (7, 1));
+}
+
+#[tokio::test]
+async fn refused_action_has_no_effect_and_its_compensation_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    let action = run(&p, ctx("s1", Phase::Action, json!({"amount": 5, "refuse": true}))).await;
+    assert_eq!(action.outcome, refused("ledger closed"));
+    // The handler wrote before refusing; the barrier rolled that back.
+    assert_eq!(ledger_state(&p).await, (0, 0));
+    assert_eq!(recorded(&p, "s1", Phase::Action).await, Some(Recorded::Refused { reason: "ledger closed".into() }));
+
+    let comp = run(&p, ctx("s1", Phase::Compensation, json!({"amount": 5}))).await;
+    assert_eq!(comp.outcome, succeeded(Value::Null));
+    assert!(!comp.null_compensation);
+    assert_eq!(probes.compensation_calls.load(Ordering::SeqCst), 0);
+
+    // The refusal is final: a redelivered action gets it again.
+    let again = run(&p, ctx("s1", Phase::Action, json!({"amount": 5, "refuse": true}))).await;
+    assert!(again.duplicate);
+    assert_eq!(again.outcome, refused("ledger closed"));
+    assert_eq!(probes.action_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn transient_error_records_nothing_and_the_retry_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    probes.fail_next.store(1, Ordering::SeqCst);
+    let first = run(&p, ctx("s1", Phase::Action, json!({"amount": 3}))).await;
+    assert_eq!(first.outcome, Outcome::Transient { error: "ledger busy".into() });
+    assert_eq!(ledger_state(&p).await, (0, 0));
+    assert_eq!(recorded(&p, "s1", Phase::Action).await, None);
+
+    let mut retry = ctx("s1", Phase::Action, json!({"amount": 3}));
+    retry.attempt = 2;
+    let second = run(&p, retry).await;
+    assert_eq!(second.outcome, succeeded(json!({"added": 3})));
+    assert!(!second.duplicate);
+    assert_eq!(probes.action_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(ledger_state(&p).await, (3, 1));
+}
+
+#[tokio::test]
+async fn compensation_undoes_once_using_the_recorded_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    run(&p, ctx("s1", Phase::Action, json!({"amount": 4}))).await;
+    let comp = run(&p, ctx("s1", Phase::Compensation, json!({"amount": 4}))).await;
+    assert_eq!(comp.outcome, succeeded(json!({"removed": 4})));
+    let dup = run(&p, ctx("s1", Phase::Compensation, json!({"amount": 4}))).await;
+    assert!(dup.duplicate);
+    assert_eq!(probes.compensation_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(ledger_state(&p).await, (0, 2));
+    // And the action, redelivered after its compensation, is not re-run.
+    let late = run(&p, ctx("s1", Phase::Action, json!({"amount": 4}))).await;
+    assert!(late.duplicate);
+    assert_eq!(ledger_state(&p).await, (0, 2));
+}
+
+#[tokio::test]
+async fn sagas_and_steps_have_separate_barrier_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    run(&p, ctx("s1", Phase::Action, json!({"amount": 1}))).await;
+    run(&p, ctx("s2", Phase::Action, json!({"amount": 2}))).await;
+    let mut other_step = ctx("s1", Phase::Action, json!({"amount": 4}));
+    other_step.step = "add_again".into();
+    run(&p, other_step).await;
+    assert_eq!(probes.action_calls.load(Ordering::SeqCst), 3);
+    assert_eq!(ledger_state(&p).await, (7, 3));
+}
+
+#[tokio::test]
+async fn unknown_command_and_wrong_phase_are_errors_naming_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = ledger(&dir.path().join("ledger.db"));
+    let mut unknown = ctx("s1", Phase::Action, json!({}));
+    unknown.command = "ledger.explode".into();
+    let e = p.execute(unknown).await.unwrap_err();
+    assert_eq!(e, WorkerError::UnknownCommand("ledger.explode".into()));
+    assert!(e.to_string().contains("unknown command `ledger.explode`"));
+    assert!(e.is_poison());
+
+    let mut wrong = ctx("s1", Phase::Compensation, json!({}));
+    wrong.command = "ledger.add".into();
+    let e = p.execute(wrong).await.unwrap_err();
+    assert!(matches!(e, WorkerError::PhaseMismatch { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_transient_error_and_the_participant_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Participant::open(&dir.path().join("p.db"), sqsaga_sqlite::Sync::Normal).unwrap();
+    p.register(
+        "boom/v1",
+        "boom.go",
+        |_: &rusqlite::Transaction<'_>, ctx: &CommandContext| -> Result<Value, HandlerError> {
+            if ctx.input()["panic"].as_bool() == Some(true) {
+                panic!("kaboom");
+            }
+            Ok(json!("fine"))
+        },
+        None,
+    );
+    let mut c = ctx("s1", Phase::Action, json!({"panic": true}));
+    c.command = "boom.go".into();
+    let out = run(&p, c.clone()).await;
+    match out.outcome {
+        Outcome::Transient { error } => assert!(error.contains("kaboom"), "{error}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    c.payload = json!({"input": {"panic": false}});
+    assert_eq!(run(&p, c).await.outcome, succeeded(json!("fine")));
+    assert_eq!(p.contracts(), vec!["boom/v1".to_string()]);
+}
+
+#[tokio::test]
+async fn concurrent_commands_share_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = ledger(&dir.path().join("ledger.db"));
+    let p = std::sync::Arc::new(p);
+    let before = p.committer().commits();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let p = p.clone();
+        tasks.spawn(async move { p.execute(ctx(&format!("s{i}"), Phase::Action, json!({"amount": 1}))).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert!(matches!(r.unwrap().unwrap().outcome, Outcome::Succeeded { .. }));
+    }
+    let commits = p.committer().commits() - before;
+    assert!(commits < 100, "100 commands took {commits} commits");
+    assert_eq!(ledger_state(&p).await, (100, 100));
+}

@@ -1,0 +1,387 @@
+//! The worker loop end to end against the real embedded (SQLite) queue:
+//! execute, reply, delete; poison messages to the DLQ with a reason;
+//! seed-shaped messages; the drift guard's release; graceful shutdown.
+//! Receive and send failures are injected through the in-memory double.
+#![allow(clippy::unwrap_used, reason = "helpers outside #[test] fns unwrap too; a failure is the test failing")]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+use sqsaga_core::machine::{Outcome, Phase};
+use sqsaga_protocol::{ATTR_DLQ_REASON, Envelope, ReplyMessage, SeedMessage};
+use sqsaga_queue::{Queue, QueueSpec, Receive, dlq_name};
+use sqsaga_worker::{Participant, Worker, WorkerOptions, WorkerStats};
+use support::{MemoryQueue, Probes, body, command, ledger, ledger_state};
+use tokio::sync::oneshot;
+
+/// A running worker and what a test needs to watch and stop it.
+struct Running {
+    queue: Arc<dyn Queue>,
+    participant: Arc<Participant>,
+    probes: Arc<Probes>,
+    stats: Arc<WorkerStats>,
+    stop: oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<Result<(), sqsaga_worker::WorkerError>>,
+    _dirs: (tempfile::TempDir, Option<tempfile::TempDir>),
+}
+
+impl Running {
+    async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let result = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "worker did not stop cleanly: {result:?}");
+    }
+}
+
+fn options() -> WorkerOptions {
+    let mut o = WorkerOptions::new("ledger", "ledger-test-1");
+    o.wait = Duration::from_millis(100);
+    o.visibility = Duration::from_secs(5);
+    o.drain_timeout = Duration::from_secs(5);
+    o.fingerprint = "fp-1".into();
+    o
+}
+
+async fn ensure_queues(queue: &dyn Queue) {
+    for name in ["ledger", "orchestrator"] {
+        queue.ensure(&QueueSpec::named(name)).await.unwrap();
+    }
+}
+
+/// A queue under test and the directory that must outlive it.
+struct Backend {
+    queue: Arc<dyn Queue>,
+    dir: Option<tempfile::TempDir>,
+}
+
+/// The real embedded SQLite queue, in a fresh data directory.
+fn embedded() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = sqsaga_embedded::EmbeddedBackend::open(dir.path(), sqsaga_embedded::Sync::Full).unwrap();
+    Backend { queue: backend.queue(), dir: Some(dir) }
+}
+
+/// The in-memory double, for fault injection.
+fn memory(queue: Arc<MemoryQueue>) -> Backend {
+    Backend { queue, dir: None }
+}
+
+async fn start(backend: Backend, options: WorkerOptions) -> Running {
+    let Backend { queue, dir: queue_dir } = backend;
+    let dir = tempfile::tempdir().unwrap();
+    ensure_queues(queue.as_ref()).await;
+    let (participant, probes) = ledger(&dir.path().join("ledger.db"));
+    let participant = Arc::new(participant);
+    let worker = Worker::new(options, queue.clone(), participant.clone());
+    let stats = worker.stats();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    Running { queue, participant, probes, stats, stop, handle, _dirs: (dir, queue_dir) }
+}
+
+async fn send(queue: &dyn Queue, name: &str, body: String) {
+    queue.send(name, sqsaga_queue::OutgoingMessage::new(body)).await.unwrap();
+}
+
+/// Receives (and deletes) messages from `name` until `n` arrived or 10 s passed.
+async fn collect(queue: &dyn Queue, name: &str, n: usize) -> Vec<sqsaga_queue::ReceivedMessage> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        let batch = queue.receive(name, Receive::up_to(10).wait(Duration::from_millis(100))).await.unwrap();
+        if !batch.is_empty() {
+            let receipts: Vec<String> = batch.iter().map(|m| m.receipt_handle.clone()).collect();
+            queue.delete_batch(name, &receipts).await.unwrap();
+        }
+        got.extend(batch);
+    }
+    got
+}
+
+fn reply_of(m: &sqsaga_queue::ReceivedMessage) -> ReplyMessage {
+    match Envelope::decode(&m.body) {
+        Ok(Envelope::Reply(r)) => r,
+        other => panic!("not a reply: {other:?}"),
+    }
+}
+
+/// Waits until `cond` holds, up to 10 s.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn empty(queue: &dyn Queue, name: &str) -> bool {
+    let d = queue.depth(name).await.unwrap();
+    d.visible == 0 && d.in_flight == 0 && d.delayed == 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_is_executed_replied_and_deleted() {
+    let w = start(embedded(), options()).await;
+    send(w.queue.as_ref(), "ledger", body(command("s1", Phase::Action, json!({"amount": 5})))).await;
+    let replies = collect(w.queue.as_ref(), "orchestrator", 1).await;
+    assert_eq!(replies.len(), 1);
+    let reply = reply_of(&replies[0]);
+    assert_eq!(reply.command_id, "s1:0:a:1");
+    assert_eq!(reply.saga_id, "s1");
+    assert_eq!(reply.phase, Phase::Action);
+    assert_eq!(reply.outcome, Outcome::Succeeded { output: json!({"added": 5}) });
+    assert_eq!(reply.worker.service, "ledger");
+    assert_eq!(reply.worker.instance, "ledger-test-1");
+    assert_eq!(reply.worker.fingerprint, "fp-1");
+    let stats = w.stats.clone();
+    eventually("the delete", || stats.processed.load(Ordering::SeqCst) == 1).await;
+    assert!(empty(w.queue.as_ref(), "ledger").await);
+    assert_eq!(ledger_state(&w.participant).await, (5, 1));
+    let snap = w.stats.snapshot();
+    assert_eq!(snap.received, 1);
+    assert_eq!(snap.latency["ledger.add"].count, 1);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_the_dlq_with_a_reason_and_work_goes_on() {
+    let w = start(embedded(), options()).await;
+    let q = w.queue.as_ref();
+    send(q, "ledger", "this is not json".into()).await;
+    let mut unknown = command("s2", Phase::Action, json!({}));
+    unknown.command = "ledger.explode".into();
+    send(q, "ledger", body(unknown)).await;
+    let mut foreign = command("s3", Phase::Action, json!({}));
+    foreign.command = "inventory.reserve".into();
+    foreign.contract = "inventory/v1".into();
+    send(q, "ledger", body(foreign)).await;
+    send(q, "ledger", r#"{"type":"heartbeat","service":"x"}"#.into()).await;
+    send(q, "ledger", body(command("s4", Phase::Action, json!({"amount": 2})))).await;
+
+    let replies = collect(q, "orchestrator", 1).await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(reply_of(&replies[0]).saga_id, "s4");
+
+    let dead = collect(q, &dlq_name("ledger"), 4).await;
+    let mut reasons: Vec<String> =
+        dead.iter().map(|m| m.attributes.get(ATTR_DLQ_REASON).cloned().unwrap_or_default()).collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.starts_with("undecodable body")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "unknown command `ledger.explode`"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("contract `inventory/v1` is not implemented")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.starts_with("not a worker command")), "{reasons:?}");
+    assert!(dead.iter().any(|m| m.body == "this is not json"));
+
+    let stats = w.stats.clone();
+    eventually("the good message's delete", || stats.processed.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(w.stats.dead_lettered.load(Ordering::SeqCst), 4);
+    assert!(empty(q, "ledger").await);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_error_is_replied_and_the_message_deleted() {
+    let w = start(embedded(), options()).await;
+    w.probes.fail_next.store(1, Ordering::SeqCst);
+    send(w.queue.as_ref(), "ledger", body(command("s1", Phase::Action, json!({"amount": 5})))).await;
+    let replies = collect(w.queue.as_ref(), "orchestrator", 1).await;
+    assert_eq!(reply_of(&replies[0]).outcome, Outcome::Transient { error: "ledger busy".into() });
+    let stats = w.stats.clone();
+    eventually("the delete", || stats.processed.load(Ordering::SeqCst) == 1).await;
+    assert!(empty(w.queue.as_ref(), "ledger").await);
+    assert_eq!(w.stats.failed.load(Ordering::SeqCst), 1);
+    assert_eq!(ledger_state(&w.participant).await, (0, 0));
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_of_commands_all_replied_in_few_commits() {
+    let w = start(embedded(), options()).await;
+    for i in 0..25 {
+        send(w.queue.as_ref(), "ledger", body(command(&format!("s{i}"), Phase::Action, json!({"amount": 1})))).await;
+    }
+    let replies = collect(w.queue.as_ref(), "orchestrator", 25).await;
+    assert_eq!(replies.len(), 25);
+    let stats = w.stats.clone();
+    eventually("all deletes", || stats.processed.load(Ordering::SeqCst) == 25).await;
+    let commits = w.participant.committer().commits();
+    assert!(commits < 25, "25 commands took {commits} commits");
+    assert_eq!(ledger_state(&w.participant).await, (25, 25));
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_messages_run_through_the_barrier_without_a_reply() {
+    let w = start(embedded(), options()).await;
+    let seed = |comp: bool| {
+        serde_json::to_string(&SeedMessage {
+            saga_id: "o-1".into(),
+            step: "ledger.add".into(),
+            payload: json!({"amount": 9}),
+            is_compensating: comp,
+        })
+        .unwrap()
+    };
+    send(w.queue.as_ref(), "ledger", seed(false)).await;
+    let stats = w.stats.clone();
+    eventually("the action", || stats.processed.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(ledger_state(&w.participant).await, (9, 1));
+    // Delivered twice (at least once), then compensated.
+    send(w.queue.as_ref(), "ledger", seed(false)).await;
+    eventually("the duplicate", || stats.processed.load(Ordering::SeqCst) == 2).await;
+    send(w.queue.as_ref(), "ledger", seed(true)).await;
+    eventually("the compensation", || stats.processed.load(Ordering::SeqCst) == 3).await;
+    assert_eq!(ledger_state(&w.participant).await, (0, 2));
+    assert_eq!(w.stats.duplicates.load(Ordering::SeqCst), 1);
+    assert!(empty(w.queue.as_ref(), "orchestrator").await);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_message_failing_transiently_comes_back_and_then_succeeds() {
+    let mut o = options();
+    o.visibility = Duration::from_millis(300);
+    let w = start(embedded(), o).await;
+    w.probes.fail_next.store(1, Ordering::SeqCst);
+    let seed = SeedMessage {
+        saga_id: "o-2".into(),
+        step: "ledger.add".into(),
+        payload: json!({"amount": 6}),
+        is_compensating: false,
+    };
+    send(w.queue.as_ref(), "ledger", serde_json::to_string(&seed).unwrap()).await;
+    let stats = w.stats.clone();
+    eventually("the redelivered seed message", || stats.processed.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(stats.failed.load(Ordering::SeqCst), 1);
+    assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(ledger_state(&w.participant).await, (6, 1));
+    assert!(empty(w.queue.as_ref(), "ledger").await);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_received_messages_that_did_not_start() {
+    let backend = embedded();
+    let gated = support::GatedQueue::new(backend.queue);
+    let mut o = options();
+    o.concurrency = 1;
+    let w = start(Backend { queue: gated.clone(), dir: backend.dir }, o).await;
+    for i in 0..3 {
+        send(w.queue.as_ref(), "ledger", body(command(&format!("s{i}"), Phase::Action, json!({"amount": 1})))).await;
+    }
+    // The poller is inside its receive when the shutdown begins...
+    gated.entered.notified().await;
+    let _ = w.stop.send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...and the receive then returns the three messages.
+    gated.open.add_permits(1);
+    let result = tokio::time::timeout(Duration::from_secs(10), w.handle).await;
+    assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+    assert_eq!(w.stats.released.load(Ordering::SeqCst), 3);
+    assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 0);
+    // Visible again at once, for a sibling or the next run.
+    let d = gated.inner.depth("ledger").await.unwrap();
+    assert_eq!((d.visible, d.in_flight), (3, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_work_finish_reply_and_delete() {
+    let w = start(embedded(), options()).await;
+    let slow = command("s1", Phase::Action, json!({"amount": 1, "sleep_ms": 400}));
+    send(w.queue.as_ref(), "ledger", body(slow)).await;
+    let stats = w.stats.clone();
+    eventually("the command to start", || stats.in_flight.load(Ordering::SeqCst) == 1).await;
+    let queue = w.queue.clone();
+    w.shutdown().await;
+    assert_eq!(stats.processed.load(Ordering::SeqCst), 1);
+    assert_eq!(stats.in_flight.load(Ordering::SeqCst), 0);
+    assert!(empty(queue.as_ref(), "ledger").await);
+    assert_eq!(collect(queue.as_ref(), "orchestrator", 1).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_budget_bounds_shutdown_and_leaves_the_rest_for_redelivery() {
+    let mut o = options();
+    o.drain_timeout = Duration::from_millis(100);
+    let w = start(embedded(), o).await;
+    let slow = command("s1", Phase::Action, json!({"amount": 1, "sleep_ms": 1500}));
+    send(w.queue.as_ref(), "ledger", body(slow)).await;
+    let stats = w.stats.clone();
+    eventually("the command to start", || stats.in_flight.load(Ordering::SeqCst) == 1).await;
+    let queue = w.queue.clone();
+    let started = std::time::Instant::now();
+    w.shutdown().await;
+    assert!(started.elapsed() < Duration::from_millis(1000), "took {:?}", started.elapsed());
+    assert_eq!(stats.processed.load(Ordering::SeqCst), 0);
+    // Not deleted: it comes back after its visibility timeout.
+    let d = queue.depth("ledger").await.unwrap();
+    assert_eq!(d.visible + d.in_flight, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonconforming_worker_releases_the_command_to_a_conforming_sibling() {
+    let drifted = start(embedded(), options()).await;
+    let mut c = command("s1", Phase::Action, json!({"amount": 1}));
+    c.conforming = Some(vec!["fp-good".into()]);
+    send(drifted.queue.as_ref(), "ledger", body(c)).await;
+    let stats = drifted.stats.clone();
+    eventually("the refusal", || stats.refused_nonconforming.load(Ordering::SeqCst) >= 1).await;
+    assert_eq!(drifted.probes.action_calls.load(Ordering::SeqCst), 0);
+    let d = drifted.queue.depth("ledger").await.unwrap();
+    assert_eq!(d.visible + d.in_flight, 1, "released, not lost nor dead-lettered");
+
+    let mut o = options();
+    o.instance = "ledger-test-2".into();
+    o.fingerprint = "fp-good".into();
+    let sibling = start(Backend { queue: drifted.queue.clone(), dir: None }, o).await;
+    let replies = collect(sibling.queue.as_ref(), "orchestrator", 1).await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(reply_of(&replies[0]).worker.fingerprint, "fp-good");
+    assert_eq!(sibling.probes.action_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(drifted.probes.action_calls.load(Ordering::SeqCst), 0);
+    sibling.shutdown().await;
+    drifted.shutdown().await;
+}
+
+// The tests below inject faults, which only the in-memory double can do.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_errors_are_retried_and_the_worker_keeps_going() {
+    let q = MemoryQueue::new();
+    q.fail_receives.store(3, Ordering::SeqCst);
+    let w = start(memory(q.clone()), options()).await;
+    let probe = q.clone();
+    eventually("the worker to hit every failure", || probe.fail_receives.load(Ordering::SeqCst) == 0).await;
+    send(w.queue.as_ref(), "ledger", body(command("s1", Phase::Action, json!({"amount": 1})))).await;
+    let replies = collect(w.queue.as_ref(), "orchestrator", 1).await;
+    assert_eq!(replies.len(), 1);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_reply_leaves_the_message_and_the_redelivery_is_answered_from_the_barrier() {
+    let q = MemoryQueue::new();
+    let mut o = options();
+    o.visibility = Duration::from_millis(300);
+    send(q.as_ref(), "ledger", body(command("s1", Phase::Action, json!({"amount": 4})))).await;
+    // The first reply send fails: the message must stay for redelivery.
+    q.fail_sends.store(1, Ordering::SeqCst);
+    let w = start(memory(q.clone()), o).await;
+    let replies = collect(w.queue.as_ref(), "orchestrator", 1).await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(reply_of(&replies[0]).outcome, Outcome::Succeeded { output: json!({"added": 4}) });
+    let stats = w.stats.clone();
+    eventually("the delete", || stats.processed.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(w.stats.duplicates.load(Ordering::SeqCst), 1);
+    assert_eq!(w.stats.errors.load(Ordering::SeqCst), 1);
+    assert_eq!(ledger_state(&w.participant).await, (4, 1));
+    w.shutdown().await;
+}

@@ -1,0 +1,13 @@
+name             'sqsaga_worker'
+maintainer       'sqsaga'
+maintainer_email 'sqsaga@example.invalid'
+license          'Apache-2.0'
+description      'Installs an sqsaga worker (one participant service of a saga) on an EC2 node, as a systemd service'
+version          '0.1.0'
+chef_version     '>= 18.0'
+source_url       'https://example.invalid/sqsaga'
+issues_url       'https://example.invalid/sqsaga/issues'
+
+supports 'debian', '>= 12.0'
+supports 'ubuntu', '>= 22.04'
+supports 'amazon', '>= 2023.0'

@@ -1,0 +1,80 @@
+//! The order saga's participants: inventory, payment and notification, each
+//! a [`Participant`] over its own SQLite database in the data directory, plus
+//! the demo's data generator and the invariant checker that proves every
+//! order ended fully done or fully undone.
+//!
+//! The saga definition itself is `create_order.yaml` beside this crate; the
+//! command and contract names here must match it. Saga inputs carry the
+//! fields `order_id`, `sku`, `qty`, `account` and `amount` (cents).
+//!
+//! This crate knows the worker runtime's `Participant` and nothing of queues,
+//! the orchestrator or its store: the CLI wires them together.
+
+use std::path::{Path, PathBuf};
+
+use sqsaga_sqlite::Sync;
+use sqsaga_worker::{Participant, WorkerError};
+
+mod demo;
+mod input;
+mod invariants;
+mod participants;
+
+pub use demo::{DemoData, generate_orders, seed_data};
+pub use invariants::{InvariantReport, check_invariants};
+pub use participants::{inventory, notification, payment};
+
+/// Contracts, as the saga definition names them.
+pub const INVENTORY_CONTRACT: &str = "inventory/v1";
+pub const PAYMENT_CONTRACT: &str = "payment/v1";
+pub const NOTIFICATION_CONTRACT: &str = "notification/v1";
+
+/// Service names: also their queue names and database file stems.
+pub const SERVICES: [&str; 3] = ["inventory", "payment", "notification"];
+
+/// `<data_dir>/<service>.db`.
+pub fn database_path(data_dir: &Path, service: &str) -> PathBuf {
+    data_dir.join(format!("{service}.db"))
+}
+
+/// Opens all three participants in `data_dir`, as `(service, participant)`.
+pub fn participants(
+    data_dir: &Path,
+    sync: Sync,
+    notification_failure_rate: f64,
+    seed: u64,
+) -> Result<Vec<(&'static str, Participant)>, OrderError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| OrderError::Io { path: data_dir.display().to_string(), cause: e.to_string() })?;
+    Ok(vec![
+        ("inventory", inventory(&database_path(data_dir, "inventory"), sync)?),
+        ("payment", payment(&database_path(data_dir, "payment"), sync)?),
+        (
+            "notification",
+            notification(&database_path(data_dir, "notification"), sync, notification_failure_rate, seed)?,
+        ),
+    ])
+}
+
+/// Errors of the order example.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OrderError {
+    #[error("participant: {0}")]
+    Worker(#[from] WorkerError),
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: String },
+    #[error("{path}: {cause}")]
+    Sql { path: String, cause: String },
+    #[error("failure rate {0} is not a probability (0.0 to 1.0)")]
+    BadFailureRate(f64),
+}
+
+impl OrderError {
+    /// Only a busy database may pass on its own.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            OrderError::Worker(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}

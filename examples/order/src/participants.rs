@@ -1,0 +1,228 @@
+//! The three participants of the order saga and their handlers. Each owns
+//! its database; its handlers run inside the worker's local transaction,
+//! together with the barrier row, so they never check for duplicates
+//! themselves.
+//!
+//! Money is in integer cents; quantities are integers. A business refusal
+//! (out of stock, card declined, malformed order) is `Refused`; a database
+//! hiccup is `Transient`.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::{Value, json};
+use sqsaga_sqlite::Sync;
+use sqsaga_worker::{CommandContext, Handler, HandlerError, Participant};
+
+use crate::input::{amount, field};
+use crate::{INVENTORY_CONTRACT, NOTIFICATION_CONTRACT, OrderError, PAYMENT_CONTRACT};
+
+/// The inventory's tables: what is on the shelf, and what is held per order.
+pub(crate) const INVENTORY_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS stock (
+    sku       TEXT PRIMARY KEY,
+    available INTEGER NOT NULL CHECK (available >= 0)
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    order_id TEXT PRIMARY KEY,
+    sku      TEXT NOT NULL,
+    qty      INTEGER NOT NULL CHECK (qty > 0),
+    status   TEXT NOT NULL CHECK (status IN ('reserved', 'released'))
+);";
+
+/// The payment service's tables: customer accounts, the merchant's account
+/// (one row), and one charge per order.
+pub(crate) const PAYMENT_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    account TEXT PRIMARY KEY,
+    balance INTEGER NOT NULL CHECK (balance >= 0)
+);
+CREATE TABLE IF NOT EXISTS charges (
+    order_id TEXT PRIMARY KEY,
+    account  TEXT NOT NULL,
+    amount   INTEGER NOT NULL CHECK (amount > 0),
+    status   TEXT NOT NULL CHECK (status IN ('charged', 'refunded'))
+);
+CREATE TABLE IF NOT EXISTS merchant (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    balance INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO merchant (id, balance) VALUES (1, 0);";
+
+/// The notification service's table: which orders were confirmed, and when.
+pub(crate) const NOTIFICATION_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS confirmations (
+    order_id TEXT PRIMARY KEY,
+    sent_at  INTEGER NOT NULL
+);";
+
+/// A database error inside a handler: rolled back, the orchestrator retries.
+fn db(service: &'static str) -> impl Fn(rusqlite::Error) -> HandlerError {
+    move |e| HandlerError::Transient(format!("{service} database: {e}"))
+}
+
+fn boxed(h: impl Handler) -> Box<dyn Handler> {
+    Box::new(h)
+}
+
+/// Inventory (`inventory/v1`): `inventory.reserve` holds `qty` of `sku` for
+/// `order_id`, `inventory.release` puts it back.
+pub fn inventory(path: &Path, sync: Sync) -> Result<Participant, OrderError> {
+    let mut p = Participant::open_with_schema(path, sync, INVENTORY_SCHEMA)?;
+    p.register(INVENTORY_CONTRACT, "inventory.reserve", reserve, Some(("inventory.release", boxed(release))));
+    Ok(p)
+}
+
+fn reserve(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
+    let input = ctx.input();
+    let order_id = field(input, "order_id")?;
+    let sku = field(input, "sku")?;
+    let qty = amount(input, "qty")?;
+    let err = db("inventory");
+    let held: Option<String> = tx
+        .query_row("SELECT status FROM reservations WHERE order_id = ?1", params![order_id], |r| r.get(0))
+        .optional()
+        .map_err(&err)?;
+    if let Some(status) = held {
+        return Err(HandlerError::Refused(format!("order {order_id} already has a reservation ({status})")));
+    }
+    let available: Option<i64> = tx
+        .query_row("SELECT available FROM stock WHERE sku = ?1", params![sku], |r| r.get(0))
+        .optional()
+        .map_err(&err)?;
+    let Some(available) = available else {
+        return Err(HandlerError::Refused(format!("unknown sku {sku}")));
+    };
+    if available < qty {
+        return Err(HandlerError::Refused(format!("out of stock: sku {sku} has {available}, order wants {qty}")));
+    }
+    tx.execute("UPDATE stock SET available = available - ?1 WHERE sku = ?2", params![qty, sku]).map_err(&err)?;
+    tx.execute(
+        "INSERT INTO reservations (order_id, sku, qty, status) VALUES (?1, ?2, ?3, 'reserved')",
+        params![order_id, sku, qty],
+    )
+    .map_err(&err)?;
+    Ok(json!({"reservation": order_id, "sku": sku, "qty": qty}))
+}
+
+fn release(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
+    let order_id = field(ctx.input(), "order_id")?;
+    let err = db("inventory");
+    let held: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT sku, qty FROM reservations WHERE order_id = ?1 AND status = 'reserved'",
+            params![order_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(&err)?;
+    let Some((sku, qty)) = held else {
+        // Nothing held (the barrier normally catches this first).
+        return Ok(json!({"released": 0}));
+    };
+    tx.execute("UPDATE stock SET available = available + ?1 WHERE sku = ?2", params![qty, sku]).map_err(&err)?;
+    tx.execute("UPDATE reservations SET status = 'released' WHERE order_id = ?1", params![order_id]).map_err(&err)?;
+    Ok(json!({"released": qty, "sku": sku}))
+}
+
+/// Payment (`payment/v1`): `payment.charge` moves `amount` cents from
+/// `account` to the merchant, `payment.refund` moves them back.
+pub fn payment(path: &Path, sync: Sync) -> Result<Participant, OrderError> {
+    let mut p = Participant::open_with_schema(path, sync, PAYMENT_SCHEMA)?;
+    p.register(PAYMENT_CONTRACT, "payment.charge", charge, Some(("payment.refund", boxed(refund))));
+    Ok(p)
+}
+
+fn charge(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
+    let input = ctx.input();
+    let order_id = field(input, "order_id")?;
+    let account = field(input, "account")?;
+    let cents = amount(input, "amount")?;
+    let err = db("payment");
+    let charged: Option<String> = tx
+        .query_row("SELECT status FROM charges WHERE order_id = ?1", params![order_id], |r| r.get(0))
+        .optional()
+        .map_err(&err)?;
+    if let Some(status) = charged {
+        return Err(HandlerError::Refused(format!("order {order_id} already has a charge ({status})")));
+    }
+    let balance: Option<i64> = tx
+        .query_row("SELECT balance FROM accounts WHERE account = ?1", params![account], |r| r.get(0))
+        .optional()
+        .map_err(&err)?;
+    let Some(balance) = balance else {
+        return Err(HandlerError::Refused(format!("card declined: unknown account {account}")));
+    };
+    if balance < cents {
+        return Err(HandlerError::Refused("card declined: insufficient funds".to_string()));
+    }
+    tx.execute("UPDATE accounts SET balance = balance - ?1 WHERE account = ?2", params![cents, account])
+        .map_err(&err)?;
+    tx.execute("UPDATE merchant SET balance = balance + ?1 WHERE id = 1", params![cents]).map_err(&err)?;
+    tx.execute(
+        "INSERT INTO charges (order_id, account, amount, status) VALUES (?1, ?2, ?3, 'charged')",
+        params![order_id, account, cents],
+    )
+    .map_err(&err)?;
+    Ok(json!({"charge": order_id, "amount": cents}))
+}
+
+fn refund(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
+    let order_id = field(ctx.input(), "order_id")?;
+    let err = db("payment");
+    let charged: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT account, amount FROM charges WHERE order_id = ?1 AND status = 'charged'",
+            params![order_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(&err)?;
+    let Some((account, cents)) = charged else {
+        return Ok(json!({"refunded": 0}));
+    };
+    tx.execute("UPDATE merchant SET balance = balance - ?1 WHERE id = 1", params![cents]).map_err(&err)?;
+    tx.execute("UPDATE accounts SET balance = balance + ?1 WHERE account = ?2", params![cents, account])
+        .map_err(&err)?;
+    tx.execute("UPDATE charges SET status = 'refunded' WHERE order_id = ?1", params![order_id]).map_err(&err)?;
+    Ok(json!({"refunded": cents}))
+}
+
+/// Notification (`notification/v1`): `notification.send` records the order
+/// confirmation. It fails transiently at `failure_rate` (0.0 to 1.0), drawn
+/// from an RNG seeded with `seed` so a run can be replayed; it has no
+/// compensation (an e-mail cannot be unsent).
+pub fn notification(path: &Path, sync: Sync, failure_rate: f64, seed: u64) -> Result<Participant, OrderError> {
+    if !(0.0..=1.0).contains(&failure_rate) {
+        return Err(OrderError::BadFailureRate(failure_rate));
+    }
+    let mut p = Participant::open_with_schema(path, sync, NOTIFICATION_SCHEMA)?;
+    let rng = Mutex::new(StdRng::seed_from_u64(seed));
+    p.register(
+        NOTIFICATION_CONTRACT,
+        "notification.send",
+        move |tx: &Transaction<'_>, ctx: &CommandContext| -> Result<Value, HandlerError> {
+            let order_id = field(ctx.input(), "order_id")?;
+            let draw: f64 = rng.lock().map(|mut r| r.random()).unwrap_or(1.0);
+            if draw < failure_rate {
+                return Err(HandlerError::Transient("mail server unavailable (injected failure)".to_string()));
+            }
+            let sent_at = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            tx.execute(
+                "INSERT OR IGNORE INTO confirmations (order_id, sent_at) VALUES (?1, ?2)",
+                params![order_id, sent_at],
+            )
+            .map_err(db("notification"))?;
+            Ok(json!({"confirmation": order_id}))
+        },
+        None,
+    );
+    Ok(p)
+}
