@@ -168,7 +168,9 @@ import sys
 
 import yaml
 
-# What the binary reads: the only variable names manifests may set.
+# What the binary reads: the only variable names manifests may set. These
+# are the issue's lists; load_spec() replaces them with the binary's own
+# table (crates/config/src/spec.rs) once it exists.
 ALLOWED_ENV = {
     "SQS_QUEUE_URL", "REGION", "LOG_LEVEL", "SQSAGA_CONFIG", "SQSAGA_BACKEND",
     "SQSAGA_DATA_DIR", "SQSAGA_HTTP_ADDR", "SQSAGA_SERVICE", "SQSAGA_INSTANCE_ID",
@@ -201,6 +203,30 @@ API_VERSIONS = {
     "Alert": "notification.toolkit.fluxcd.io/v1beta3", "Provider": "notification.toolkit.fluxcd.io/v1beta3",
 }
 HTTP_PORT = 8080
+SPEC_SOURCE = "the issue's list"
+
+
+def load_spec(path="crates/config/src/spec.rs"):
+    """Variable names and config keys from the binary's settings table."""
+    global ALLOWED_ENV, CONFIG_KEYS, SPEC_SOURCE
+    try:
+        text = open(path).read()
+    except OSError:
+        return
+    env = set(re.findall(r'\benv:\s*"([A-Z0-9_]+)"', text))
+    for group in re.findall(r'env_fallbacks:\s*&\[([^\]]*)\]', text):
+        env |= set(re.findall(r'"([A-Z0-9_]+)"', group))
+    sdk = re.search(r'AWS_SDK_ENV_VARS[^=]*=\s*&\[(.*?)\];', text, re.S)
+    if sdk:
+        env |= set(re.findall(r'"([A-Z0-9_]+)"', sdk.group(1)))
+    config_env = re.search(r'CONFIG_ENV:\s*&str\s*=\s*"([A-Z0-9_]+)"', text)
+    if config_env:
+        env.add(config_env.group(1))
+    keys = set(re.findall(r'\bkey:\s*"([a-z0-9_]+)"', text))
+    if len(env) >= 10 and len(keys) >= 10:
+        ALLOWED_ENV, CONFIG_KEYS, SPEC_SOURCE = env, keys, path
+
+
 ENC_RE = re.compile(r"^ENC\[AES256_GCM,data:[A-Za-z0-9+/=]*,iv:[A-Za-z0-9+/=]+,tag:[A-Za-z0-9+/=]+,type:[a-z]+\]$")
 SECRET_NAME_RE = re.compile(r"(SECRET|PASSW|TOKEN|KEY|CREDENTIAL|PRIVATE|SIGNING)", re.I)
 
@@ -317,7 +343,7 @@ def check_manifests(r):
             problems += [f"{kn(dep)}: {x}" for x in p]
             for name in sorted(env):
                 if name not in ALLOWED_ENV:
-                    problems.append(f"{kn(dep)}/{c['name']}: unknown variable {name} (the binary does not read it)")
+                    problems.append(f"{kn(dep)}/{c['name']}: unknown variable {name} (not in {SPEC_SOURCE})")
             for name in sorted(DURATION_ENV & set(env)):
                 if env[name] is not None:
                     try:
@@ -939,7 +965,7 @@ def cmd_config_json(path):
         cfg = json.load(f)
     unknown = sorted(set(cfg) - CONFIG_KEYS)
     if unknown:
-        problems.append(f"unknown keys {unknown} (the binary reads {sorted(CONFIG_KEYS)})")
+        problems.append(f"unknown keys {unknown} (not in {SPEC_SOURCE})")
     for k in ("queue_url", "dlq_url", "region", "log_level", "service", "orchestrator_queue_url", "drain_timeout"):
         if k not in cfg:
             problems.append(f"missing key {k}")
@@ -1083,7 +1109,7 @@ def cmd_cfn(path):
         trust_text = str(trust)
         if "sts:AssumeRoleWithWebIdentity" not in trust_text or ":sub" not in trust_text:
             problems.append(f"{role_name}: trust is not AssumeRoleWithWebIdentity with a :sub condition")
-        send, received, dynamo = set(), {}, False
+        send, received, resolve, dynamo = set(), {}, set(), False
         for cond, st in statements(role):
             actions = as_list(st.get("Action", []))
             resources = as_list(st.get("Resource", []))
@@ -1100,6 +1126,8 @@ def cmd_cfn(path):
             for a in actions:
                 if a == "sqs:SendMessage":
                     send |= {arn_of(r) for r in resources}
+                elif a == "sqs:GetQueueUrl":
+                    resolve |= {arn_of(r) for r in resources}
                 elif a in consume:
                     for r in resources:
                         received.setdefault(arn_of(r), set()).add(a)
@@ -1109,6 +1137,8 @@ def cmd_cfn(path):
                 problems.append(f"{role_name}: must only read the attributes of the worker queues")
             continue
         own = role_name.replace("Role", "Queue")
+        if resolve - send - set(received):
+            problems.append(f"{role_name}: GetQueueUrl on queues it neither sends to nor consumes: {sorted(resolve - send - set(received))}")
         if send != want_send:
             problems.append(f"{role_name}: SendMessage on {sorted(send)}, expected {sorted(want_send)}")
         if set(received) != {own} or received.get(own) != consume:
@@ -1124,6 +1154,7 @@ def cmd_cfn(path):
 
 
 if __name__ == "__main__":
+    load_spec()
     cmd, args = sys.argv[1], sys.argv[2:]
     {
         "manifests": cmd_manifests,
@@ -1222,6 +1253,8 @@ end
 begin
   Run.new(attrs, nil).instance_eval(File.read(recipe), recipe)
   result('chef: missing data bag item fails the run', ['the recipe went on without its data bag item'])
+rescue LocalJumpError
+  result('chef: missing data bag item fails the run', ['the recipe `return`s silently (the node would look converged)'])
 rescue RuntimeError => e
   problems = e.message.include?('sqsaga/inventory') ? [] : ["error does not name the item: #{e.message}"]
   result('chef: missing data bag item fails the run', problems)
@@ -1289,8 +1322,11 @@ RBEOF
 # Dockerfile
 if [ "$have_py" = true ]; then
     pycheck dockerfile Dockerfile crates/cli/Cargo.toml
-    [ -f .dockerignore ] && grep -qx '/target' .dockerignore && ok ".dockerignore keeps target/ out of the build context" \
-        || fail ".dockerignore" "missing or does not exclude /target"
+    if [ -f .dockerignore ] && grep -qx '/target' .dockerignore; then
+        ok ".dockerignore keeps target/ out of the build context"
+    else
+        fail ".dockerignore" "missing or does not exclude /target"
+    fi
 fi
 
 # Kustomize renders, with no warnings

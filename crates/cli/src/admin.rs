@@ -88,10 +88,7 @@ pub enum DlqCommand {
 
 fn open(data: &DataDir) -> Result<EmbeddedBackend> {
     if !data.data_dir.exists() {
-        bail!(
-            "data dir {} does not exist (set --data-dir or SQSAGA_DATA_DIR)",
-            data.data_dir.display()
-        );
+        bail!("data dir {} does not exist (set --data-dir or SQSAGA_DATA_DIR)", data.data_dir.display());
     }
     Ok(EmbeddedBackend::open(&data.data_dir, Sync::Full)?)
 }
@@ -144,9 +141,7 @@ pub fn graph(file: &Path) -> Result<ExitCode> {
 pub async fn start(args: StartArgs) -> Result<ExitCode> {
     let input: Value = serde_json::from_str(&args.input).context("--input is not valid JSON")?;
     let backend = open(&args.data)?;
-    let id = args
-        .id
-        .unwrap_or_else(|| format!("{}-{}", args.saga, uuid::Uuid::new_v4().simple()));
+    let id = args.id.unwrap_or_else(|| format!("{}-{}", args.saga, uuid::Uuid::new_v4().simple()));
     let start = Envelope::Start(StartSaga {
         saga_id: id.clone(),
         saga: args.saga,
@@ -154,26 +149,20 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         input,
         requested_at: sqsaga_orchestrator::clock::now_ms(),
     });
-    backend
-        .queue()
-        .send(ORCHESTRATOR_QUEUE, OutgoingMessage::new(start.encode()))
-        .await?;
+    backend.queue().send(ORCHESTRATOR_QUEUE, OutgoingMessage::new(start.encode())).await?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
     match command {
-        SagasCommand::List {
-            data,
-            status,
-            limit,
-            json,
-        } => {
+        SagasCommand::List { data, status, limit, json } => {
             let status = match status.as_deref() {
                 None => None,
                 Some(s) => Some(SagaStatus::parse(s).with_context(|| {
-                    format!("unknown status `{s}`: expected running, compensating, completed, compensated or needs_operator")
+                    format!(
+                        "unknown status `{s}`: expected running, compensating, completed, compensated or needs_operator"
+                    )
                 })?),
             };
             let store = open(&data)?.store();
@@ -236,10 +225,7 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
                 saga_id: id.clone(),
                 requested_at: sqsaga_orchestrator::clock::now_ms(),
             });
-            backend
-                .queue()
-                .send(ORCHESTRATOR_QUEUE, OutgoingMessage::new(resume.encode()))
-                .await?;
+            backend.queue().send(ORCHESTRATOR_QUEUE, OutgoingMessage::new(resume.encode())).await?;
             println!("resume requested for {id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -293,9 +279,7 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
 async fn peek_all(queue: &dyn Queue, name: &str) -> Result<Vec<sqsaga_queue::ReceivedMessage>> {
     let mut seen = Vec::new();
     loop {
-        let batch = queue
-            .receive(name, Receive::up_to(MAX_BATCH).visibility(Duration::from_secs(30)))
-            .await?;
+        let batch = queue.receive(name, Receive::up_to(MAX_BATCH).visibility(Duration::from_secs(30))).await?;
         if batch.is_empty() {
             break;
         }

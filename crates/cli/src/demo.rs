@@ -29,7 +29,7 @@ use sqsaga_store::SagaStore;
 use sqsaga_worker::{Participant, Worker, WorkerOptions, WorkerStats};
 use tokio::task::JoinSet;
 
-use crate::signals::{self, Shutdown, Trigger};
+use crate::signals::{self, Trigger};
 
 /// The order saga, built into the binary so the demo needs no files.
 pub const ORDER_SAGA: &str = include_str!("../../../examples/order/create_order.yaml");
@@ -89,38 +89,6 @@ enum DemoCommand {
     },
 }
 
-/// Arguments of `sqsaga orchestrator`.
-#[derive(Debug, Args)]
-pub struct ServiceArgs {
-    #[command(flatten)]
-    pub data: crate::DataDir,
-    /// Saga definition files or directories; the built-in order saga when absent.
-    #[arg(long = "definitions", env = "SQSAGA_DEFINITIONS")]
-    pub definitions: Vec<PathBuf>,
-    /// Concurrent pollers.
-    #[arg(long, env = "SQSAGA_CONCURRENCY", default_value_t = 4)]
-    pub concurrency: usize,
-}
-
-/// Arguments of `sqsaga worker`.
-#[derive(Debug, Args)]
-pub struct WorkerArgs {
-    #[command(flatten)]
-    pub data: crate::DataDir,
-    /// Which participant of the order saga to run.
-    #[arg(long, env = "SQSAGA_SERVICE", value_parser = SERVICES)]
-    pub service: String,
-    /// Concurrent pollers.
-    #[arg(long, env = "SQSAGA_CONCURRENCY", default_value_t = 4)]
-    pub concurrency: usize,
-    /// Probability that a notification attempt fails transiently.
-    #[arg(long, default_value_t = 0.2)]
-    pub failure_rate: f64,
-    /// Seed of the injected failures.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Sagas at saturation on the embedded backend: steps/s and SQLite commits per step.
@@ -161,7 +129,7 @@ pub fn open_participant(dir: &Path, service: &str, failure_rate: f64, seed: u64)
     participant.with_context(|| format!("cannot open the {service} participant in {}", dir.display()))
 }
 
-fn instance_id(service: &str) -> String {
+pub fn instance_id(service: &str) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string());
     format!("{service}-{host}-{}", std::process::id())
 }
@@ -225,13 +193,7 @@ async fn start_stack(dir: &Path, defs: Arc<Definitions>, o: &StackOptions) -> Re
             }
         });
     }
-    Ok(Stack {
-        backend,
-        trigger,
-        tasks,
-        workers,
-        participants,
-    })
+    Ok(Stack { backend, trigger, tasks, workers, participants })
 }
 
 impl Stack {
@@ -266,10 +228,7 @@ fn fresh_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
         None => std::env::temp_dir().join(format!("sqsaga-demo-{}", uuid::Uuid::new_v4().simple())),
     };
     if dir.join(MANIFEST).exists() {
-        bail!(
-            "{} already holds a demo run ({MANIFEST} exists); use a new --data-dir or delete it",
-            dir.display()
-        );
+        bail!("{} already holds a demo run ({MANIFEST} exists); use a new --data-dir or delete it", dir.display());
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
     Ok(dir)
@@ -281,17 +240,9 @@ async fn load(dir: &Path, run: &RunArgs, queue: &dyn Queue) -> Result<Manifest> 
     sqsaga_order::seed_data(dir, &initial).context("cannot load stock and accounts")?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let now = sqsaga_orchestrator::clock::now_ms();
-    let sagas: Vec<(String, Value)> = inputs
-        .into_iter()
-        .enumerate()
-        .map(|(i, input)| (format!("order-{run_id}-{i:05}"), input))
-        .collect();
-    let manifest = Manifest {
-        run_id,
-        seed: run.seed,
-        initial,
-        sagas,
-    };
+    let sagas: Vec<(String, Value)> =
+        inputs.into_iter().enumerate().map(|(i, input)| (format!("order-{run_id}-{i:05}"), input)).collect();
+    let manifest = Manifest { run_id, seed: run.seed, initial, sagas };
     let text = serde_json::to_string(&manifest)?;
     std::fs::write(dir.join(MANIFEST), text).context("cannot write the demo manifest")?;
     for chunk in manifest.sagas.chunks(MAX_BATCH) {
@@ -339,11 +290,7 @@ async fn wait_for(store: &dyn SagaStore, manifest: &Manifest, budget: Duration, 
     let started = Instant::now();
     loop {
         let counts = store.counts().await?;
-        let done: u64 = counts
-            .iter()
-            .filter(|(s, _)| s.is_terminal())
-            .map(|(_, n)| *n)
-            .sum();
+        let done: u64 = counts.iter().filter(|(s, _)| s.is_terminal()).map(|(_, n)| *n).sum();
         bar.set_position(done.min(ids.len() as u64));
         if done as usize >= ids.len() {
             // Counts cover the whole store: confirm on this run's own sagas.
@@ -437,7 +384,9 @@ fn print_summary(s: &Summary, json: bool) -> ExitCode {
     println!("  data dir         {}", s.data_dir);
     println!();
     if s.invariants_ok {
-        println!("invariants: OK (every saga finished; completed orders reserved, charged and confirmed; compensated orders left no trace; stock and money conserved)");
+        println!(
+            "invariants: OK (every saga finished; completed orders reserved, charged and confirmed; compensated orders left no trace; stock and money conserved)"
+        );
     } else {
         println!("invariants: VIOLATED");
         for v in &s.violations {
@@ -447,11 +396,7 @@ fn print_summary(s: &Summary, json: bool) -> ExitCode {
     if json {
         println!("{}", serde_json::to_string(s).unwrap_or_default());
     }
-    if s.invariants_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    if s.invariants_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn progress(total: usize, json: bool) -> ProgressBar {
@@ -486,12 +431,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
     let stack = start_stack(
         &dir,
         defs,
-        &StackOptions {
-            failure_rate: run.failure_rate,
-            seed: run.seed,
-            worker_pollers: 8,
-            orchestrator_pollers: 4,
-        },
+        &StackOptions { failure_rate: run.failure_rate, seed: run.seed, worker_pollers: 8, orchestrator_pollers: 4 },
     )
     .await?;
     let queue = stack.backend.queue();
@@ -542,49 +482,6 @@ async fn demo_check(dir: &Path, wait: u64, json: bool) -> Result<ExitCode> {
     Ok(print_summary(&summary, json))
 }
 
-pub async fn orchestrator(args: ServiceArgs) -> Result<ExitCode> {
-    let defs = Arc::new(load_definitions(&args.definitions)?);
-    std::fs::create_dir_all(&args.data.data_dir)
-        .with_context(|| format!("cannot create data dir {}", args.data.data_dir.display()))?;
-    let backend = EmbeddedBackend::open(&args.data.data_dir, Sync::Full)?;
-    let queue: Arc<dyn Queue> = backend.queue();
-    ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await?;
-    let orchestrator = Orchestrator::new(
-        defs,
-        queue,
-        backend.store(),
-        Arc::new(SystemClock),
-        OrchestratorOptions {
-            pollers: args.concurrency,
-            wait: Duration::from_secs(2),
-            ..OrchestratorOptions::default()
-        },
-    );
-    tracing::info!(data_dir = %args.data.data_dir.display(), "Orchestrator started.");
-    let shutdown: Shutdown = signals::on_signals();
-    orchestrator.run(shutdown.wait()).await;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
-    std::fs::create_dir_all(&args.data.data_dir)
-        .with_context(|| format!("cannot create data dir {}", args.data.data_dir.display()))?;
-    let backend = EmbeddedBackend::open(&args.data.data_dir, Sync::Full)?;
-    let queue: Arc<dyn Queue> = backend.queue();
-    queue.ensure(&QueueSpec::named(&args.service)).await?;
-    let participant = Arc::new(open_participant(&args.data.data_dir, &args.service, args.failure_rate, args.seed)?);
-    let options = WorkerOptions {
-        concurrency: args.concurrency,
-        wait: Duration::from_secs(2),
-        ..WorkerOptions::new(&args.service, &instance_id(&args.service))
-    };
-    let worker = Worker::new(options, queue, participant);
-    tracing::info!(service = %args.service, "Worker started.");
-    let shutdown = signals::on_signals();
-    worker.run(shutdown.wait()).await?;
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Result of `sqsaga bench embedded`.
 #[derive(Debug, Serialize)]
 struct BenchResult {
@@ -625,20 +522,10 @@ async fn bench_embedded(orders: usize, json: bool) -> Result<ExitCode> {
     let stack = start_stack(
         &dir,
         defs,
-        &StackOptions {
-            failure_rate: 0.0,
-            seed: 7,
-            worker_pollers: 16,
-            orchestrator_pollers: 8,
-        },
+        &StackOptions { failure_rate: 0.0, seed: 7, worker_pollers: 16, orchestrator_pollers: 8 },
     )
     .await?;
-    let run = RunArgs {
-        orders,
-        seed: 7,
-        failure_rate: 0.0,
-        data_dir: Some(dir.clone()),
-    };
+    let run = RunArgs { orders, seed: 7, failure_rate: 0.0, data_dir: Some(dir.clone()) };
     let queue = stack.backend.queue();
     let store = stack.backend.store();
     let commits_before = stack.commits();
@@ -675,4 +562,3 @@ async fn bench_embedded(orders: usize, json: bool) -> Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(if result.invariants_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
-

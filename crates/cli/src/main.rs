@@ -5,6 +5,7 @@
 mod admin;
 mod demo;
 mod logging;
+mod serve;
 mod signals;
 
 use std::path::PathBuf;
@@ -33,9 +34,14 @@ enum Command {
     /// Run the order saga end to end on the embedded backend, with failures injected.
     Demo(demo::DemoArgs),
     /// Run the orchestrator service.
-    Orchestrator(demo::ServiceArgs),
+    Orchestrator(serve::OrchestratorArgs),
     /// Run a worker of one of the order saga's participant services.
-    Worker(demo::WorkerArgs),
+    Worker(serve::WorkerArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Check saga definition files; prints every problem as file:line:col.
     Validate {
         /// Saga definition files (YAML).
@@ -66,10 +72,20 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (secrets redacted) and its hash; exit 2 on any problem.
+    Check(serve::ConfigArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench { .. });
-    logging::init(quiet);
+    match cli.command {
+        // Configured processes set up logging once their configuration is known.
+        Command::Orchestrator(_) | Command::Worker(_) | Command::Config { .. } => {}
+        Command::Demo(_) | Command::Bench { .. } => logging::init("error"),
+        _ => logging::init("warn"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -80,8 +96,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::demo(args).await,
-            Command::Orchestrator(args) => demo::orchestrator(args).await,
-            Command::Worker(args) => demo::worker(args).await,
+            Command::Orchestrator(args) => serve::orchestrator(args).await,
+            Command::Worker(args) => serve::worker(args).await,
+            Command::Config { command: ConfigCommand::Check(args) } => serve::config_check(args),
             Command::Validate { files } => admin::validate(&files),
             Command::Graph { file } => admin::graph(&file),
             Command::Start(args) => admin::start(args).await,

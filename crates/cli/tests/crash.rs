@@ -53,9 +53,7 @@ fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
     assert!(load.status.success(), "demo load failed: {}", String::from_utf8_lossy(&load.stderr));
 
     let roles = ["orchestrator", "inventory", "payment", "notification"];
-    let mut fleet = Fleet {
-        children: roles.iter().map(|r| (r.to_string(), spawn(data, r))).collect(),
-    };
+    let mut fleet = Fleet { children: roles.iter().map(|r| (r.to_string(), spawn(data, r))).collect() };
     let mut rng = rand::rngs::StdRng::seed_from_u64(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
     );
@@ -74,15 +72,13 @@ fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
     }
     eprintln!("killed {kills:?} within {:?}", started.elapsed());
 
-    let check = Command::new(BIN)
-        .args(["demo", "check", "--wait", "120", "--json", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
+    let check =
+        Command::new(BIN).args(["demo", "check", "--wait", "120", "--json", "--data-dir"]).arg(data).output().unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);
     eprintln!("{stdout}");
     let last = stdout.lines().last().unwrap_or_default();
-    let summary: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"));
+    let summary: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"));
     assert_eq!(summary["unfinished"], 0, "{summary}");
     assert_eq!(summary["sagas"], 300, "{summary}");
     assert_eq!(summary["invariants_ok"], true, "{summary}");

@@ -7,8 +7,8 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
     /// Where the bad value is, as an operator would search for it:
-    /// `SQSAGA_CONCURRENCY=abc`, `/etc/order/config.json: \`wait_time\` = "30s"`,
-    /// `--data-dir=`, or just the file path. Secret values appear as `<redacted>`.
+    /// ``SQSAGA_CONCURRENCY=abc``, ``/etc/order/config.json: `wait_time` = "30s"``,
+    /// ``--data-dir=x``, or just the file path. Secret values appear as `<redacted>`.
     pub location: String,
     /// The canonical key the problem is about, when there is one; lets tools
     /// (and tests) match problems without parsing the message.

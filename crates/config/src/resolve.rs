@@ -88,7 +88,7 @@ enum Parsed {
 struct Winner {
     value: Parsed,
     origin: Origin,
-    /// How an error message would point at it (`SQSAGA_X=v`, `file: \`x\` = v`).
+    /// How an error message would point at it (``SQSAGA_X=v``, ``file: `x` = v``).
     location: String,
 }
 

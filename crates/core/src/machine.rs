@@ -308,12 +308,7 @@ pub fn start(def: &SagaDefinition, id: &str, input: Value, now: Millis) -> Decis
     } else {
         actions.push(Action::Dispatch(dispatch(def, &mut state, 0, Phase::Action, now)));
     }
-    Decision {
-        state,
-        actions,
-        changed: true,
-        note: format!("started {} v{}", def.name, def.version),
-    }
+    Decision { state, actions, changed: true, note: format!("started {} v{}", def.name, def.version) }
 }
 
 /// Applies one event. `def` must be the version the instance is pinned to.
@@ -328,28 +323,17 @@ pub fn decide(def: &SagaDefinition, state: &SagaInstance, event: &Event, now: Mi
     match note {
         Some(note) => {
             next.updated_at = now;
-            Decision {
-                state: next,
-                actions,
-                changed: true,
-                note,
-            }
+            Decision { state: next, actions, changed: true, note }
         }
-        None => Decision {
-            state: state.clone(),
-            actions: Vec::new(),
-            changed: false,
-            note: ignored_note(event),
-        },
+        None => Decision { state: state.clone(), actions: Vec::new(), changed: false, note: ignored_note(event) },
     }
 }
 
 fn ignored_note(event: &Event) -> String {
     match event {
-        Event::Reply(r) => format!(
-            "ignored stale or duplicate reply (step {}, {:?} attempt {})",
-            r.step, r.phase, r.attempt
-        ),
+        Event::Reply(r) => {
+            format!("ignored stale or duplicate reply (step {}, {:?} attempt {})", r.step, r.phase, r.attempt)
+        }
         Event::Wake => "nothing due".to_string(),
         Event::Resume => "resume ignored: saga does not need an operator".to_string(),
     }
@@ -480,12 +464,7 @@ fn on_reply(
     }
 }
 
-fn on_wake(
-    def: &SagaDefinition,
-    s: &mut SagaInstance,
-    now: Millis,
-    actions: &mut Vec<Action>,
-) -> Option<String> {
+fn on_wake(def: &SagaDefinition, s: &mut SagaInstance, now: Millis, actions: &mut Vec<Action>) -> Option<String> {
     let i = s.current;
     let step_def = def.step(i)?;
     let name = step_def.name.clone();
@@ -528,12 +507,7 @@ fn on_wake(
     }
 }
 
-fn on_resume(
-    def: &SagaDefinition,
-    s: &mut SagaInstance,
-    now: Millis,
-    actions: &mut Vec<Action>,
-) -> Option<String> {
+fn on_resume(def: &SagaDefinition, s: &mut SagaInstance, now: Millis, actions: &mut Vec<Action>) -> Option<String> {
     if s.status != SagaStatus::NeedsOperator {
         return None;
     }
@@ -583,13 +557,7 @@ fn continue_compensation(
 
 /// Dispatches the compensation of the highest step at or below `from` that
 /// may have had an effect, or finishes the saga as compensated.
-fn next_compensation(
-    def: &SagaDefinition,
-    s: &mut SagaInstance,
-    from: isize,
-    now: Millis,
-    actions: &mut Vec<Action>,
-) {
+fn next_compensation(def: &SagaDefinition, s: &mut SagaInstance, from: isize, now: Millis, actions: &mut Vec<Action>) {
     let mut i = from;
     while i >= 0 {
         let idx = i as usize;
@@ -618,10 +586,7 @@ fn retry_compensation(def: &SagaDefinition, s: &mut SagaInstance, i: usize, erro
         st.status = StepStatus::CompensationFailed;
         st.due_at = None;
         s.status = SagaStatus::NeedsOperator;
-        s.reason = Some(format!(
-            "compensation of {} failed after {attempt} attempts: {error}",
-            def.steps[i].name
-        ));
+        s.reason = Some(format!("compensation of {} failed after {attempt} attempts: {error}", def.steps[i].name));
     }
 }
 

@@ -7,8 +7,8 @@ use serde_json::json;
 use sqsaga_core::Millis;
 use sqsaga_core::definition::{RetryPolicy, SagaDefinition, StepDefinition};
 use sqsaga_core::machine::{
-    Action, Event, Outcome, Phase, Reply, SagaInstance, SagaStatus, StepStatus, command_id, decide,
-    parse_command_id, start,
+    Action, Event, Outcome, Phase, Reply, SagaInstance, SagaStatus, StepStatus, command_id, decide, parse_command_id,
+    start,
 };
 
 fn step(name: &str, compensable: bool) -> StepDefinition {
@@ -88,13 +88,7 @@ fn run_with(def: &SagaDefinition, script: &[Ev]) -> Run {
                 Phase::Action => st.attempt,
                 Phase::Compensation => st.comp_attempt,
             };
-            Event::Reply(Reply {
-                step,
-                phase,
-                attempt: attempt.unwrap_or(current),
-                outcome,
-                worker: None,
-            })
+            Event::Reply(Reply { step, phase, attempt: attempt.unwrap_or(current), outcome, worker: None })
         };
         let ok = || Outcome::Succeeded { output: json!({"done": true}) };
         let refused = || Outcome::Refused { reason: "no".into() };
@@ -192,12 +186,8 @@ fn retries_exhausted_compensate() {
 
 #[test]
 fn step_timeout_compensates_the_possibly_done_step_too() {
-    let r = check(
-        "timeout",
-        &[Ok(0), Wait(10_000), CompOk(1), CompOk(0)],
-        Compensated,
-        &["a0#1", "a1#1", "c1#1", "c0#1"],
-    );
+    let r =
+        check("timeout", &[Ok(0), Wait(10_000), CompOk(1), CompOk(0)], Compensated, &["a0#1", "a1#1", "c1#1", "c0#1"]);
     assert_eq!(r.state.steps[1].status, StepStatus::Compensated);
     // A late reply to the timed-out action changes nothing.
     let late = check("late reply", &[Ok(0), Wait(10_000), StaleOk(1, 1)], Compensating, &["a0#1", "a1#1", "c1#1"]);
@@ -281,10 +271,7 @@ fn replies_for_other_steps_or_phases_are_ignored() {
 fn saga_deadline_passed_compensates() {
     // A 5 s saga deadline strikes while step 1 (10 s timeout) is in flight:
     // step 1 counts as possibly done and is compensated, then step 0.
-    let def = SagaDefinition {
-        deadline: Duration::from_secs(5),
-        ..order_saga()
-    };
+    let def = SagaDefinition { deadline: Duration::from_secs(5), ..order_saga() };
     let r = run_with(&def, &[Ok(0), Wait(4_000), Wait(1_000), CompOk(1), CompOk(0)]);
     assert_eq!(r.log, ["a0#1", "a1#1", "c1#1", "c0#1"]);
     assert_eq!(r.unchanged, 1, "the wake before the deadline is a no-op");

@@ -17,14 +17,14 @@ use tracing::{info, warn};
 use crate::metrics::{MetricsSource, Text};
 
 /// Shared health state; clones share it. Cheap to clone and to update.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Probe {
     /// The state behind a mutex: updates are rare (a reason changes, a loop
     /// beats every few seconds) and tiny, so a lock is simpler than atomics.
     inner: Arc<Mutex<State>>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct State {
     /// Why the process is not ready, by component (`queue`, `drift`); empty = ready.
     reasons: BTreeMap<String, String>,
@@ -34,6 +34,7 @@ struct State {
     info: BTreeMap<String, Value>,
 }
 
+#[derive(Debug)]
 struct LoopState {
     /// Silence longer than this makes the loop stalled.
     stall_after: Duration,

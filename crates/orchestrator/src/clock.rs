@@ -22,8 +22,5 @@ impl Clock for SystemClock {
 
 /// Wall-clock milliseconds; 0 if the clock is before 1970 (never in practice).
 pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }

@@ -19,12 +19,7 @@ pub enum DefinitionError {
     #[error("invalid saga definition:\n{0}")]
     Invalid(String),
     #[error("{name} v{version} is defined twice ({first} and {second})")]
-    Duplicate {
-        name: String,
-        version: u32,
-        first: String,
-        second: String,
-    },
+    Duplicate { name: String, version: u32, first: String, second: String },
     #[error("no saga definitions found in {0}")]
     Empty(String),
 }
@@ -43,10 +38,8 @@ impl Definitions {
         let mut defs = Definitions::default();
         let mut problems = Vec::new();
         for file in expand(paths)? {
-            let text = std::fs::read_to_string(&file).map_err(|e| DefinitionError::Read {
-                path: file.display().to_string(),
-                cause: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| DefinitionError::Read { path: file.display().to_string(), cause: e.to_string() })?;
             match parse_definitions(&text) {
                 Ok(list) => {
                     for def in list {
@@ -78,10 +71,7 @@ impl Definitions {
             });
         }
         self.origin.insert(key, origin.to_string());
-        self.by_name
-            .entry(def.name.clone())
-            .or_default()
-            .insert(def.version, Arc::new(def));
+        self.by_name.entry(def.name.clone()).or_default().insert(def.version, Arc::new(def));
         Ok(())
     }
 
@@ -104,11 +94,8 @@ impl Definitions {
 
     /// Every service named by any loaded definition.
     pub fn services(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .all()
-            .iter()
-            .flat_map(|d| d.services().into_iter().map(str::to_string).collect::<Vec<_>>())
-            .collect();
+        let mut out: Vec<String> =
+            self.all().iter().flat_map(|d| d.services().into_iter().map(str::to_string).collect::<Vec<_>>()).collect();
         out.sort();
         out.dedup();
         out
@@ -119,14 +106,10 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DefinitionError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let entries = std::fs::read_dir(path).map_err(|e| DefinitionError::Read {
-                path: path.display().to_string(),
-                cause: e.to_string(),
-            })?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_saga_file(p))
-                .collect();
+            let entries = std::fs::read_dir(path)
+                .map_err(|e| DefinitionError::Read { path: path.display().to_string(), cause: e.to_string() })?;
+            let mut found: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_saga_file(p)).collect();
             found.sort();
             files.extend(found);
         } else {

@@ -12,4 +12,6 @@ pub mod service;
 
 pub use clock::{Clock, SystemClock};
 pub use definitions::{DefinitionError, Definitions};
-pub use service::{ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, OrchestratorStats, ensure_queues};
+pub use service::{
+    ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, OrchestratorStats, ensure_queues,
+};

@@ -139,14 +139,15 @@ struct Inner {
 
 /// Creates the orchestrator queue and one queue per service named by the
 /// definitions, each with its DLQ. Idempotent.
-pub async fn ensure_queues(queue: &dyn Queue, defs: &Definitions, template: &QueueSpec) -> Result<Vec<String>, QueueError> {
+pub async fn ensure_queues(
+    queue: &dyn Queue,
+    defs: &Definitions,
+    template: &QueueSpec,
+) -> Result<Vec<String>, QueueError> {
     let mut names = vec![ORCHESTRATOR_QUEUE.to_string()];
     names.extend(defs.services());
     for name in &names {
-        let spec = QueueSpec {
-            name: name.clone(),
-            ..template.clone()
-        };
+        let spec = QueueSpec { name: name.clone(), ..template.clone() };
         queue.ensure(&spec).await?;
     }
     Ok(names)
@@ -214,10 +215,8 @@ impl Orchestrator {
             if *stop.borrow() {
                 return;
             }
-            let receive = self
-                .inner
-                .queue
-                .receive(&o.queue, Receive::up_to(MAX_BATCH).wait(o.wait).visibility(o.visibility));
+            let receive =
+                self.inner.queue.receive(&o.queue, Receive::up_to(MAX_BATCH).wait(o.wait).visibility(o.visibility));
             let received = tokio::select! {
                 r = receive => r,
                 _ = stop.changed() => return,
@@ -289,11 +288,7 @@ impl Orchestrator {
     /// Sends outboxes that a crashed writer left behind (AWS store only;
     /// the SQLite store never leaves any).
     pub async fn sweep_outboxes(&self) -> Result<usize, OrchestratorError> {
-        let older = self
-            .inner
-            .clock
-            .now()
-            .saturating_sub(self.inner.options.sweep_interval.as_millis() as Millis);
+        let older = self.inner.clock.now().saturating_sub(self.inner.options.sweep_interval.as_millis() as Millis);
         let pending = self.inner.store.pending_outboxes(older, 100).await?;
         let count = pending.len();
         for p in pending {
@@ -394,22 +389,14 @@ impl Orchestrator {
                 if s.saga_id.is_empty() {
                     return Err("start request with an empty saga_id".to_string());
                 }
-                Ok(Some((
-                    s.saga_id,
-                    Work::Start {
-                        saga: def.name.clone(),
-                        version: def.version,
-                        input: s.input,
-                    },
-                )))
+                Ok(Some((s.saga_id, Work::Start { saga: def.name.clone(), version: def.version, input: s.input })))
             }
             Envelope::Reply(r) => Ok(Some((r.saga_id.clone(), Work::Reply(reply_event(r))))),
             Envelope::Resume(r) => Ok(Some((r.saga_id, Work::Resume))),
             Envelope::Heartbeat(_) => Ok(None),
-            Envelope::Command(c) => Err(format!(
-                "command `{}` for service queue arrived on the orchestrator queue",
-                c.command
-            )),
+            Envelope::Command(c) => {
+                Err(format!("command `{}` for service queue arrived on the orchestrator queue", c.command))
+            }
         }
     }
 
@@ -474,11 +461,7 @@ impl Orchestrator {
                                 stats.sagas_started.fetch_add(1, Ordering::Relaxed);
                             }
                             tracing::debug!(saga_id = %id, event = work.kind(), note = %note, "Saga event applied.");
-                            history.push(HistoryEntry {
-                                at: now,
-                                event: work.kind().to_string(),
-                                note,
-                            });
+                            history.push(HistoryEntry { at: now, event: work.kind().to_string(), note });
                             specs.extend(actions.into_iter().map(|Action::Dispatch(c)| c));
                             current = Some(*state);
                             results[i] = Some(Disposition::Ack);
@@ -558,17 +541,12 @@ impl Orchestrator {
                     return Step::Poison(format!("unknown saga `{saga}` version {version}"));
                 };
                 let d = start(&def, id, input.clone(), now);
-                Step::Changed {
-                    state: Box::new(d.state),
-                    actions: d.actions,
-                    note: d.note,
-                }
+                Step::Changed { state: Box::new(d.state), actions: d.actions, note: d.note }
             }
             (Work::Start { .. }, Some(_)) => Step::Ignored("duplicate start request".to_string()),
-            (Work::Reply(r), None) => Step::Poison(format!(
-                "reply for unknown saga `{id}` (step {}, attempt {})",
-                r.step, r.attempt
-            )),
+            (Work::Reply(r), None) => {
+                Step::Poison(format!("reply for unknown saga `{id}` (step {}, attempt {})", r.step, r.attempt))
+            }
             (Work::Wake | Work::Resume, None) => Step::Ignored("no such saga".to_string()),
             (work, Some(state)) => {
                 let Some(def) = self.inner.defs.get(&state.saga, state.version) else {
@@ -585,11 +563,7 @@ impl Orchestrator {
                 };
                 let d = decide(&def, state, &event, now);
                 if d.changed {
-                    Step::Changed {
-                        state: Box::new(d.state),
-                        actions: d.actions,
-                        note: d.note,
-                    }
+                    Step::Changed { state: Box::new(d.state), actions: d.actions, note: d.note }
                 } else {
                     Step::Ignored(d.note)
                 }
@@ -648,11 +622,7 @@ impl Orchestrator {
 
 /// What one event did to one saga.
 enum Step {
-    Changed {
-        state: Box<SagaInstance>,
-        actions: Vec<Action>,
-        note: String,
-    },
+    Changed { state: Box<SagaInstance>, actions: Vec<Action>, note: String },
     Ignored(String),
     Poison(String),
     Stuck(String),
@@ -664,10 +634,7 @@ fn reply_event(r: ReplyMessage) -> Reply {
         phase: r.phase,
         attempt: r.attempt,
         outcome: r.outcome,
-        worker: Some(WorkerStamp {
-            instance: r.worker.instance,
-            fingerprint: r.worker.fingerprint,
-        }),
+        worker: Some(WorkerStamp { instance: r.worker.instance, fingerprint: r.worker.fingerprint }),
     }
 }
 

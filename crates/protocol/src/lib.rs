@@ -183,10 +183,7 @@ pub fn decode_worker_message(body: &str) -> Result<WorkerMessage, DecodeError> {
     if value.get("type").is_some() {
         return match serde_json::from_value::<Envelope>(value) {
             Ok(Envelope::Command(c)) => Ok(WorkerMessage::Command(c)),
-            Ok(other) => Err(DecodeError::WrongKind {
-                found: other.kind().to_string(),
-                expected: "command",
-            }),
+            Ok(other) => Err(DecodeError::WrongKind { found: other.kind().to_string(), expected: "command" }),
             Err(e) => Err(DecodeError::BadEnvelope(e.to_string())),
         };
     }

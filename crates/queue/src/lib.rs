@@ -39,10 +39,7 @@ pub struct OutgoingMessage {
 
 impl OutgoingMessage {
     pub fn new(body: impl Into<String>) -> Self {
-        OutgoingMessage {
-            body: body.into(),
-            ..Default::default()
-        }
+        OutgoingMessage { body: body.into(), ..Default::default() }
     }
 
     pub fn with_attribute(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -64,10 +61,7 @@ impl OutgoingMessage {
     pub fn check(&self) -> Result<(), QueueError> {
         let size = self.size();
         if size > MAX_MESSAGE_BYTES {
-            return Err(QueueError::TooLarge {
-                size,
-                limit: MAX_MESSAGE_BYTES,
-            });
+            return Err(QueueError::TooLarge { size, limit: MAX_MESSAGE_BYTES });
         }
         if self.delay > MAX_DELAY {
             return Err(QueueError::Invalid(format!(
@@ -135,11 +129,7 @@ pub struct Receive {
 
 impl Receive {
     pub fn up_to(max: usize) -> Self {
-        Receive {
-            max,
-            wait: Duration::ZERO,
-            visibility: None,
-        }
+        Receive { max, wait: Duration::ZERO, visibility: None }
     }
 
     pub fn wait(mut self, wait: Duration) -> Self {
@@ -185,10 +175,7 @@ pub enum QueueError {
 
 impl QueueError {
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            QueueError::Unreachable(_) | QueueError::Throttled(_) | QueueError::Backend(_)
-        )
+        matches!(self, QueueError::Unreachable(_) | QueueError::Throttled(_) | QueueError::Backend(_))
     }
 }
 
@@ -222,11 +209,7 @@ pub trait Queue: Send + Sync + 'static {
         let mut attributes = message.attributes.clone();
         attributes.insert(ATTR_REASON.to_string(), truncate(reason, 1024));
         attributes.insert(ATTR_SOURCE.to_string(), queue.to_string());
-        let copy = OutgoingMessage {
-            body: message.body.clone(),
-            attributes,
-            delay: Duration::ZERO,
-        };
+        let copy = OutgoingMessage { body: message.body.clone(), attributes, delay: Duration::ZERO };
         self.send_batch(&dlq_name(queue), vec![copy]).await?;
         let failed = self.delete_batch(queue, std::slice::from_ref(&message.receipt_handle)).await?;
         match failed.into_iter().next() {
@@ -263,9 +246,7 @@ fn truncate(text: &str, max: usize) -> String {
 pub async fn redrive<Q: Queue + ?Sized>(queue: &Q, dlq: &str, target: &str) -> Result<usize, QueueError> {
     let mut moved = 0;
     loop {
-        let batch = queue
-            .receive(dlq, Receive::up_to(MAX_BATCH).visibility(Duration::from_secs(60)))
-            .await?;
+        let batch = queue.receive(dlq, Receive::up_to(MAX_BATCH).visibility(Duration::from_secs(60))).await?;
         if batch.is_empty() {
             return Ok(moved);
         }
@@ -275,11 +256,7 @@ pub async fn redrive<Q: Queue + ?Sized>(queue: &Q, dlq: &str, target: &str) -> R
                 let mut attributes = m.attributes.clone();
                 attributes.remove(ATTR_REASON);
                 attributes.remove(ATTR_SOURCE);
-                OutgoingMessage {
-                    body: m.body.clone(),
-                    attributes,
-                    delay: Duration::ZERO,
-                }
+                OutgoingMessage { body: m.body.clone(), attributes, delay: Duration::ZERO }
             })
             .collect();
         queue.send_batch(target, copies).await?;

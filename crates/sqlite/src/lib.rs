@@ -67,10 +67,7 @@ pub enum Sync {
 /// writer, several processes may share the file), a busy timeout so a second
 /// process waits for the write lock instead of failing, and `synchronous`.
 pub fn open(path: &Path, sync: Sync) -> Result<Connection, SqliteError> {
-    let open_err = |e: rusqlite::Error| SqliteError::Open {
-        path: path.display().to_string(),
-        cause: e.to_string(),
-    };
+    let open_err = |e: rusqlite::Error| SqliteError::Open { path: path.display().to_string(), cause: e.to_string() };
     let conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
@@ -158,7 +155,7 @@ impl GroupCommitter {
         rx.await.unwrap_or(Err(SqliteError::Closed))
     }
 
-/// Durable commits made so far.
+    /// Durable commits made so far.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
