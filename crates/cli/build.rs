@@ -12,5 +12,5 @@ fn main() {
         let out = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     });
-    println!("cargo:rustc-env=SQSAGA_GIT_SHA={}", sha.unwrap_or_else(|| "unknown".to_string()));
+    println!("cargo:rustc-env=BUILD_GIT_SHA={}", sha.unwrap_or_else(|| "unknown".to_string()));
 }

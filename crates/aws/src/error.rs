@@ -18,9 +18,7 @@ use sqsaga_store::StoreError;
 /// Errors of the AWS backend outside the two ports (connecting, provisioning).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AwsError {
-    #[error(
-        "no AWS region configured: set REGION or AWS_REGION (or `region` in the config file, or a profile region)"
-    )]
+    #[error("no AWS region configured: set REGION or AWS_REGION (or `region` in the config file, or a profile region)")]
     NoRegion,
     #[error("invalid AWS settings: {0}")]
     Settings(String),

@@ -1,1 +1,139 @@
-//! tmp
+//! The AWS backend: [`SqsQueue`] (Amazon SQS) behind the `Queue` port and
+//! [`DynamoStore`] (DynamoDB) behind the `SagaStore` port, through the
+//! official AWS SDK for Rust; plus [`provision`] (queues, DLQs, policies,
+//! the table) and [`bench_sqs`], the SQS request-accounting benchmark.
+//!
+//! [`AwsBackend`] builds both adapters from one SDK configuration with
+//! request counters attached. Everything here is an adapter: it knows the
+//! ports and the SDK; the orchestrator and workers know only the ports.
+//!
+//! Tested against moto's server (`scripts/moto.sh`); the tests read its
+//! endpoint from `SQSAGA_TEST_AWS_ENDPOINT`.
+
+mod batch;
+pub mod bench;
+mod dynamo;
+mod error;
+pub mod heartbeat;
+pub mod provision;
+mod requests;
+mod settings;
+mod sqs;
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use sqsaga_queue::Queue;
+use sqsaga_store::SagaStore;
+
+pub use bench::{BenchError, BenchSqsOptions, BenchSqsReport, bench_sqs};
+pub use dynamo::{DynamoStore, TableStatus};
+pub use error::AwsError;
+pub use heartbeat::VisibilityHeartbeat;
+pub use provision::{ProvisionLine, ProvisionOptions, ResourceKind, provision, teardown};
+pub use requests::{DYNAMODB_REQUESTS_METRIC, RequestCounter, RequestSnapshot, SQS_REQUESTS_METRIC};
+pub use settings::{AwsSettings, DEFAULT_QUEUE_PREFIX, DEFAULT_TABLE, retry_config, timeout_config};
+pub use sqs::{DLQ_RETENTION, EnsuredQueue, MAX_MESSAGE_ATTRIBUTES, SqsOptions, SqsQueue, Sse};
+
+/// Both adapters on one SDK configuration, with their request counters.
+#[derive(Clone)]
+pub struct AwsBackend {
+    sqs: Arc<SqsQueue>,
+    store: Arc<DynamoStore>,
+    /// SQS requests by action (`sqsaga_sqs_requests_total`).
+    sqs_requests: Arc<RequestCounter>,
+    /// DynamoDB requests by action (`sqsaga_dynamodb_requests_total`).
+    dynamodb_requests: Arc<RequestCounter>,
+    settings: AwsSettings,
+}
+
+impl AwsBackend {
+    /// Loads the SDK configuration the AWS way (default credential chain,
+    /// region chain, `AWS_ENDPOINT_URL`) and builds both adapters. Makes no
+    /// request: an unreachable endpoint shows on first use, as an error.
+    pub async fn connect(settings: AwsSettings) -> Result<AwsBackend, AwsError> {
+        let sdk = settings.load_sdk_config().await;
+        AwsBackend::from_sdk_config(&sdk, settings)
+    }
+
+    /// Both adapters on a given SDK configuration (tests pass static
+    /// credentials and an emulator's endpoint this way).
+    pub fn from_sdk_config(sdk: &SdkConfig, settings: AwsSettings) -> Result<AwsBackend, AwsError> {
+        let Some(region) = sdk.region() else {
+            return Err(AwsError::NoRegion);
+        };
+        if settings.table.is_empty() {
+            return Err(AwsError::Settings("the DynamoDB table name is empty".to_string()));
+        }
+        let endpoint = |service: &str| match sdk.endpoint_url() {
+            Some(url) => url.to_string(),
+            None => format!("the {service} endpoint of {region}"),
+        };
+        let sqs_requests = Arc::new(RequestCounter::sqs());
+        let sqs_config = aws_sdk_sqs::config::Builder::from(sdk).interceptor(sqs_requests.interceptor()).build();
+        let sqs = SqsQueue::new(
+            aws_sdk_sqs::Client::from_conf(sqs_config),
+            &endpoint("SQS"),
+            SqsOptions {
+                prefix: settings.queue_prefix.clone(),
+                queue_urls: settings.queue_urls.clone(),
+                kms_key: settings.kms_key.clone(),
+                flush_window: settings.flush_window,
+                naive: settings.naive,
+                max_in_flight: settings.max_batches_in_flight,
+            },
+            sqs_requests.clone(),
+        );
+        let dynamodb_requests = Arc::new(RequestCounter::dynamodb());
+        let dynamo_config =
+            aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(dynamodb_requests.interceptor()).build();
+        let sqs = Arc::new(sqs);
+        let store = DynamoStore::new(
+            aws_sdk_dynamodb::Client::from_conf(dynamo_config),
+            &endpoint("DynamoDB"),
+            &settings.table,
+        )
+        .with_delivery(sqs.clone());
+        Ok(AwsBackend { sqs, store: Arc::new(store), sqs_requests, dynamodb_requests, settings })
+    }
+
+    /// The queue port.
+    pub fn queue(&self) -> Arc<dyn Queue> {
+        self.sqs.clone()
+    }
+
+    /// The SQS adapter itself (attributes, `ensure_detailed`, the client).
+    pub fn sqs(&self) -> Arc<SqsQueue> {
+        self.sqs.clone()
+    }
+
+    /// The store port.
+    pub fn store(&self) -> Arc<dyn SagaStore> {
+        self.store.clone()
+    }
+
+    /// The DynamoDB adapter itself (`ensure_table`, the client).
+    pub fn dynamo(&self) -> Arc<DynamoStore> {
+        self.store.clone()
+    }
+
+    /// SQS requests by action.
+    pub fn requests(&self) -> Arc<RequestCounter> {
+        self.sqs_requests.clone()
+    }
+
+    /// DynamoDB requests by action.
+    pub fn dynamodb_requests(&self) -> Arc<RequestCounter> {
+        self.dynamodb_requests.clone()
+    }
+
+    pub fn settings(&self) -> &AwsSettings {
+        &self.settings
+    }
+
+    /// Both request counters in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.sqs_requests.render(out);
+        self.dynamodb_requests.render(out);
+    }
+}

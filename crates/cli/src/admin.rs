@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 use sqsaga_core::machine::SagaStatus;
 use sqsaga_embedded::EmbeddedBackend;
 use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
-use sqsaga_protocol::{Envelope, ResumeSaga, StartSaga};
+use sqsaga_protocol::{ATTR_SIGNATURE, Envelope, ResumeSaga, StartSaga, TraceParent};
 use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, MAX_BATCH, OutgoingMessage, Queue, Receive, dlq_name};
 use sqsaga_sqlite::Sync;
 use sqsaga_store::SagaStore;
 
-use crate::DataDir;
+use crate::{DataDir, sealing};
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
@@ -34,6 +34,10 @@ pub struct StartArgs {
     /// Pin a definition version; the newest when absent.
     #[arg(long)]
     version: Option<u32>,
+    /// W3C trace context to continue (`00-<trace id>-<span id>-01`), e.g. the
+    /// request that caused this order; a fresh trace when absent.
+    #[arg(long)]
+    traceparent: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +109,17 @@ pub fn validate(files: &[PathBuf]) -> Result<ExitCode> {
                 continue;
             }
         };
+        // `fleet.yaml` next to the sagas is the drift guard's policy.
+        if file.file_stem().is_some_and(|s| s == "fleet") {
+            match sqsaga_drift::FleetPolicy::parse(&text, sqsaga_drift::Mode::Observe) {
+                Ok(p) => eprintln!("{name}: fleet policy is valid ({} service(s) listed)", p.services.len()),
+                Err(problems) => {
+                    ok = false;
+                    print!("{}", sqsaga_core::yaml::format_problems(&name, &problems));
+                }
+            }
+            continue;
+        }
         match sqsaga_core::yaml::parse_definitions(&text) {
             Ok(defs) => {
                 for d in defs {
@@ -140,7 +155,12 @@ pub fn graph(file: &Path) -> Result<ExitCode> {
 
 pub async fn start(args: StartArgs) -> Result<ExitCode> {
     let input: Value = serde_json::from_str(&args.input).context("--input is not valid JSON")?;
+    let trace = match &args.traceparent {
+        Some(text) => TraceParent::parse(text).context("--traceparent")?,
+        None => sealing::new_trace(),
+    };
     let backend = open(&args.data)?;
+    let signing = sealing::signing_for(&args.data.data_dir)?;
     let id = args.id.unwrap_or_else(|| format!("{}-{}", args.saga, uuid::Uuid::new_v4().simple()));
     let start = Envelope::Start(StartSaga {
         saga_id: id.clone(),
@@ -149,7 +169,8 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         input,
         requested_at: sqsaga_orchestrator::clock::now_ms(),
     });
-    backend.queue().send(ORCHESTRATOR_QUEUE, OutgoingMessage::new(start.encode())).await?;
+    let message = sealing::seal(start.encode(), signing.as_deref(), Some(trace));
+    backend.queue().send(ORCHESTRATOR_QUEUE, message).await?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
@@ -221,11 +242,19 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
         }
         SagasCommand::Resume { data, id } => {
             let backend = open(&data)?;
+            let signing = sealing::signing_for(&data.data_dir)?;
+            // The resume joins the saga's own trace, when the saga has one.
+            let record = backend.store().load(std::slice::from_ref(&id)).await?.into_iter().next();
+            let trace = record
+                .and_then(|r| r.instance.trace)
+                .and_then(|t| TraceParent::parse(&t).ok())
+                .map(|t| t.child(&format!("resume:{}", sqsaga_orchestrator::clock::now_ms())));
             let resume = Envelope::Resume(ResumeSaga {
                 saga_id: id.clone(),
                 requested_at: sqsaga_orchestrator::clock::now_ms(),
             });
-            backend.queue().send(ORCHESTRATOR_QUEUE, OutgoingMessage::new(resume.encode())).await?;
+            let message = sealing::seal(resume.encode(), signing.as_deref(), trace);
+            backend.queue().send(ORCHESTRATOR_QUEUE, message).await?;
             println!("resume requested for {id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -267,8 +296,24 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
         }
         DlqCommand::Redrive { data, queue } => {
             let q = open(&data)?.queue();
-            let moved = sqsaga_queue::redrive(q.as_ref(), &dlq_name(&queue), &queue).await?;
+            let signing = sealing::signing_for(&data.data_dir)?;
+            // A genuine message that waited in the DLQ longer than the
+            // signature's max age would be rejected as stale again: it is
+            // re-signed now. Unsigned and forged ones move as they are.
+            let mut refreshed = 0;
+            let refresh = |m: &mut OutgoingMessage| {
+                let Some(signing) = signing.as_deref() else { return };
+                let attr = m.attributes.get(ATTR_SIGNATURE).map(String::as_str);
+                if let Some(fresh) = signing.signer.refresh(&m.body, attr, sqsaga_orchestrator::clock::now_ms()) {
+                    m.attributes.insert(ATTR_SIGNATURE.to_string(), fresh);
+                    refreshed += 1;
+                }
+            };
+            let moved = sqsaga_queue::redrive_with(q.as_ref(), &dlq_name(&queue), &queue, refresh).await?;
             println!("moved {moved} message(s) from {} back to {queue}", dlq_name(&queue));
+            if refreshed > 0 {
+                println!("re-signed {refreshed} genuine message(s) whose signature would have been stale");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -22,8 +22,8 @@ use sqsaga_orchestrator::{
     Definitions, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorOptions, SystemClock, ensure_queues,
 };
 use sqsaga_order::{DemoData, InvariantReport};
-use sqsaga_protocol::{Envelope, StartSaga};
-use sqsaga_queue::{MAX_BATCH, OutgoingMessage, Queue, QueueSpec};
+use sqsaga_protocol::{Envelope, Signing, StartSaga};
+use sqsaga_queue::{MAX_BATCH, Queue, QueueSpec};
 use sqsaga_sqlite::Sync;
 use sqsaga_store::SagaStore;
 use sqsaga_worker::{Participant, Worker, WorkerOptions, WorkerStats};
@@ -100,6 +100,8 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Drift guard: time to a `drifted` verdict and steps run by a drifted worker, in observe and enforce mode.
+    Drift(crate::fleet::BenchDriftArgs),
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -211,6 +213,11 @@ impl Stack {
     fn commits(&self) -> u64 {
         self.backend.commits() + self.participants.iter().map(|p| p.committer().commits()).sum::<u64>()
     }
+
+    /// Write jobs (one per queue operation, saga commit or local transaction).
+    fn jobs(&self) -> u64 {
+        self.backend.jobs() + self.participants.iter().map(|p| p.committer().jobs()).sum::<u64>()
+    }
 }
 
 /// What `demo load` leaves behind for `demo check`.
@@ -234,8 +241,9 @@ fn fresh_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Seeds stock and accounts, then sends one start request per order.
-async fn load(dir: &Path, run: &RunArgs, queue: &dyn Queue) -> Result<Manifest> {
+/// Seeds stock and accounts, then sends one start request per order, each
+/// with a fresh trace and, when `signing` is given, signed.
+async fn load(dir: &Path, run: &RunArgs, queue: &dyn Queue, signing: Option<&Signing>) -> Result<Manifest> {
     let (initial, inputs) = sqsaga_order::generate_orders(run.orders, run.seed);
     sqsaga_order::seed_data(dir, &initial).context("cannot load stock and accounts")?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
@@ -249,16 +257,14 @@ async fn load(dir: &Path, run: &RunArgs, queue: &dyn Queue) -> Result<Manifest> 
         let batch = chunk
             .iter()
             .map(|(id, input)| {
-                OutgoingMessage::new(
-                    Envelope::Start(StartSaga {
-                        saga_id: id.clone(),
-                        saga: "create_order".to_string(),
-                        version: None,
-                        input: input.clone(),
-                        requested_at: now,
-                    })
-                    .encode(),
-                )
+                let start = Envelope::Start(StartSaga {
+                    saga_id: id.clone(),
+                    saga: "create_order".to_string(),
+                    version: None,
+                    input: input.clone(),
+                    requested_at: now,
+                });
+                crate::sealing::seal(start.encode(), signing, Some(crate::sealing::new_trace()))
             })
             .collect();
         queue.send_batch(ORCHESTRATOR_QUEUE, batch).await?;
@@ -437,7 +443,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
     let queue = stack.backend.queue();
     let store = stack.backend.store();
     let started = Instant::now();
-    let manifest = load(&dir, &run, queue.as_ref()).await?;
+    let manifest = load(&dir, &run, queue.as_ref(), None).await?;
     let bar = progress(manifest.sagas.len(), args.json);
     wait_for(store.as_ref(), &manifest, args.timeout, &bar).await?;
     bar.finish_and_clear();
@@ -458,7 +464,8 @@ async fn demo_load(run: RunArgs) -> Result<ExitCode> {
     let queue = backend.queue();
     let defs = load_definitions(&[])?;
     ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await?;
-    let manifest = load(&dir, &run, queue.as_ref()).await?;
+    let signing = crate::sealing::signing_for(&dir)?;
+    let manifest = load(&dir, &run, queue.as_ref(), signing.as_deref()).await?;
     println!(
         "loaded stock and accounts and requested {} sagas (run {}) in {}",
         manifest.sagas.len(),
@@ -490,6 +497,7 @@ struct BenchResult {
     elapsed_s: f64,
     steps_per_s: f64,
     sqlite_commits: u64,
+    write_jobs: u64,
     commits_per_step: f64,
     single_commit_per_s: f64,
     speedup_vs_single_commit: f64,
@@ -499,6 +507,7 @@ struct BenchResult {
 pub async fn bench(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Embedded { orders, json } => bench_embedded(orders, json).await,
+        BenchCommand::Drift(args) => crate::fleet::bench_drift(args).await,
     }
 }
 
@@ -529,12 +538,14 @@ async fn bench_embedded(orders: usize, json: bool) -> Result<ExitCode> {
     let queue = stack.backend.queue();
     let store = stack.backend.store();
     let commits_before = stack.commits();
+    let jobs_before = stack.jobs();
     let started = Instant::now();
-    let manifest = load(&dir, &run, queue.as_ref()).await?;
+    let manifest = load(&dir, &run, queue.as_ref(), None).await?;
     wait_for(store.as_ref(), &manifest, Duration::from_secs(600), &ProgressBar::hidden()).await?;
     let elapsed = started.elapsed();
     let steps = stack.steps_executed();
     let commits = stack.commits() - commits_before;
+    let jobs = stack.jobs() - jobs_before;
     stack.stop().await;
     let summary = summarize(&dir, store.as_ref(), &manifest, elapsed, steps).await?;
     let secs = elapsed.as_secs_f64().max(1e-9);
@@ -544,6 +555,7 @@ async fn bench_embedded(orders: usize, json: bool) -> Result<ExitCode> {
         elapsed_s: round2(secs),
         steps_per_s: round2(steps as f64 / secs),
         sqlite_commits: commits,
+        write_jobs: jobs,
         commits_per_step: (commits as f64 / steps.max(1) as f64 * 1000.0).round() / 1000.0,
         single_commit_per_s: round2(single),
         speedup_vs_single_commit: round2(steps as f64 / secs / single.max(1e-9)),
@@ -552,6 +564,7 @@ async fn bench_embedded(orders: usize, json: bool) -> Result<ExitCode> {
     println!("bench embedded: {} sagas, {} steps in {:.2} s", result.sagas, result.steps, result.elapsed_s);
     println!("  steps/s                     {:>10.1}", result.steps_per_s);
     println!("  SQLite commits              {:>10}", result.sqlite_commits);
+    println!("  write jobs (group-committed) {:>9}", result.write_jobs);
     println!("  commits per step            {:>10.3}   (target <= 0.05)", result.commits_per_step);
     println!("  single-row FULL commits/s   {:>10.1}   (same disk, same run)", result.single_commit_per_s);
     println!("  steps/s / single commits/s  {:>10.2}   (target >= 10)", result.speedup_vs_single_commit);

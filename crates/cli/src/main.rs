@@ -4,9 +4,14 @@
 
 mod admin;
 mod demo;
+mod fleet;
+mod lint_deploy;
 mod logging;
+mod readiness;
+mod sealing;
 mod serve;
 mod signals;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,9 +47,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Check saga definition files; prints every problem as file:line:col.
+    /// Check saga definition files (and a `fleet.yaml` policy); prints every problem as file:line:col.
     Validate {
-        /// Saga definition files (YAML).
+        /// Saga definition files (YAML); a file named `fleet.yaml` is checked as the drift guard's policy.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -60,6 +65,8 @@ enum Command {
         #[command(subcommand)]
         command: admin::SagasCommand,
     },
+    /// Show the orchestrator's fleet view: per service the verdict, fingerprints, what differs, quarantined instances.
+    Fleet(fleet::FleetArgs),
     /// List and redrive dead-lettered messages.
     Dlq {
         #[command(subcommand)]
@@ -70,12 +77,17 @@ enum Command {
         #[command(subcommand)]
         command: demo::BenchCommand,
     },
+    /// Check Kubernetes manifests and the Chef cookbook against what this binary reads and serves.
+    LintDeploy(lint_deploy::LintArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print the effective configuration (secrets redacted) and its hash; exit 2 on any problem.
     Check(serve::ConfigArgs),
+    /// Print the configuration reference (docs/configuration.md), generated from the settings table.
+    #[command(hide = true)]
+    Docs,
 }
 
 fn main() -> ExitCode {
@@ -99,14 +111,23 @@ fn main() -> ExitCode {
             Command::Orchestrator(args) => serve::orchestrator(args).await,
             Command::Worker(args) => serve::worker(args).await,
             Command::Config { command: ConfigCommand::Check(args) } => serve::config_check(args),
+            Command::Config { command: ConfigCommand::Docs } => {
+                print!("{}", sqsaga_config::docs::reference_markdown());
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Validate { files } => admin::validate(&files),
             Command::Graph { file } => admin::graph(&file),
             Command::Start(args) => admin::start(args).await,
             Command::Sagas { command } => admin::sagas(command).await,
             Command::Dlq { command } => admin::dlq(command).await,
+            Command::Fleet(args) => fleet::fleet(args).await,
             Command::Bench { command } => demo::bench(command).await,
+            Command::LintDeploy(args) => lint_deploy::run(args),
         }
     });
+    // Spans still buffered are exported now, while the runtime that sends
+    // them is alive (a no-op unless OTLP export was configured).
+    telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

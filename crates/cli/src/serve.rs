@@ -25,12 +25,12 @@ use sqsaga_store::SagaStore;
 use sqsaga_worker::{Worker, WorkerOptions, WorkerStats};
 
 use crate::demo::{SERVICES, load_definitions, open_participant};
-use crate::signals;
+use crate::{readiness, signals};
 
 /// Binary version, for build info and fingerprints.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Git commit of the build (see build.rs).
-pub const GIT_SHA: &str = env!("SQSAGA_GIT_SHA");
+pub const GIT_SHA: &str = env!("BUILD_GIT_SHA");
 
 /// Flags shared by every configured process. Everything else comes from the
 /// environment and the config file (see README, Configuration).
@@ -63,6 +63,29 @@ pub struct WorkerArgs {
     /// Seed of the injected failures.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Test knob: every handler sleeps this long (e.g. `2s`) inside its local
+    /// transaction before doing its work, so tests can stop a worker mid-step.
+    #[arg(long, hide = true, value_parser = parse_delay)]
+    pub handler_delay: Option<Duration>,
+    /// Drift drills: serve without this contract's handlers (repeatable), as
+    /// a build lacking it would; its fingerprint says so.
+    #[arg(long, hide = true)]
+    pub without_contract: Vec<String>,
+}
+
+fn parse_delay(text: &str) -> Result<Duration, String> {
+    sqsaga_core::duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Sets up logging, and trace export when an OTLP endpoint is configured;
+/// `Err` carries the exit code after printing the problem (a configuration
+/// problem, so 2, like every other).
+fn init_logging(settings: &Settings, service: &str) -> Result<(), ExitCode> {
+    let otlp = settings.otlp_endpoint.as_deref().map(|endpoint| (endpoint, service));
+    crate::logging::init_process(settings.log_level.as_str(), otlp).map_err(|e| {
+        eprintln!("error: invalid configuration (1 problem(s)):\n  {e}");
+        ExitCode::from(2)
+    })
 }
 
 /// Resolves settings from flags, the environment and the config file.
@@ -286,53 +309,22 @@ impl MetricsSource for OrchestratorMetrics {
     }
 }
 
-/// Marks the process unready while its queue (and store) cannot be reached,
-/// and ready again once they answer.
-fn spawn_readiness(
-    probe: Probe,
-    queue: Arc<dyn Queue>,
-    queue_name: String,
-    store: Option<(Arc<dyn SagaStore>, Arc<Mutex<BTreeMap<SagaStatus, u64>>>)>,
-    shutdown: signals::Shutdown,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let stop = shutdown.wait();
-        tokio::pin!(stop);
-        loop {
-            match queue.depth(&queue_name).await {
-                Ok(_) => probe.set_ready("queue"),
-                Err(e) => probe.set_unready("queue", format!("queue `{queue_name}` unreachable: {e}")),
-            }
-            if let Some((store, counts)) = &store {
-                match store.counts().await {
-                    Ok(c) => {
-                        probe.set_ready("store");
-                        if let Ok(mut slot) = counts.lock() {
-                            *slot = c;
-                        }
-                    }
-                    Err(e) => probe.set_unready("store", format!("saga store unreachable: {e}")),
-                }
-            }
-            probe.heartbeat("readiness");
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                _ = &mut stop => return,
-            }
-        }
-    })
-}
-
 pub async fn orchestrator(args: OrchestratorArgs) -> Result<ExitCode> {
     let settings = match resolve(&args.config, None) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    crate::logging::init_level(settings.log_level.as_str());
+    if let Err(code) = init_logging(&settings, "orchestrator") {
+        return Ok(code);
+    }
     // Signals first: a SIGTERM during start-up must also end in a clean exit.
     let shutdown = signals::on_signals();
     let defs_paths: Vec<PathBuf> = settings.definitions.iter().cloned().collect();
     let defs = Arc::new(load_definitions(&defs_paths)?);
+    let fleet = match crate::fleet::OrchestratorFleet::setup(&settings, &defs) {
+        Ok(f) => f,
+        Err(code) => return Ok(code),
+    };
     let opened = open_backend(&settings).await?;
     sqsaga_orchestrator::ensure_queues(opened.queue.as_ref(), &defs, &queue_spec(&settings, "template")).await?;
     let fp = fingerprint(&settings, Vec::new());
@@ -346,39 +338,48 @@ pub async fn orchestrator(args: OrchestratorArgs) -> Result<ExitCode> {
         opened.store.clone(),
         Arc::new(SystemClock),
         OrchestratorOptions {
+            signing: crate::sealing::signing(&settings),
             pollers: settings.concurrency,
             wait: settings.wait_time,
             visibility: settings.visibility_timeout,
             ..OrchestratorOptions::default()
         },
-    );
+    )
+    .with_fleet(fleet.monitor.clone());
     let counts = Arc::new(Mutex::new(BTreeMap::new()));
     let sources: Vec<Arc<dyn MetricsSource>> = vec![
         Arc::new(BuildInfo { service: "orchestrator".into(), fingerprint: fp.id.clone() }),
         Arc::new(OrchestratorMetrics { stats: orchestrator.stats(), counts: counts.clone() }),
+        fleet.metrics(),
     ];
-    let (addr, http) = serve(settings.http_addr, router(probe.clone(), sources), shutdown.clone().wait()).await?;
+    let app = router(probe.clone(), sources).merge(fleet.route());
+    let (addr, http) = serve(settings.http_addr, app, shutdown.clone().wait()).await?;
+    let fleet_loop = fleet.spawn(probe.clone(), shutdown.clone());
     tracing::info!(http = %addr, fingerprint = %fp.short(), backend = settings.backend.as_str(), "Orchestrator started.");
-    let readiness = spawn_readiness(
-        probe,
-        opened.queue.clone(),
-        ORCHESTRATOR_QUEUE.to_string(),
-        Some((opened.store.clone(), counts)),
-        shutdown.clone(),
-    );
+    let watched = readiness::Watched {
+        queue: opened.queue.clone(),
+        queue_name: ORCHESTRATOR_QUEUE.to_string(),
+        store: Some((opened.store.clone(), counts)),
+    };
+    let readiness = readiness::spawn(probe, watched, readiness::INTERVAL, shutdown.clone());
     orchestrator.run(shutdown.wait()).await;
     let _ = readiness.await;
+    let _ = fleet_loop.await;
     let _ = http.await;
     tracing::info!("Orchestrator exited cleanly.");
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
+    // Before hashing the executable: siblings started together report (nearly) the same start.
+    let started_at = sqsaga_orchestrator::clock::now_ms();
     let settings = match resolve(&args.config, args.service.as_deref()) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    crate::logging::init_level(settings.log_level.as_str());
+    if let Err(code) = init_logging(&settings, settings.service.as_deref().unwrap_or("worker")) {
+        return Ok(code);
+    }
     let shutdown = signals::on_signals();
     let Some(service) = settings.service.clone() else {
         eprintln!(
@@ -395,7 +396,16 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
     }
     let opened = open_backend(&settings).await?;
     opened.queue.ensure(&queue_spec(&settings, &service)).await?;
-    let participant = Arc::new(open_participant(&settings.data_dir, &service, args.failure_rate, args.seed)?);
+    let mut participant = open_participant(&settings.data_dir, &service, args.failure_rate, args.seed)?;
+    if let Some(delay) = args.handler_delay {
+        tracing::warn!(delay_ms = delay.as_millis() as u64, "Test knob --handler-delay: every handler sleeps first.");
+        participant.delay_handlers(delay);
+    }
+    for contract in &args.without_contract {
+        let removed = participant.remove_contract(contract);
+        tracing::warn!(contract = %contract, removed, "Drill knob --without-contract: handlers of this contract are not served.");
+    }
+    let participant = Arc::new(participant);
     let fp = fingerprint(&settings, participant.contracts());
     let probe = Probe::new();
     probe.set_info("service", serde_json::json!(service));
@@ -408,18 +418,27 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
         visibility: settings.visibility_timeout,
         drain_timeout: settings.drain_timeout,
         fingerprint: fp.id.clone(),
+        signing: crate::sealing::signing(&settings),
+        heartbeat_interval: Some(settings.heartbeat_interval),
+        host: crate::fleet::heartbeat_fields(&fp).0,
+        fingerprint_parts: crate::fleet::heartbeat_fields(&fp).1,
+        started_at: Some(started_at),
         ..WorkerOptions::new(&service, &settings.instance_id)
     };
     let worker = Worker::new(options, opened.queue.clone(), participant);
+    let quarantine = crate::fleet::forward_quarantine(worker.quarantine(), probe.clone());
     let sources: Vec<Arc<dyn MetricsSource>> = vec![
         Arc::new(BuildInfo { service: service.clone(), fingerprint: fp.id.clone() }),
         Arc::new(WorkerMetrics { service: service.clone(), stats: worker.stats() }),
+        crate::fleet::worker_metrics(&service, &worker),
     ];
     let (addr, http) = serve(settings.http_addr, router(probe.clone(), sources), shutdown.clone().wait()).await?;
     tracing::info!(service = %service, http = %addr, fingerprint = %fp.short(), "Worker started.");
-    let readiness = spawn_readiness(probe, opened.queue.clone(), service.clone(), None, shutdown.clone());
+    let watched = readiness::Watched { queue: opened.queue.clone(), queue_name: service.clone(), store: None };
+    let readiness = readiness::spawn(probe, watched, readiness::INTERVAL, shutdown.clone());
     worker.run(shutdown.wait()).await?;
     let _ = readiness.await;
+    let _ = quarantine.await;
     let _ = http.await;
     tracing::info!(service = %service, "Worker exited cleanly.");
     Ok(ExitCode::SUCCESS)

@@ -25,14 +25,27 @@ impl Drop for Fleet {
     }
 }
 
-fn spawn(dir: &Path, role: &str) -> Child {
+/// The binary with none of the test's own `SQSAGA_*` variables: cargo
+/// exports the build script's `SQSAGA_GIT_SHA` to tests, and the strict
+/// configuration rejects unknown `SQSAGA_*` variables.
+fn sqsaga() -> Command {
     let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SQSAGA_")) {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
+fn spawn(dir: &Path, role: &str) -> Child {
+    let mut cmd = sqsaga();
     match role {
         "orchestrator" => cmd.arg("orchestrator"),
         service => cmd.args(["worker", "--service", service, "--failure-rate", "0.2"]),
     };
     cmd.arg("--data-dir")
         .arg(dir)
+        // Four processes on one machine: each picks a free HTTP port.
+        .env("SQSAGA_HTTP_ADDR", "127.0.0.1:0")
         .env("LOG_LEVEL", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -45,11 +58,8 @@ fn spawn(dir: &Path, role: &str) -> Child {
 fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let load = Command::new(BIN)
-        .args(["demo", "load", "--orders", "300", "--seed", "11", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
+    let load =
+        sqsaga().args(["demo", "load", "--orders", "300", "--seed", "11", "--data-dir"]).arg(data).output().unwrap();
     assert!(load.status.success(), "demo load failed: {}", String::from_utf8_lossy(&load.stderr));
 
     let roles = ["orchestrator", "inventory", "payment", "notification"];
@@ -72,8 +82,7 @@ fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
     }
     eprintln!("killed {kills:?} within {:?}", started.elapsed());
 
-    let check =
-        Command::new(BIN).args(["demo", "check", "--wait", "120", "--json", "--data-dir"]).arg(data).output().unwrap();
+    let check = sqsaga().args(["demo", "check", "--wait", "120", "--json", "--data-dir"]).arg(data).output().unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);
     eprintln!("{stdout}");
     let last = stdout.lines().last().unwrap_or_default();

@@ -14,6 +14,7 @@
 //! This crate knows nothing of queues, stores or HTTP: it only turns strings
 //! into checked, typed settings.
 
+pub mod docs;
 mod error;
 mod resolve;
 mod secret;
@@ -28,7 +29,7 @@ pub use secret::Secret;
 pub use settings::{Backend, DriftMode, LogLevel, Origin, Settings};
 pub use spec::{
     AWS_SDK_ENV_VARS, CONFIG_ENV, CharSet, ENV_PREFIX, Kind, SETTINGS, SettingSpec, known_env_vars, known_file_keys,
-    spec,
+    spec, suggest,
 };
 
 /// The process environment as a map: the one place this crate reads

@@ -475,7 +475,9 @@ pub static SETTINGS: &[SettingSpec] = &[
         per_instance: false,
         default: Some("5m"),
         kind: Kind::Duration { min: secs(1), max: secs(24 * 3600), whole_seconds: false },
-        doc: "Signed messages older than this are rejected as stale (replay protection).",
+        doc: "Signed messages older than this are rejected as stale (replay protection). Keep it \
+              above the longest backlog a queue may hold while its consumers are down: an older \
+              command is dead-lettered, and the orchestrator's step timeout retries or compensates.",
     },
     SettingSpec {
         env: "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -486,7 +488,10 @@ pub static SETTINGS: &[SettingSpec] = &[
         per_instance: false,
         default: None,
         kind: Kind::Url,
-        doc: "OpenTelemetry collector endpoint for traces. Optional.",
+        doc: "Base URL of an OpenTelemetry collector's OTLP/HTTP port (`http://otel-collector:4318`): \
+              when set, the spans of every command and saga event are exported as protobuf to \
+              `<endpoint>/v1/traces`, in the trace of their saga; unset, nothing is exported. \
+              Plain http:// only (a node-local or in-cluster collector).",
     },
     SettingSpec {
         env: "AWS_ENDPOINT_URL",
@@ -526,8 +531,9 @@ pub fn known_file_keys() -> Vec<&'static str> {
     SETTINGS.iter().map(|s| s.key).collect()
 }
 
-/// The closest of `candidates` to `word`, if close enough to be a plausible typo.
-pub(crate) fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+/// The closest of `candidates` to `word`, if close enough to be a plausible
+/// typo (the "did you mean" of config errors and `sqsaga lint-deploy`).
+pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let word = word.to_ascii_lowercase();
     let limit = (word.len() / 4).clamp(1, 3);
     candidates

@@ -194,6 +194,11 @@ pub struct SagaInstance {
     /// Why the saga is compensating or needs an operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The saga's W3C trace context (`traceparent` of its start request),
+    /// opaque to the machine: the orchestrator sets it at start and stamps
+    /// it on every command, so all of one saga's logs share a trace id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// What the orchestrator must do after committing the new state.
@@ -267,6 +272,15 @@ pub struct Decision {
     pub note: String,
 }
 
+/// Command sent in place of a compensation for a step that has none and whose
+/// outcome is in doubt (timed out, or retries ran out while a redelivery could
+/// still run it). The worker's barrier answers it without a handler: either
+/// the action never ran and is now blocked for good (`{"fence": "prevented"}`),
+/// or it ran (`{"fence": "already_ran", "output": ...}`) and the step counts as
+/// done — so a step that cannot be undone is never silently left behind a
+/// compensated saga.
+pub const FENCE_COMMAND: &str = "sqsaga.fence";
+
 /// The deterministic id of a command.
 pub fn command_id(saga_id: &str, step: usize, phase: Phase, attempt: u32) -> String {
     format!("{saga_id}:{step}:{}:{attempt}", phase.letter())
@@ -301,6 +315,7 @@ pub fn start(def: &SagaDefinition, id: &str, input: Value, now: Millis) -> Decis
         deadline_at: now.saturating_add(def.deadline.as_millis() as u64),
         updated_at: now,
         reason: None,
+        trace: None,
     };
     let mut actions = Vec::new();
     if def.steps.is_empty() {
@@ -431,6 +446,9 @@ fn on_reply(
                 return None;
             }
             match &reply.outcome {
+                Outcome::Succeeded { output } if step_def.compensation.is_none() => {
+                    Some(on_fence(def, s, reply, output, now, actions))
+                }
                 Outcome::Succeeded { .. } => {
                     let st = &mut s.steps[reply.step];
                     st.status = StepStatus::Compensated;
@@ -462,6 +480,43 @@ fn on_reply(
         }
         _ => None,
     }
+}
+
+/// The answer to a fence: the in-doubt step either never ran (now blocked:
+/// carry on compensating) or ran after all (it cannot be undone: it counts as
+/// done, and the saga goes forward from it — completed if it was the last).
+fn on_fence(
+    def: &SagaDefinition,
+    s: &mut SagaInstance,
+    reply: &Reply,
+    output: &Value,
+    now: Millis,
+    actions: &mut Vec<Action>,
+) -> String {
+    let i = reply.step;
+    let name = def.steps[i].name.clone();
+    let st = &mut s.steps[i];
+    st.comp_worker = reply.worker.clone();
+    st.due_at = None;
+    st.finished_at = Some(now);
+    if output.get("fence").and_then(Value::as_str) == Some("already_ran") {
+        st.status = StepStatus::Succeeded;
+        st.output = Some(output.get("output").cloned().unwrap_or(Value::Null));
+        st.worker = reply.worker.clone();
+        st.error = None;
+        s.reason = None;
+        if i + 1 == def.steps.len() {
+            s.status = SagaStatus::Completed;
+            return format!("step {name} had run after all (it cannot be undone); saga completed");
+        }
+        s.status = SagaStatus::Running;
+        s.current = i + 1;
+        actions.push(Action::Dispatch(dispatch(def, s, i + 1, Phase::Action, now)));
+        return format!("step {name} had run after all (it cannot be undone); going forward");
+    }
+    st.status = StepStatus::Compensated;
+    continue_compensation(def, s, i, now, actions);
+    format!("step {name} fenced: it never ran and never will")
 }
 
 fn on_wake(def: &SagaDefinition, s: &mut SagaInstance, now: Millis, actions: &mut Vec<Action>) -> Option<String> {
@@ -562,7 +617,8 @@ fn next_compensation(def: &SagaDefinition, s: &mut SagaInstance, from: isize, no
     while i >= 0 {
         let idx = i as usize;
         if s.steps[idx].may_have_effect() {
-            if def.steps[idx].compensation.is_some() {
+            let in_doubt = matches!(s.steps[idx].status, StepStatus::TimedOut | StepStatus::Failed);
+            if def.steps[idx].compensation.is_some() || in_doubt {
                 s.current = idx;
                 actions.push(Action::Dispatch(dispatch(def, s, idx, Phase::Compensation, now)));
                 return;
@@ -607,7 +663,7 @@ fn dispatch(def: &SagaDefinition, s: &mut SagaInstance, i: usize, phase: Phase, 
         }
         Phase::Compensation => {
             st.comp_attempt += 1;
-            let command = step_def.compensation.clone().unwrap_or_default();
+            let command = step_def.compensation.clone().unwrap_or_else(|| FENCE_COMMAND.to_string());
             (st.comp_attempt, command, StepStatus::Compensating)
         }
     };

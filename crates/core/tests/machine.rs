@@ -58,6 +58,8 @@ enum Ev {
     CompTransient(usize),
     CompRefuse(usize),
     StaleOk(usize, u32),
+    /// The barrier's answer to a fence: did the in-doubt action run?
+    Fence(usize, bool),
     /// Advance the clock by this many ms and wake.
     Wait(Millis),
     Resume,
@@ -101,6 +103,14 @@ fn run_with(def: &SagaDefinition, script: &[Ev]) -> Run {
             Ev::CompTransient(s) => reply(s, Phase::Compensation, None, transient()),
             Ev::CompRefuse(s) => reply(s, Phase::Compensation, None, refused()),
             Ev::StaleOk(s, a) => reply(s, Phase::Action, Some(a), ok()),
+            Ev::Fence(s, ran) => {
+                let output = if ran {
+                    json!({"fence": "already_ran", "output": {"sent": true}})
+                } else {
+                    json!({"fence": "prevented"})
+                };
+                reply(s, Phase::Compensation, None, Outcome::Succeeded { output })
+            }
             Ev::Wait(ms) => {
                 now += ms;
                 Event::Wake
@@ -195,14 +205,53 @@ fn step_timeout_compensates_the_possibly_done_step_too() {
 }
 
 #[test]
-fn non_compensable_step_that_timed_out_is_marked_not_compensable() {
+fn in_doubt_step_without_compensation_is_fenced_and_compensation_goes_on_if_it_never_ran() {
     let r = check(
-        "notify timeout",
-        &[Ok(0), Ok(1), Wait(10_000), CompOk(1), CompOk(0)],
+        "fence prevented",
+        &[Ok(0), Ok(1), Wait(10_000), Fence(2, false), CompOk(1), CompOk(0)],
         Compensated,
-        &["a0#1", "a1#1", "a2#1", "c1#1", "c0#1"],
+        &["a0#1", "a1#1", "a2#1", "c2#1", "c1#1", "c0#1"],
     );
-    assert_eq!(r.state.steps[2].status, StepStatus::NotCompensable);
+    assert_eq!(r.state.steps[2].status, StepStatus::Compensated);
+}
+
+#[test]
+fn in_doubt_step_without_compensation_that_ran_after_all_completes_the_saga() {
+    // The worker committed the confirmation, then crashed before replying:
+    // the step timed out, and the fence finds the action done. It cannot be
+    // undone, so the saga is completed, not compensated around it.
+    let r = check("fence ran", &[Ok(0), Ok(1), Wait(10_000), Fence(2, true)], Completed, &["a0#1", "a1#1", "a2#1", "c2#1"]);
+    assert_eq!(r.state.steps[2].status, StepStatus::Succeeded);
+    assert_eq!(r.state.steps[2].output, Some(json!({"sent": true})));
+    assert_eq!(r.state.steps[1].status, StepStatus::Succeeded, "nothing was compensated");
+}
+
+#[test]
+fn fence_command_is_sent_in_place_of_a_missing_compensation() {
+    let def = order_saga();
+    let first = start(&def, "s", json!({}), 0);
+    let mut state = first.state;
+    for step in 0..2 {
+        let reply = Event::Reply(Reply { step, phase: Phase::Action, attempt: 1, outcome: Outcome::Succeeded { output: json!({}) }, worker: None });
+        state = decide(&def, &state, &reply, 1).state;
+    }
+    let timed_out = decide(&def, &state, &Event::Wake, 20_000);
+    let [Action::Dispatch(c)] = timed_out.actions.as_slice() else { panic!("{:?}", timed_out.actions) };
+    assert_eq!((c.command.as_str(), c.phase, c.step), (sqsaga_core::machine::FENCE_COMMAND, Phase::Compensation, 2));
+}
+
+#[test]
+fn succeeded_steps_without_compensation_are_marked_not_compensable() {
+    // reserve (compensable) → notify (not) → archive (not): archive refuses;
+    // notify definitely ran and cannot be undone; reserve is compensated.
+    let def = SagaDefinition {
+        steps: vec![step("reserve", true), step("notify", false), step("archive", false)],
+        ..order_saga()
+    };
+    let r = run_with(&def, &[Ok(0), Ok(1), Refuse(2), CompOk(0)]);
+    assert_eq!(r.log, ["a0#1", "a1#1", "a2#1", "c0#1"]);
+    assert_eq!(r.state.status, Compensated);
+    assert_eq!(r.state.steps[1].status, StepStatus::NotCompensable);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
@@ -76,7 +76,6 @@ const READERS: usize = 2;
 /// How often the watcher looks for another process's commit. The check is a
 /// read of the WAL index header (microseconds), done only while someone is
 /// long-polling; 20 ms bounds the cross-process wake-up latency.
-const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The file and its connections; shared by the queue and the store.
 pub(crate) struct Shared {
@@ -92,8 +91,8 @@ pub(crate) struct Shared {
     /// Per-queue signal raised after this process commits something that may
     /// make a message of that queue receivable.
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
-    /// Raised by the watcher when another connection committed.
-    pub(crate) changed: Notify,
+    /// Raised by the writer when another process committed to the file.
+    pub(crate) changed: Arc<Notify>,
     /// Long polls in progress; the watcher sleeps while there are none.
     waiters: AtomicUsize,
 }
@@ -110,22 +109,21 @@ impl Shared {
         for _ in 0..READERS {
             readers.push(Mutex::new(open_reader(&path, sync)?));
         }
-        let watch_conn = open_reader(&path, sync)?;
-        let writer = GroupCommitter::start("embedded", write)?;
+        let changed = Arc::new(Notify::new());
+        let on_foreign = {
+            let changed = changed.clone();
+            Box::new(move || changed.notify_waiters()) as sqsaga_sqlite::ForeignCommit
+        };
+        let writer = GroupCommitter::start_watching("embedded", write, Some(on_foreign))?;
         let shared = Arc::new(Shared {
             path,
             writer,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
             wakers: Mutex::new(HashMap::new()),
-            changed: Notify::new(),
+            changed,
             waiters: AtomicUsize::new(0),
         });
-        let weak = Arc::downgrade(&shared);
-        std::thread::Builder::new()
-            .name("sqsaga-watch".to_string())
-            .spawn(move || watch(weak, watch_conn))
-            .map_err(|e| EmbeddedError::Thread { what: "change watcher", cause: e.to_string() })?;
         Ok(shared)
     }
 
@@ -160,12 +158,17 @@ impl Shared {
         wakers.entry(queue.to_string()).or_default().clone()
     }
 
-    /// Wakes the long polls of these queues (after a commit that touched them).
-    pub(crate) fn wake<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
+    /// Wakes long polls of these queues after a commit that made `count`
+    /// messages receivable there: one poller per batch of up to 10, not every
+    /// poller (a poller that finds a full batch wakes the next one itself).
+    /// Waking them all made every send cost a peek by each idle poller.
+    pub(crate) fn wake<'a>(&self, queues: impl IntoIterator<Item = (&'a str, usize)>) {
         let wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
-        for queue in queues {
+        for (queue, count) in queues {
             if let Some(notify) = wakers.get(queue) {
-                notify.notify_waiters();
+                for _ in 0..count.div_ceil(sqsaga_queue::MAX_BATCH).max(1) {
+                    notify.notify_one();
+                }
             }
         }
     }
@@ -207,42 +210,6 @@ fn open_reader(path: &Path, sync: Sync) -> Result<Connection, EmbeddedError> {
     let conn = sqsaga_sqlite::open(path, sync)?;
     conn.pragma_update(None, "query_only", true).map_err(|e| EmbeddedError::Sqlite(SqliteError::from(e)))?;
     Ok(conn)
-}
-
-/// The watcher thread: while someone long-polls, reads `PRAGMA data_version`
-/// every [`WATCH_INTERVAL`] and wakes every long poll when it changed (it
-/// changes only when another connection — our writer or another process —
-/// commits). Ends when the backend is dropped.
-fn watch(shared: Weak<Shared>, conn: Connection) {
-    let mut last: Option<i64> = None;
-    let mut failing = false;
-    loop {
-        std::thread::sleep(WATCH_INTERVAL);
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        if shared.waiters.load(Ordering::SeqCst) == 0 {
-            last = None;
-            continue;
-        }
-        match conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) {
-            Ok(version) => {
-                failing = false;
-                // A fresh baseline also wakes: a commit may have landed
-                // between a waiter's peek and this first look.
-                if last != Some(version) {
-                    shared.changed.notify_waiters();
-                }
-                last = Some(version);
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %e, "Cannot read data_version; long polls fall back to their timers.");
-                }
-                failing = true;
-            }
-        }
-    }
 }
 
 /// Why a job or a read failed, before it is turned into a port's error.

@@ -112,7 +112,7 @@ impl SqliteQueue {
         let job = self.shared.writer.run(move |txn| take_visible(txn, &q, r.max, r.visibility, now_ms()));
         let taken = for_queue(job.await)?;
         if let Some(dlq) = &taken.dead_lettered_to {
-            self.shared.wake([dlq.as_str()]);
+            self.shared.wake([(dlq.as_str(), 1)]);
         }
         Ok(taken.messages)
     }
@@ -194,9 +194,10 @@ impl Queue for SqliteQueue {
             m.check()?;
         }
         let q = queue.to_string();
+        let count = messages.len();
         let job = self.shared.writer.run(move |txn| insert_messages(txn, &q, &messages, now_ms()));
         for_queue(job.await)?;
-        self.shared.wake([queue]);
+        self.shared.wake([(queue, count)]);
         Ok(())
     }
 
@@ -235,6 +236,10 @@ impl Queue for SqliteQueue {
             let next = match self.peek(queue).await? {
                 Peek::Ready => {
                     let got = self.take(queue, r).await?;
+                    if got.len() == r.max {
+                        // There may be more: pass the wake-up on to a sibling poller.
+                        waker.notify_one();
+                    }
                     if !got.is_empty() {
                         return Ok(got);
                     }
@@ -316,7 +321,7 @@ impl Queue for SqliteQueue {
             Ok(())
         });
         for_queue(job.await)?;
-        self.shared.wake([queue]);
+        self.shared.wake([(queue, 1)]);
         Ok(())
     }
 
@@ -371,7 +376,7 @@ impl Queue for SqliteQueue {
             move_to_dlq(txn, seq, &dlq, &attributes, now, now.saturating_add(dlq_row.retention_ms))
         });
         for_queue(job.await)?;
-        self.shared.wake([target.as_str()]);
+        self.shared.wake([(target.as_str(), 1)]);
         Ok(())
     }
 }

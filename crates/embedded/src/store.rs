@@ -8,7 +8,7 @@
 //! (`outbox_pending: false`, `pending_outboxes` empty, `clear_outbox` a
 //! no-op). Reads go to the read connections.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -82,18 +82,20 @@ impl SagaStore for SqliteStore {
         let job = self.shared.writer.run(move |txn| -> Result<_, Fail> {
             let now = now_ms();
             let mut outcomes = Vec::with_capacity(prepared.len());
-            let mut touched = BTreeSet::new();
+            let mut touched: BTreeMap<String, usize> = BTreeMap::new();
             for write in &prepared {
                 let outcome = apply(txn, write, now)?;
                 if matches!(outcome, WriteOutcome::Committed { .. }) {
-                    touched.extend(write.outbox.iter().map(|(q, _)| q.clone()));
+                    for (q, _) in &write.outbox {
+                        *touched.entry(q.clone()).or_default() += 1;
+                    }
                 }
                 outcomes.push(outcome);
             }
             Ok((outcomes, touched))
         });
         let (outcomes, touched) = for_store(job.await)?;
-        self.shared.wake(touched.iter().map(String::as_str));
+        self.shared.wake(touched.iter().map(|(q, n)| (q.as_str(), *n)));
         Ok(outcomes)
     }
 

@@ -20,7 +20,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,11 +29,22 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+/// The router type [`router`] and [`json_route`] return, for binaries that merge them.
+pub use axum::Router;
 pub use metrics::MetricsSource;
 pub use probe::{Probe, StalledLoop};
 
 /// Content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Liveness path served by [`router`]; `sqsaga lint-deploy` checks probes against it.
+pub const HEALTHZ: &str = "/healthz";
+/// Readiness path served by [`router`].
+pub const READYZ: &str = "/readyz";
+/// Prometheus metrics path served by [`router`].
+pub const METRICS: &str = "/metrics";
+/// Every path [`router`] serves, in the order of its routes.
+pub const PATHS: [&str; 3] = [HEALTHZ, READYZ, METRICS];
 
 /// Why the HTTP server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -77,10 +87,29 @@ struct AppState {
 pub fn router(probe: Probe, metrics: Vec<Arc<dyn MetricsSource>>) -> Router {
     let state = AppState { probe, metrics: metrics.into() };
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
+        .route(HEALTHZ, get(healthz))
+        .route(READYZ, get(readyz))
+        .route(METRICS, get(render_metrics))
         .with_state(state)
+}
+
+/// A read-only JSON document rendered on every request, served next to the
+/// probes (the orchestrator's `/fleet`).
+pub trait JsonSource: Send + Sync + 'static {
+    /// The document as of now.
+    fn render(&self) -> Value;
+}
+
+/// A router serving `source` at `GET path`, to [`Router::merge`] into
+/// [`router`]'s.
+pub fn json_route(path: &str, source: Arc<dyn JsonSource>) -> Router {
+    Router::new().route(
+        path,
+        get(move || {
+            let source = source.clone();
+            async move { axum::Json(source.render()) }
+        }),
+    )
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

@@ -119,7 +119,10 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DefinitionError> {
     Ok(files)
 }
 
-fn is_saga_file(path: &Path) -> bool {
+/// Whether a file found in a definitions directory is loaded as a saga
+/// definition (`*.yaml`/`*.yml`, except `fleet.yaml`); `sqsaga lint-deploy`
+/// applies the same rule to a mounted ConfigMap's keys.
+pub fn is_saga_file(path: &Path) -> bool {
     let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     yaml && stem != "fleet"

@@ -8,10 +8,12 @@
 
 pub mod clock;
 pub mod definitions;
+pub mod fleet;
 pub mod service;
 
 pub use clock::{Clock, SystemClock};
 pub use definitions::{DefinitionError, Definitions};
+pub use fleet::FleetMonitor;
 pub use service::{
     ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, OrchestratorStats, ensure_queues,
 };

@@ -21,14 +21,15 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use sqsaga_core::Millis;
-use sqsaga_core::machine::{Action, CommandSpec, Event, Reply, SagaInstance, WorkerStamp, decide, start};
-use sqsaga_protocol::{Command, Envelope, ReplyMessage};
+use sqsaga_core::machine::{Action, CommandSpec, Event, Reply, SagaInstance, WorkerStamp, command_id, decide, start};
+use sqsaga_protocol::{ATTR_SIGNATURE, ATTR_TRACEPARENT, Command, Envelope, ReplyMessage, Signing, TraceParent};
 use sqsaga_queue::{MAX_BATCH, OutgoingMessage, Queue, QueueError, QueueSpec, Receive, ReceivedMessage};
 use sqsaga_store::{HistoryEntry, OutboxMessage, SagaStore, SagaWrite, StoreError, WriteOutcome};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::definitions::Definitions;
+use crate::fleet::FleetMonitor;
 
 /// Logical name of the orchestrator's own queue.
 pub const ORCHESTRATOR_QUEUE: &str = "orchestrator";
@@ -52,6 +53,9 @@ pub struct OrchestratorOptions {
     /// Re-read-and-re-apply rounds after a write conflict before giving up
     /// (the message is then retried after its visibility timeout).
     pub max_conflict_rounds: u32,
+    /// Message signing (`SQSAGA_SIGNING_KEY`...): commands are signed,
+    /// incoming messages verified before they touch a saga. `None`: off.
+    pub signing: Option<Arc<Signing>>,
 }
 
 impl Default for OrchestratorOptions {
@@ -64,6 +68,7 @@ impl Default for OrchestratorOptions {
             timer_interval: Duration::from_millis(100),
             sweep_interval: Duration::from_secs(10),
             max_conflict_rounds: 8,
+            signing: None,
         }
     }
 }
@@ -95,7 +100,14 @@ pub enum OrchestratorError {
 /// One thing that happened to one saga.
 #[derive(Debug, Clone)]
 enum Work {
-    Start { saga: String, version: u32, input: Value },
+    /// `trace` is the start request's `traceparent` (or one derived from the
+    /// saga id when it came without): stored on the saga, stamped on its commands.
+    Start {
+        saga: String,
+        version: u32,
+        input: Value,
+        trace: String,
+    },
     Reply(Reply),
     Wake,
     Resume,
@@ -135,6 +147,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     options: OrchestratorOptions,
     stats: Arc<OrchestratorStats>,
+    /// Drift guard: the fleet view fed by heartbeats; stamps commands of
+    /// enforce-mode services with their conforming fingerprints.
+    fleet: Arc<FleetMonitor>,
 }
 
 /// Creates the orchestrator queue and one queue per service named by the
@@ -166,11 +181,28 @@ impl Orchestrator {
                 defs,
                 queue,
                 store,
+                fleet: Arc::new(FleetMonitor::observing(clock.clone())),
                 clock,
                 options,
                 stats: Arc::new(OrchestratorStats::default()),
             }),
         }
+    }
+
+    /// Uses `fleet` (policy, heartbeat interval, restored snapshot) as the
+    /// drift guard's fleet view instead of the default observe-only one.
+    /// Call before [`Orchestrator::run`] and before cloning.
+    pub fn with_fleet(mut self, fleet: Arc<FleetMonitor>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.fleet = fleet,
+            None => tracing::error!("Fleet monitor set on an orchestrator already shared; it keeps the default one."),
+        }
+        self
+    }
+
+    /// The drift guard's fleet view.
+    pub fn fleet(&self) -> Arc<FleetMonitor> {
+        self.inner.fleet.clone()
     }
 
     pub fn stats(&self) -> Arc<OrchestratorStats> {
@@ -374,6 +406,14 @@ impl Orchestrator {
     /// no saga change (heartbeats), or a dead-letter reason.
     fn decode(&self, message: &ReceivedMessage) -> Result<Option<(String, Work)>, String> {
         let envelope = Envelope::decode(&message.body).map_err(|e| e.to_string())?;
+        // Before the message can touch a saga: an unsigned (when required),
+        // forged or stale one is dead-lettered with the reason.
+        if let Some(signing) = &self.inner.options.signing {
+            let attr = message.attributes.get(ATTR_SIGNATURE).map(String::as_str);
+            if let Err(e) = signing.verify(&message.body, attr, crate::clock::now_ms()) {
+                return Err(format!("signature check failed: {e}"));
+            }
+        }
         match envelope {
             Envelope::Start(s) => {
                 let def = match s.version {
@@ -389,11 +429,31 @@ impl Orchestrator {
                 if s.saga_id.is_empty() {
                     return Err("start request with an empty saga_id".to_string());
                 }
-                Ok(Some((s.saga_id, Work::Start { saga: def.name.clone(), version: def.version, input: s.input })))
+                let trace = match message.attributes.get(ATTR_TRACEPARENT).map(|v| TraceParent::parse(v)) {
+                    Some(Ok(tp)) => tp,
+                    Some(Err(e)) => {
+                        tracing::debug!(saga_id = %s.saga_id, error = %e, "Start request has a malformed traceparent; deriving one.");
+                        TraceParent::derived(&s.saga_id)
+                    }
+                    None => TraceParent::derived(&s.saga_id),
+                };
+                let work = Work::Start {
+                    saga: def.name.clone(),
+                    version: def.version,
+                    input: s.input,
+                    trace: trace.to_string(),
+                };
+                Ok(Some((s.saga_id, work)))
             }
-            Envelope::Reply(r) => Ok(Some((r.saga_id.clone(), Work::Reply(reply_event(r))))),
+            Envelope::Reply(r) => {
+                self.inner.fleet.record_step(&r.worker.service, &r.worker.fingerprint);
+                Ok(Some((r.saga_id.clone(), Work::Reply(reply_event(r)))))
+            }
             Envelope::Resume(r) => Ok(Some((r.saga_id, Work::Resume))),
-            Envelope::Heartbeat(_) => Ok(None),
+            Envelope::Heartbeat(h) => {
+                self.inner.fleet.observe(&h);
+                Ok(None)
+            }
             Envelope::Command(c) => {
                 Err(format!("command `{}` for service queue arrived on the orchestrator queue", c.command))
             }
@@ -453,6 +513,8 @@ impl Orchestrator {
                 let mut specs: Vec<CommandSpec> = Vec::new();
                 for &i in indexes {
                     let work = &items[i].1;
+                    let span = event_span(id, work, current.as_ref());
+                    let _entered = span.enter();
                     let outcome = self.step(id, current.as_ref(), work, now);
                     match outcome {
                         Step::Changed { state, actions, note } => {
@@ -536,11 +598,12 @@ impl Orchestrator {
 
     fn step(&self, id: &str, current: Option<&SagaInstance>, work: &Work, now: Millis) -> Step {
         match (work, current) {
-            (Work::Start { saga, version, input }, None) => {
+            (Work::Start { saga, version, input, trace }, None) => {
                 let Some(def) = self.inner.defs.get(saga, *version) else {
                     return Step::Poison(format!("unknown saga `{saga}` version {version}"));
                 };
-                let d = start(&def, id, input.clone(), now);
+                let mut d = start(&def, id, input.clone(), now);
+                d.state.trace = Some(trace.clone());
                 Step::Changed { state: Box::new(d.state), actions: d.actions, note: d.note }
             }
             (Work::Start { .. }, Some(_)) => Step::Ignored("duplicate start request".to_string()),
@@ -577,6 +640,7 @@ impl Orchestrator {
             return Vec::new();
         }
         let payload = payload_of(state, &self.inner.defs);
+        let trace = state.trace.as_deref().and_then(|t| TraceParent::parse(t).ok());
         specs
             .iter()
             .map(|spec| {
@@ -595,12 +659,18 @@ impl Orchestrator {
                     deadline: spec.deadline,
                     sent_at: now,
                     reply_to: self.inner.options.queue.clone(),
-                    conforming: None,
+                    conforming: self.inner.fleet.stamp(&spec.service, &spec.contract),
                 };
-                OutboxMessage {
-                    queue: spec.service.clone(),
-                    message: OutgoingMessage::new(Envelope::Command(command).encode()),
+                let mut message = OutgoingMessage::new(Envelope::Command(command).encode());
+                if let Some(tp) = &trace {
+                    // Same trace, a span id of the command's own.
+                    message = message.with_attribute(ATTR_TRACEPARENT, tp.child(&spec.command_id).to_string());
                 }
+                if let Some(signing) = &self.inner.options.signing {
+                    let signature = signing.sign(&message.body, now);
+                    message = message.with_attribute(ATTR_SIGNATURE, signature);
+                }
+                OutboxMessage { queue: spec.service.clone(), message }
             })
             .collect()
     }
@@ -608,8 +678,15 @@ impl Orchestrator {
     /// Sends outbox messages, batched per queue.
     async fn deliver(&self, outbox: &[OutboxMessage]) -> Result<(), QueueError> {
         let mut by_queue: BTreeMap<&str, Vec<OutgoingMessage>> = BTreeMap::new();
+        let now = self.inner.clock.now();
         for m in outbox {
-            by_queue.entry(&m.queue).or_default().push(m.message.clone());
+            let mut message = m.message.clone();
+            // Signed again at send time: an outbox the sweeper sends late
+            // must not arrive already stale.
+            if let Some(signing) = &self.inner.options.signing {
+                message.attributes.insert(ATTR_SIGNATURE.to_string(), signing.sign(&message.body, now));
+            }
+            by_queue.entry(&m.queue).or_default().push(message);
         }
         for (queue, messages) in by_queue {
             for chunk in messages.chunks(MAX_BATCH) {
@@ -618,6 +695,36 @@ impl Orchestrator {
         }
         Ok(())
     }
+}
+
+/// The span of one event applied to one saga: the saga id, the step,
+/// command id and attempt a reply is about, and the saga's trace id (the
+/// stored one, or a start request's), so every log line it covers has them.
+fn event_span(saga_id: &str, work: &Work, state: Option<&SagaInstance>) -> tracing::Span {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "saga_event",
+        saga_id = %saga_id,
+        event = work.kind(),
+        step = Empty,
+        command_id = Empty,
+        attempt = Empty,
+        trace_id = Empty,
+    );
+    if let Work::Reply(r) = work {
+        span.record("step", r.step);
+        span.record("attempt", r.attempt);
+        span.record("command_id", command_id(saga_id, r.step, r.phase, r.attempt).as_str());
+    }
+    let trace = match work {
+        Work::Start { trace, .. } => Some(trace.as_str()),
+        _ => state.and_then(|s| s.trace.as_deref()),
+    };
+    if let Some(tp) = trace.and_then(|t| TraceParent::parse(t).ok()) {
+        span.record("trace_id", tp.trace_id().as_str());
+        sqsaga_protocol::trace::link_span(&span, &tp);
+    }
+    span
 }
 
 /// What one event did to one saga.

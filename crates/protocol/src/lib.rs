@@ -11,6 +11,12 @@ use serde_json::Value;
 use sqsaga_core::Millis;
 use sqsaga_core::machine::{Outcome, Phase};
 
+pub mod signing;
+pub mod trace;
+
+pub use signing::{SignatureError, Signer, Signing, Verified};
+pub use trace::{TraceParent, TraceParentError};
+
 /// Message attribute carrying the W3C trace context of the saga.
 pub const ATTR_TRACEPARENT: &str = "traceparent";
 /// Message attribute carrying the HMAC signature of the envelope.

@@ -244,6 +244,16 @@ fn truncate(text: &str, max: usize) -> String {
 /// batch by batch, so a crash in between can duplicate (harmless: ids are
 /// deterministic and the barrier dedupes) but never drop. Returns the count.
 pub async fn redrive<Q: Queue + ?Sized>(queue: &Q, dlq: &str, target: &str) -> Result<usize, QueueError> {
+    redrive_with(queue, dlq, target, |_| {}).await
+}
+
+/// [`redrive`], letting `prepare` adjust each copy before it is sent (the
+/// CLI refreshes the signature of genuine messages that went stale in the DLQ).
+pub async fn redrive_with<Q, F>(queue: &Q, dlq: &str, target: &str, mut prepare: F) -> Result<usize, QueueError>
+where
+    Q: Queue + ?Sized,
+    F: FnMut(&mut OutgoingMessage),
+{
     let mut moved = 0;
     loop {
         let batch = queue.receive(dlq, Receive::up_to(MAX_BATCH).visibility(Duration::from_secs(60))).await?;
@@ -256,7 +266,9 @@ pub async fn redrive<Q: Queue + ?Sized>(queue: &Q, dlq: &str, target: &str) -> R
                 let mut attributes = m.attributes.clone();
                 attributes.remove(ATTR_REASON);
                 attributes.remove(ATTR_SOURCE);
-                OutgoingMessage { body: m.body.clone(), attributes, delay: Duration::ZERO }
+                let mut copy = OutgoingMessage { body: m.body.clone(), attributes, delay: Duration::ZERO };
+                prepare(&mut copy);
+                copy
             })
             .collect();
         queue.send_batch(target, copies).await?;

@@ -104,9 +104,35 @@ pub struct GroupCommitter {
     jobs: Arc<AtomicU64>,
 }
 
+/// Called on the writer thread when another connection (another process)
+/// committed to the same file.
+pub type ForeignCommit = Box<dyn Fn() + Send>;
+
+/// Longest a batch waits for more jobs once it has at least two.
+const LINGER_MAX: Duration = Duration::from_millis(2);
+/// A gap this long between jobs ends the wait.
+const LINGER_GAP: Duration = Duration::from_micros(300);
+
+/// How often an idle writer looks for other processes' commits.
+const FOREIGN_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
 impl GroupCommitter {
     /// Starts the writer thread that owns `conn`.
     pub fn start(name: &str, conn: Connection) -> Result<GroupCommitter, SqliteError> {
+        Self::start_watching(name, conn, None)
+    }
+
+    /// Like [`GroupCommitter::start`], and calls `on_foreign` whenever another
+    /// connection committed to the file. The writer reads `PRAGMA
+    /// data_version` on its own connection, where (unlike on a reader) its
+    /// own commits do not count, after every batch and every
+    /// `FOREIGN_CHECK_INTERVAL` while idle — so only other processes' commits
+    /// wake this process's long polls.
+    pub fn start_watching(
+        name: &str,
+        conn: Connection,
+        on_foreign: Option<ForeignCommit>,
+    ) -> Result<GroupCommitter, SqliteError> {
         let (sender, receiver) = mpsc::channel::<Job>();
         let commits = Arc::new(AtomicU64::new(0));
         let jobs = Arc::new(AtomicU64::new(0));
@@ -114,7 +140,7 @@ impl GroupCommitter {
         let thread_jobs = jobs.clone();
         std::thread::Builder::new()
             .name(format!("sqlite-{name}"))
-            .spawn(move || writer_loop(conn, receiver, thread_commits, thread_jobs))
+            .spawn(move || writer_loop(conn, receiver, thread_commits, thread_jobs, on_foreign))
             .map_err(|e| SqliteError::Sql(format!("cannot start writer thread: {e}")))?;
         Ok(GroupCommitter { sender, commits, jobs })
     }
@@ -166,16 +192,63 @@ impl GroupCommitter {
     }
 }
 
-fn writer_loop(mut conn: Connection, receiver: mpsc::Receiver<Job>, commits: Arc<AtomicU64>, jobs: Arc<AtomicU64>) {
-    while let Ok(first) = receiver.recv() {
+fn writer_loop(
+    mut conn: Connection,
+    receiver: mpsc::Receiver<Job>,
+    commits: Arc<AtomicU64>,
+    jobs: Arc<AtomicU64>,
+    on_foreign: Option<ForeignCommit>,
+) {
+    let data_version = |conn: &Connection| conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).ok();
+    let mut seen = on_foreign.as_ref().and_then(|_| data_version(&conn));
+    let mut check_foreign = |conn: &Connection| {
+        if let Some(callback) = &on_foreign {
+            let now = data_version(conn);
+            if now != seen {
+                seen = now;
+                callback();
+            }
+        }
+    };
+    loop {
+        let first = if on_foreign.is_some() {
+            match receiver.recv_timeout(FOREIGN_CHECK_INTERVAL) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    check_foreign(&conn);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
         let mut batch = vec![first];
+        // Linger briefly while jobs keep arriving: under load the next job is
+        // usually microseconds away, and folding it into this commit saves
+        // an fsync; when idle the first gap ends the wait at once.
+        let linger_until = std::time::Instant::now() + LINGER_MAX;
         while batch.len() < MAX_JOBS_PER_COMMIT {
             match receiver.try_recv() {
                 Ok(job) => batch.push(job),
-                Err(_) => break,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = std::time::Instant::now();
+                    if batch.len() < 2 || now >= linger_until {
+                        break;
+                    }
+                    match receiver.recv_timeout(LINGER_GAP.min(linger_until - now)) {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
             }
         }
         run_batch(&mut conn, batch, &commits, &jobs);
+        check_foreign(&conn);
     }
 }
 

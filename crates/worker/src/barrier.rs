@@ -239,6 +239,37 @@ fn run_action(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext)
     Ok(BarrierOutcome::fresh(recorded.to_outcome()))
 }
 
+/// Resolves a step that has no compensation and whose outcome is in doubt
+/// (it timed out, or its retries ran out): the orchestrator sends
+/// [`sqsaga_core::machine::FENCE_COMMAND`] instead of a compensation. If the
+/// action never ran, it is blocked for good (like a null compensation) and
+/// the reply says `{"fence": "prevented"}`; if it ran, the reply says
+/// `{"fence": "already_ran", "output": ...}` so the orchestrator can treat the
+/// step as done instead of pretending it can be undone.
+pub(crate) fn fence(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<BarrierOutcome, JobError> {
+    if let Some(recorded) = lookup_job(tx, ctx, Phase::Compensation)? {
+        return Ok(BarrierOutcome {
+            outcome: recorded.to_outcome(),
+            duplicate: true,
+            null_compensation: false,
+            hanging: false,
+        });
+    }
+    let prevented = Recorded::Succeeded { output: serde_json::json!({ "fence": "prevented" }) };
+    let (recorded, null_compensation) = match lookup_job(tx, ctx, Phase::Action)? {
+        None => {
+            record(tx, ctx, Phase::Action, &Recorded::Prevented)?;
+            (prevented, true)
+        }
+        Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => (prevented, false),
+        Some(Recorded::Succeeded { output }) => {
+            (Recorded::Succeeded { output: serde_json::json!({ "fence": "already_ran", "output": output }) }, false)
+        }
+    };
+    record(tx, ctx, Phase::Compensation, &recorded)?;
+    Ok(BarrierOutcome { outcome: recorded.to_outcome(), duplicate: false, null_compensation, hanging: false })
+}
+
 fn run_compensation(
     tx: &Transaction<'_>,
     handler: &dyn Handler,

@@ -14,6 +14,7 @@ use serde_json::Value;
 use sqsaga_core::machine::Phase;
 
 pub mod barrier;
+mod drift;
 mod participant;
 mod runtime;
 mod stats;

@@ -89,6 +89,29 @@ impl Participant {
         }
     }
 
+    /// Test and demo knob: every registered handler first sleeps `delay`,
+    /// inside its local transaction (as slow work would, holding the
+    /// participant's writer), so a test can stop a worker mid-step.
+    pub fn delay_handlers(&mut self, delay: std::time::Duration) {
+        for registered in self.commands.values_mut() {
+            let inner = registered.handler.clone();
+            registered.handler = Arc::new(move |tx: &rusqlite::Transaction<'_>, ctx: &CommandContext| {
+                std::thread::sleep(delay);
+                inner.handle(tx, ctx)
+            });
+        }
+    }
+
+    /// Drift drills and tests: unregisters every command of `contract`, as
+    /// a build without it would have. Returns how many commands went.
+    pub fn remove_contract(&mut self, contract: &str) -> usize {
+        let before = self.commands.len();
+        self.commands.retain(|_, r| r.contract != contract);
+        let commands = &self.commands;
+        self.compensations.retain(|action, _| commands.contains_key(action));
+        before - self.commands.len()
+    }
+
     /// The handler contracts implemented, sorted.
     pub fn contracts(&self) -> Vec<String> {
         let set: BTreeSet<&String> = self.commands.values().map(|r| &r.contract).collect();
@@ -122,6 +145,22 @@ impl Participant {
     /// (nothing was recorded); `Err` means the command could not be run at all
     /// (unknown, or the database failed) and nothing is known to be durable.
     pub async fn execute(&self, ctx: CommandContext) -> Result<BarrierOutcome, WorkerError> {
+        if ctx.phase == Phase::Compensation && ctx.command == sqsaga_core::machine::FENCE_COMMAND {
+            let saga_id = ctx.saga_id.clone();
+            let step = ctx.step.clone();
+            let result = self.committer.run(move |tx| barrier::fence(tx, &ctx)).await?;
+            return match result {
+                Ok(outcome) => Ok(outcome),
+                Err(JobError::Transient(error)) => Ok(BarrierOutcome {
+                    outcome: Outcome::Transient { error },
+                    duplicate: false,
+                    null_compensation: false,
+                    hanging: false,
+                }),
+                Err(JobError::Sql(e)) => Err(WorkerError::Sqlite(e)),
+                Err(JobError::Corrupt(cause)) => Err(WorkerError::CorruptBarrier { saga_id, step, cause }),
+            };
+        }
         let registered =
             self.commands.get(&ctx.command).ok_or_else(|| WorkerError::UnknownCommand(ctx.command.clone()))?;
         if registered.phase != ctx.phase {

@@ -26,12 +26,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqsaga_core::Millis;
 use sqsaga_core::machine::{Outcome, Phase};
-use sqsaga_protocol::{Command, DecodeError, Envelope, ReplyMessage, WorkerInfo, WorkerMessage, decode_worker_message};
+use sqsaga_protocol::{
+    ATTR_SIGNATURE, Command, DecodeError, Envelope, ReplyMessage, Signing, TraceParent, WorkerInfo, WorkerMessage,
+    decode_worker_message,
+};
 use sqsaga_queue::{MAX_BATCH, MAX_WAIT, OutgoingMessage, Queue, Receive, ReceivedMessage};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
+use crate::drift::{Drift, Judgement};
 use crate::stats::WorkerStats;
 use crate::{BarrierOutcome, CommandContext, Participant, WorkerError};
 
@@ -71,6 +75,23 @@ pub struct WorkerOptions {
     pub drain_timeout: Duration,
     /// Drift-guard fingerprint of this worker, sent with every reply.
     pub fingerprint: String,
+    /// Message signing (`SQSAGA_SIGNING_KEY`...): replies are signed and
+    /// commands verified before they run. `None`: signing is off.
+    pub signing: Option<Arc<Signing>>,
+    /// Drift guard: how often a heartbeat (fingerprint and parts, in-flight
+    /// count, quarantine) goes to `heartbeat_queue`; `None` sends none.
+    pub heartbeat_interval: Option<Duration>,
+    /// Where heartbeats go: the orchestrator's queue.
+    pub heartbeat_queue: String,
+    /// The machine (or pod) this worker runs on, for the fleet view.
+    pub host: String,
+    /// The fingerprint's parts (`sqsaga_drift::FingerprintParts` as JSON),
+    /// so the fleet view can say what differs from the siblings.
+    pub fingerprint_parts: serde_json::Value,
+    /// When the process started (ms since the epoch), reported in
+    /// heartbeats: the fleet view tells a rollout (the newer build started
+    /// later) from a fleet started divergent. `None`: when the worker is built.
+    pub started_at: Option<Millis>,
 }
 
 impl WorkerOptions {
@@ -86,6 +107,12 @@ impl WorkerOptions {
             visibility: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(25),
             fingerprint: "unknown".to_string(),
+            signing: None,
+            heartbeat_interval: None,
+            heartbeat_queue: "orchestrator".to_string(),
+            host: "unknown".to_string(),
+            fingerprint_parts: serde_json::Value::Null,
+            started_at: None,
         }
     }
 }
@@ -100,11 +127,22 @@ struct Inner {
     queue: Arc<dyn Queue>,
     participant: Arc<Participant>,
     stats: Arc<WorkerStats>,
+    /// Drift guard: quarantine state and heartbeat bookkeeping.
+    drift: Drift,
 }
 
 impl Worker {
     pub fn new(options: WorkerOptions, queue: Arc<dyn Queue>, participant: Arc<Participant>) -> Self {
-        Worker { inner: Arc::new(Inner { options, queue, participant, stats: Arc::new(WorkerStats::default()) }) }
+        let drift = Drift::new(options.started_at.unwrap_or_else(now_millis));
+        Worker {
+            inner: Arc::new(Inner { options, queue, participant, stats: Arc::new(WorkerStats::default()), drift }),
+        }
+    }
+
+    /// The drift guard's quarantine: `Some(reason)` while this worker
+    /// refuses commands because it does not conform (for `/readyz`).
+    pub fn quarantine(&self) -> watch::Receiver<Option<String>> {
+        self.inner.drift.subscribe()
     }
 
     /// Live counters, shared with the running worker.
@@ -118,6 +156,13 @@ impl Worker {
         let pollers = inner.options.concurrency.max(1);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        // Heartbeats first: the fleet view should know this worker before it takes work.
+        let heartbeats = {
+            let (i, stop) = (inner.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                crate::drift::heartbeat_loop(&i.options, i.queue.as_ref(), &i.stats, &i.drift, stop).await;
+            })
+        };
         for n in 0..pollers {
             tasks.spawn(poll_loop(inner.clone(), n, stop_rx.clone()));
         }
@@ -143,6 +188,7 @@ impl Worker {
             }
         }
         let _ = stop_tx.send(true);
+        let _ = heartbeats.await;
         let in_flight = inner.stats.in_flight.load(Ordering::Relaxed);
         info!(
             in_flight,
@@ -171,7 +217,7 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn now_millis() -> Millis {
+pub(crate) fn now_millis() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
 }
 
@@ -194,6 +240,19 @@ async fn poll_loop(inner: Arc<Inner>, poller: usize, mut stop: watch::Receiver<b
         if *stop.borrow() {
             break;
         }
+        // Quarantined (drift guard): one poller taking one message at a
+        // time, so a drifted worker bounces at most about one command a
+        // second back to its siblings (every receive counts towards the
+        // queue's maxReceiveCount) while still seeing the command that
+        // tells it it conforms again.
+        let quarantined = inner.drift.is_quarantined();
+        if quarantined && poller > 0 {
+            if pause(NONCONFORMING_PAUSE, &mut stop).await {
+                break;
+            }
+            continue;
+        }
+        let request = if quarantined { Receive { max: 1, ..request } } else { request };
         // Not raced against shutdown: a receive that already took messages
         // must return them so they can be released at once (below).
         match inner.queue.receive(&options.queue, request).await {
@@ -270,6 +329,75 @@ struct Job {
     command: Option<Command>,
     /// For logs: the command id, or the message id of a seed message.
     id: String,
+    /// The saga's trace context, from the message's `traceparent`.
+    trace: Option<TraceParent>,
+    /// Covers the command from execution to its delete; carries the ids and
+    /// the trace id, so every log line about it does too.
+    span: tracing::Span,
+}
+
+impl Job {
+    fn new(message: &ReceivedMessage, ctx: CommandContext, command: Option<Command>, id: String) -> Self {
+        let trace = trace_of(message);
+        let trace_id = trace.map(|t| t.trace_id()).unwrap_or_default();
+        let span = tracing::info_span!(
+            "command",
+            saga_id = %ctx.saga_id,
+            step = %ctx.step,
+            command_id = %id,
+            attempt = ctx.attempt,
+            command = %ctx.command,
+            trace_id = %trace_id,
+        );
+        if let Some(parent) = &trace {
+            sqsaga_protocol::trace::link_span(&span, parent);
+        }
+        Job { message: message.clone(), ctx, command, id, trace, span }
+    }
+
+    /// The trace id for log fields; empty when the message had none.
+    fn trace_id(&self) -> String {
+        self.trace.map(|t| t.trace_id()).unwrap_or_default()
+    }
+}
+
+/// The message's trace context; a malformed `traceparent` is ignored (it
+/// costs the trace, never the message).
+fn trace_of(message: &ReceivedMessage) -> Option<TraceParent> {
+    let value = message.attributes.get(TRACEPARENT)?;
+    match TraceParent::parse(value) {
+        Ok(tp) => Some(tp),
+        Err(e) => {
+            debug!(message_id = %message.message_id, error = %e, "Ignoring a malformed traceparent.");
+            None
+        }
+    }
+}
+
+/// Checks the message's signature under the worker's policy; `Some(reason)`
+/// when it must be dead-lettered instead of run.
+fn signature_problem(inner: &Inner, message: &ReceivedMessage) -> Option<String> {
+    let signing = inner.options.signing.as_ref()?;
+    let attr = message.attributes.get(ATTR_SIGNATURE).map(String::as_str);
+    match signing.verify(&message.body, attr, now_millis()) {
+        Ok(_) => None,
+        Err(e) => Some(format!("signature check failed: {e}")),
+    }
+}
+
+/// An outgoing message: `envelope`'s body, signed when signing is on, with
+/// `trace` as its `traceparent`. Every reply (and heartbeat) goes through here.
+pub(crate) fn seal(options: &WorkerOptions, envelope: &Envelope, trace: Option<TraceParent>) -> OutgoingMessage {
+    let body = envelope.encode();
+    let mut out = OutgoingMessage::new(body);
+    if let Some(signing) = &options.signing {
+        let signature = signing.sign(&out.body, now_millis());
+        out = out.with_attribute(ATTR_SIGNATURE, signature);
+    }
+    if let Some(tp) = trace {
+        out = out.with_attribute(TRACEPARENT, tp.to_string());
+    }
+    out
 }
 
 /// What to do with one received message.
@@ -279,6 +407,8 @@ enum Plan {
     Poison(String),
     /// Not for this worker (drift guard): release for a sibling.
     NotConforming(String),
+    /// Needs a contract this worker does not implement: release for a sibling that does.
+    MissingContract(String),
 }
 
 fn plan(inner: &Inner, message: &ReceivedMessage) -> Plan {
@@ -290,27 +420,40 @@ fn plan(inner: &Inner, message: &ReceivedMessage) -> Plan {
     match decoded {
         WorkerMessage::Command(c) => {
             // Checked first: a drifted worker must not judge (let alone
-            // dead-letter) a command its conforming siblings can run.
-            let fingerprint = &inner.options.fingerprint;
-            if let Some(set) = c.conforming.as_ref().filter(|set| !set.contains(fingerprint)) {
-                return Plan::NotConforming(format!(
-                    "fingerprint {fingerprint} is not among the {} conforming fingerprint(s) of command {}",
-                    set.len(),
-                    c.command_id
+            // dead-letter) a command its conforming siblings can run. This
+            // is also where quarantine starts and ends (drift.rs).
+            if let Judgement::Release(why) = inner.drift.judge(&inner.options, &c) {
+                return Plan::NotConforming(why);
+            }
+            // After the conformance check (a drifted worker, say one with a
+            // stale key, must not dead-letter what its siblings can verify),
+            // before anything else: an unverified command is never judged further.
+            if let Some(reason) = signature_problem(inner, message) {
+                return Plan::Poison(reason);
+            }
+            // A contract this worker lacks is drift (an older build, a
+            // handler switched off), not poison: a sibling that implements
+            // it takes the command. If none ever does, the redrive policy
+            // still ends in the DLQ, and the fleet view reports the gap.
+            let contracts = participant.contracts();
+            if !contracts.contains(&c.contract) {
+                return Plan::MissingContract(format!(
+                    "contract `{}` of command `{}` is not implemented here (implemented: {})",
+                    c.contract,
+                    c.command,
+                    if contracts.is_empty() { "none".to_string() } else { contracts.join(", ") }
                 ));
             }
-            let Some((contract, phase)) = participant.describe(&c.command) else {
-                let contracts = participant.contracts();
-                return Plan::Poison(if contracts.contains(&c.contract) {
-                    format!("unknown command `{}`", c.command)
-                } else {
-                    format!(
-                        "unknown command `{}`: contract `{}` is not implemented here (implemented: {})",
-                        c.command,
-                        c.contract,
-                        contracts.join(", ")
-                    )
-                });
+            // A fence resolves an in-doubt step that has no compensation; it
+            // runs through the barrier alone, with no handler.
+            let fence = c.command == sqsaga_core::machine::FENCE_COMMAND && c.phase == Phase::Compensation;
+            let described = if fence {
+                Some((c.contract.as_str(), Phase::Compensation))
+            } else {
+                participant.describe(&c.command)
+            };
+            let Some((contract, phase)) = described else {
+                return Plan::Poison(format!("unknown command `{}`", c.command));
             };
             if contract != c.contract {
                 return Plan::Poison(format!(
@@ -334,9 +477,13 @@ fn plan(inner: &Inner, message: &ReceivedMessage) -> Plan {
                 attempt: c.attempt,
                 payload: c.payload.clone(),
             };
-            Plan::Run(Box::new(Job { message: message.clone(), ctx, id: c.command_id.clone(), command: Some(c) }))
+            let id = c.command_id.clone();
+            Plan::Run(Box::new(Job::new(message, ctx, Some(c), id)))
         }
         WorkerMessage::Seed(s) => {
+            if let Some(reason) = signature_problem(inner, message) {
+                return Plan::Poison(reason);
+            }
             match participant.describe(&s.step) {
                 Some((_, Phase::Action)) => {}
                 Some((_, Phase::Compensation)) => {
@@ -363,7 +510,7 @@ fn plan(inner: &Inner, message: &ReceivedMessage) -> Plan {
                 attempt: message.receive_count,
                 payload: s.payload,
             };
-            Plan::Run(Box::new(Job { message: message.clone(), ctx, command: None, id: message.message_id.clone() }))
+            Plan::Run(Box::new(Job::new(message, ctx, None, message.message_id.clone())))
         }
     }
 }
@@ -394,7 +541,7 @@ async fn dead_letter(inner: &Inner, message: &ReceivedMessage, reason: &str) {
 }
 
 /// Handles one received batch; returns how many commands were released
-/// because this worker does not conform.
+/// because this worker does not conform or lacks their contract.
 async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
     let stats = &inner.stats;
     stats.in_flight.fetch_add(messages.len() as u64, Ordering::Relaxed);
@@ -409,6 +556,11 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
             Plan::NotConforming(why) => {
                 warn!(message_id = %message.message_id, reason = %why, "Command not run: this worker does not conform; released for a sibling.");
                 WorkerStats::add(&stats.refused_nonconforming, 1);
+                nonconforming.push(message.clone());
+            }
+            Plan::MissingContract(why) => {
+                warn!(message_id = %message.message_id, reason = %why, "Command not run: its contract is not implemented here; released for a sibling.");
+                WorkerStats::add(&stats.released_missing_contract, 1);
                 nonconforming.push(message.clone());
             }
         }
@@ -430,11 +582,14 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
     for (i, job) in jobs.iter().enumerate() {
         let participant = inner.participant.clone();
         let ctx = job.ctx.clone();
-        running.spawn(async move {
-            let started = Instant::now();
-            let result = participant.execute(ctx).await;
-            (i, result, started.elapsed())
-        });
+        running.spawn(
+            async move {
+                let started = Instant::now();
+                let result = participant.execute(ctx).await;
+                (i, result, started.elapsed())
+            }
+            .instrument(job.span.clone()),
+        );
     }
     let mut results: Vec<Option<Result<BarrierOutcome, WorkerError>>> = jobs.iter().map(|_| None).collect();
     while let Some(joined) = running.join_next().await {
@@ -460,16 +615,19 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(e) if e.is_poison() => {
-                dead_letter(inner, &job.message, &e.to_string()).await;
+                dead_letter(inner, &job.message, &e.to_string()).instrument(job.span.clone()).await;
                 continue;
             }
             Err(e) => {
                 WorkerStats::add(&stats.errors, 1);
-                warn!(
-                    saga_id = %ctx.saga_id, step = %ctx.step, command_id = %job.id, attempt = ctx.attempt,
-                    error = %e,
-                    "Local transaction failed; the message will be redelivered."
-                );
+                job.span.in_scope(|| {
+                    warn!(
+                        saga_id = %ctx.saga_id, step = %ctx.step, command_id = %job.id, attempt = ctx.attempt,
+                        trace_id = %job.trace_id(),
+                        error = %e,
+                        "Local transaction failed; the message will be redelivered."
+                    )
+                });
                 continue;
             }
         };
@@ -490,10 +648,9 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
                     },
                     replied_at: now_millis(),
                 };
-                let mut out = OutgoingMessage::new(Envelope::Reply(reply).encode());
-                if let Some(tp) = job.message.attributes.get(TRACEPARENT) {
-                    out = out.with_attribute(TRACEPARENT, tp.clone());
-                }
+                // Same trace, the reply's own span id.
+                let trace = job.trace.map(|t| t.child(&format!("reply:{}", c.command_id)));
+                let out = seal(&inner.options, &Envelope::Reply(reply), trace);
                 replies.entry(c.reply_to.clone()).or_default().push((i, out));
             }
             // Choreography has no orchestrator to retry: a transient failure
@@ -561,9 +718,11 @@ fn record_outcome(stats: &WorkerStats, job: &Job, outcome: &BarrierOutcome) {
     }
     let (saga_id, step, command_id, attempt) = (&ctx.saga_id, &ctx.step, &job.id, ctx.attempt);
     let command = &ctx.command;
+    let trace_id = job.trace_id();
+    let _span = job.span.enter();
     match &outcome.outcome {
         Outcome::Succeeded { .. } => info!(
-            %saga_id, %step, %command_id, attempt, %command,
+            %saga_id, %step, %command_id, attempt, %command, %trace_id,
             duplicate = outcome.duplicate,
             null_compensation = outcome.null_compensation,
             "Command succeeded."
@@ -571,7 +730,7 @@ fn record_outcome(stats: &WorkerStats, job: &Job, outcome: &BarrierOutcome) {
         Outcome::Refused { reason } => {
             WorkerStats::add(&stats.refused, 1);
             info!(
-                %saga_id, %step, %command_id, attempt, %command, %reason,
+                %saga_id, %step, %command_id, attempt, %command, %reason, %trace_id,
                 duplicate = outcome.duplicate,
                 hanging = outcome.hanging,
                 "Command refused."
@@ -579,7 +738,10 @@ fn record_outcome(stats: &WorkerStats, job: &Job, outcome: &BarrierOutcome) {
         }
         Outcome::Transient { error } => {
             WorkerStats::add(&stats.failed, 1);
-            warn!(%saga_id, %step, %command_id, attempt, %command, %error, "Command failed transiently; rolled back.");
+            warn!(
+                %saga_id, %step, %command_id, attempt, %command, %error, %trace_id,
+                "Command failed transiently; rolled back."
+            );
         }
     }
 }

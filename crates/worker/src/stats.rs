@@ -41,6 +41,11 @@ pub struct WorkerStats {
     /// Commands not run because this worker's fingerprint is not in the
     /// command's conforming set (released to a sibling).
     pub refused_nonconforming: AtomicU64,
+    /// Commands not run because this worker does not implement their
+    /// contract (released to a sibling that does): drift, not poison.
+    pub released_missing_contract: AtomicU64,
+    /// Heartbeats sent to the orchestrator (drift guard).
+    pub heartbeats_sent: AtomicU64,
     /// Local transactions or reply sends that failed: left for redelivery.
     pub errors: AtomicU64,
     latency: Mutex<BTreeMap<String, Histogram>>,
@@ -78,6 +83,8 @@ pub struct StatsSnapshot {
     pub in_flight: u64,
     pub released: u64,
     pub refused_nonconforming: u64,
+    pub released_missing_contract: u64,
+    pub heartbeats_sent: u64,
     pub errors: u64,
     /// Time to run a command through the barrier (including the group
     /// commit), by command name.
@@ -116,6 +123,8 @@ impl WorkerStats {
             in_flight: load(&self.in_flight),
             released: load(&self.released),
             refused_nonconforming: load(&self.refused_nonconforming),
+            released_missing_contract: load(&self.released_missing_contract),
+            heartbeats_sent: load(&self.heartbeats_sent),
             errors: load(&self.errors),
             latency,
         }

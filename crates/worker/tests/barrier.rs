@@ -218,3 +218,35 @@ async fn concurrent_commands_share_group_commits() {
     assert!(commits < 100, "100 commands took {commits} commits");
     assert_eq!(ledger_state(&p).await, (100, 100));
 }
+
+/// A fence for step "add": what the orchestrator sends for an in-doubt step
+/// that has no compensation.
+fn fence(saga: &str) -> CommandContext {
+    CommandContext { command: sqsaga_core::machine::FENCE_COMMAND.to_string(), ..ctx(saga, Phase::Compensation, json!({})) }
+}
+
+#[tokio::test]
+async fn fence_before_the_action_blocks_it_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    let fenced = run(&p, fence("s1")).await;
+    assert_eq!(fenced.outcome, succeeded(json!({"fence": "prevented"})));
+    assert!(fenced.null_compensation);
+    let late = run(&p, ctx("s1", Phase::Action, json!({"amount": 5}))).await;
+    assert_eq!(late.outcome, refused(HANGING_REASON));
+    assert_eq!(probes.action_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(probes.compensation_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(ledger_state(&p).await, (0, 0));
+    assert!(run(&p, fence("s1")).await.duplicate);
+}
+
+#[tokio::test]
+async fn fence_after_the_action_reports_that_it_ran_and_undoes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    run(&p, ctx("s1", Phase::Action, json!({"amount": 5}))).await;
+    let fenced = run(&p, fence("s1")).await;
+    assert_eq!(fenced.outcome, succeeded(json!({"fence": "already_ran", "output": {"added": 5}})));
+    assert_eq!(probes.compensation_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(ledger_state(&p).await, (5, 1), "the effect stays");
+}

@@ -1,0 +1,38 @@
+//! Runs the SQS request-accounting benchmark against the endpoint in
+//! `AWS_ENDPOINT_URL` (or real AWS with the default credential chain) and
+//! prints the report as JSON — the same library call `sqsaga bench sqs`
+//! makes. `cargo run --release -p sqsaga-aws --example bench_sqs -- [sagas] [idle_secs]`
+
+use std::time::Duration;
+
+use sqsaga_aws::{AwsSettings, BenchSqsOptions, bench_sqs};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let sagas = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);
+    let idle = args.next().map(|a| a.parse()).transpose()?.unwrap_or(60);
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut settings = AwsSettings { region: std::env::var("AWS_REGION").ok(), ..AwsSettings::default() };
+    if let Some(n) = env("BENCH_IN_FLIGHT") {
+        settings.max_batches_in_flight = n as usize;
+    }
+    if let Some(ms) = env("BENCH_WINDOW_MS") {
+        settings.flush_window = Duration::from_millis(ms);
+    }
+    let sdk = settings.load_sdk_config().await;
+    let mut options = BenchSqsOptions { sagas, idle: Duration::from_secs(idle), ..BenchSqsOptions::default() };
+    if let Some(n) = env("BENCH_ORCH_POLLERS") {
+        options.orchestrator_pollers = n as usize;
+    }
+    if let Some(n) = env("BENCH_WORKER_POLLERS") {
+        options.worker_pollers = n as usize;
+    }
+    if env("BENCH_NO_NAIVE").is_some() {
+        options.naive = false;
+    }
+    let report = bench_sqs(&sdk, &settings, &options).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("targets met: {}", report.targets_met());
+    Ok(())
+}

@@ -1,0 +1,456 @@
+//! The send and delete batchers of [`SqsQueue`](crate::SqsQueue): one task
+//! per queue URL and kind, fed through a channel by every caller.
+//!
+//! A batcher takes the first entry, then whatever else is already waiting,
+//! then waits at most the flush window (5 ms by default) for more, and sends
+//! up to 10 entries — however many callers they came from — in one
+//! `SendMessageBatch` or `DeleteMessageBatch`. A full batch goes at once; a
+//! lone message waits at most the window. Up to `max_in_flight` requests run
+//! at once; while they do, entries pile up, so batches grow with load.
+//!
+//! Outcomes per entry: `Failed` entries the service is at fault for are
+//! retried alone (up to [`ENTRY_ATTEMPTS`] times with backoff); entries the
+//! sender is at fault for fail their own caller only. A request that fails
+//! as a whole for a client error (one bad message can fail a whole batch) is
+//! split into single-entry requests, so one caller's bad message never fails
+//! another caller's good one.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{BatchResultErrorEntry, DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
+use sqsaga_queue::{MAX_BATCH, MAX_MESSAGE_BYTES, OutgoingMessage, QueueError};
+use tokio::sync::mpsc::error::{SendError, TryRecvError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::error::FailureKind;
+use crate::sqs::{Ctx, STALE_RECEIPT, delay_seconds, message_attributes, queue_error};
+
+/// Attempts per entry that SQS failed on its side (`SenderFault: false`).
+pub(crate) const ENTRY_ATTEMPTS: u32 = 4;
+
+/// Why one entry failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EntryError {
+    /// This entry alone (a stale receipt, a rejected message).
+    Entry(QueueError),
+    /// The whole request (unreachable, throttled, no such queue).
+    Request(QueueError),
+}
+
+/// An entry waiting for its batch, with where its outcome goes.
+pub(crate) struct Pending<T> {
+    pub item: T,
+    pub reply: oneshot::Sender<Result<(), EntryError>>,
+}
+
+/// What a batcher can batch.
+pub(crate) trait Entry: Send + Sized + 'static {
+    /// Bytes counted against SQS's 1 MiB cap on a batch request's payload.
+    fn weight(&self) -> usize;
+
+    /// Sends `items` in one request (or more, see the module doc); one
+    /// result per item, in order.
+    fn flush(
+        ctx: Ctx,
+        url: String,
+        queue: String,
+        items: Vec<Self>,
+    ) -> impl Future<Output = Vec<Result<(), EntryError>>> + Send;
+}
+
+/// The handle callers send entries to. Cheap to clone.
+pub(crate) struct Batcher<T> {
+    tx: mpsc::UnboundedSender<Pending<T>>,
+}
+
+impl<T> Clone for Batcher<T> {
+    fn clone(&self) -> Self {
+        Batcher { tx: self.tx.clone() }
+    }
+}
+
+impl<T: Entry> Batcher<T> {
+    /// Starts the batcher task of one queue; it ends when every handle is dropped.
+    pub fn start(ctx: Ctx, url: String, queue: String, window: Duration, max_in_flight: usize) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run::<T>(ctx, url, queue, window, max_in_flight.max(1), rx));
+        Batcher { tx }
+    }
+
+    /// False once the task is gone (e.g. its runtime shut down).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    pub fn send(&self, pending: Pending<T>) -> Result<(), SendError<Pending<T>>> {
+        self.tx.send(pending)
+    }
+}
+
+async fn run<T: Entry>(
+    ctx: Ctx,
+    url: String,
+    queue: String,
+    window: Duration,
+    max_in_flight: usize,
+    mut rx: mpsc::UnboundedReceiver<Pending<T>>,
+) {
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let mut carry: Option<Pending<T>> = None;
+    loop {
+        // A permit first: while every request slot is busy, entries keep
+        // arriving and the next batch grows.
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let Some(batch) = next_batch(&mut rx, &mut carry, window).await else { return };
+        let (ctx, url, queue) = (ctx.clone(), url.clone(), queue.clone());
+        tokio::spawn(async move {
+            let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.reply)).unzip();
+            let results = T::flush(ctx, url, queue, items).await;
+            for (reply, result) in replies.into_iter().zip(results) {
+                // The caller may have given up waiting; nothing to tell then.
+                let _ = reply.send(result);
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The next batch: the first entry, then more until 10, the payload cap, or
+/// the end of the window. `None` once the channel is closed and empty.
+async fn next_batch<T: Entry>(
+    rx: &mut mpsc::UnboundedReceiver<Pending<T>>,
+    carry: &mut Option<Pending<T>>,
+    window: Duration,
+) -> Option<Vec<Pending<T>>> {
+    let first = match carry.take() {
+        Some(p) => p,
+        None => rx.recv().await?,
+    };
+    let deadline = Instant::now() + window;
+    let mut weight = first.item.weight();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let next = match rx.try_recv() {
+            Ok(p) => p,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) => p,
+                Ok(None) | Err(_) => break,
+            },
+        };
+        let w = next.item.weight();
+        if weight + w > MAX_MESSAGE_BYTES {
+            *carry = Some(next);
+            break;
+        }
+        weight += w;
+        batch.push(next);
+    }
+    Some(batch)
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(50u64 << attempt.min(6))
+}
+
+/// The error of one `Failed` entry.
+fn entry_failure(f: &BatchResultErrorEntry, queue: &str, what: &str) -> QueueError {
+    let text = format!("SQS {what} on `{queue}` failed: {} {}", f.code, f.message.as_deref().unwrap_or(""));
+    if STALE_RECEIPT.contains(&f.code.as_str()) {
+        QueueError::StaleReceipt(text)
+    } else if f.sender_fault {
+        QueueError::Invalid(text)
+    } else {
+        QueueError::Backend(text)
+    }
+}
+
+impl Entry for OutgoingMessage {
+    /// SQS counts each attribute's data type ("String") too.
+    fn weight(&self) -> usize {
+        self.size() + self.attributes.len() * "String".len()
+    }
+
+    async fn flush(ctx: Ctx, url: String, queue: String, items: Vec<Self>) -> Vec<Result<(), EntryError>> {
+        let entries: Vec<Result<SendMessageBatchRequestEntry, QueueError>> =
+            items.iter().enumerate().map(|(i, m)| send_entry(i, m)).collect();
+        flush_entries(&ctx, &url, &queue, entries, "send", send_request).await
+    }
+}
+
+impl Entry for String {
+    /// Receipt handles do not count against the payload cap.
+    fn weight(&self) -> usize {
+        0
+    }
+
+    /// The same receipt twice in one batch (two callers deleting one
+    /// message) is sent once and its outcome given to both.
+    async fn flush(ctx: Ctx, url: String, queue: String, items: Vec<Self>) -> Vec<Result<(), EntryError>> {
+        let mut unique: Vec<&String> = Vec::new();
+        let mut slot: Vec<usize> = Vec::with_capacity(items.len());
+        for r in &items {
+            match unique.iter().position(|u| *u == r) {
+                Some(i) => slot.push(i),
+                None => {
+                    slot.push(unique.len());
+                    unique.push(r);
+                }
+            }
+        }
+        let entries = unique
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r.as_str())
+                    .build()
+                    .map_err(|e| QueueError::Invalid(format!("delete entry: {e}")))
+            })
+            .collect();
+        let results = flush_entries(&ctx, &url, &queue, entries, "delete", delete_request).await;
+        slot.into_iter().map(|i| results.get(i).cloned().unwrap_or_else(|| Err(EntryError::Request(lost())))).collect()
+    }
+}
+
+fn lost() -> QueueError {
+    QueueError::Backend("a batch entry got no outcome".to_string())
+}
+
+fn send_entry(i: usize, m: &OutgoingMessage) -> Result<SendMessageBatchRequestEntry, QueueError> {
+    SendMessageBatchRequestEntry::builder()
+        .id(i.to_string())
+        .message_body(m.body.clone())
+        .set_message_attributes(Some(message_attributes(m)?))
+        .delay_seconds(delay_seconds(m))
+        .build()
+        .map_err(|e| QueueError::Invalid(format!("send entry: {e}")))
+}
+
+/// The outcome of one batch request: per entry id, `None` for success.
+type BatchOutcome = Result<HashMap<String, BatchResultErrorEntry>, crate::error::Failure>;
+
+async fn send_request(ctx: Ctx, url: String, entries: Vec<SendMessageBatchRequestEntry>) -> BatchOutcome {
+    match ctx.client.send_message_batch().queue_url(url).set_entries(Some(entries)).send().await {
+        Ok(out) => Ok(out.failed.into_iter().map(|f| (f.id.clone(), f)).collect()),
+        Err(e) => Err(ctx.failure(&e)),
+    }
+}
+
+async fn delete_request(ctx: Ctx, url: String, entries: Vec<DeleteMessageBatchRequestEntry>) -> BatchOutcome {
+    match ctx.client.delete_message_batch().queue_url(url).set_entries(Some(entries)).send().await {
+        Ok(out) => Ok(out.failed.into_iter().map(|f| (f.id.clone(), f)).collect()),
+        Err(e) => Err(ctx.failure(&e)),
+    }
+}
+
+/// Sends prepared entries (ids are their indexes), retrying the ones SQS
+/// failed on its side, splitting a batch that failed as a whole for a client
+/// error. One result per entry, in order.
+async fn flush_entries<E, F, Fut>(
+    ctx: &Ctx,
+    url: &str,
+    queue: &str,
+    entries: Vec<Result<E, QueueError>>,
+    what: &str,
+    request: F,
+) -> Vec<Result<(), EntryError>>
+where
+    E: Clone,
+    F: Fn(Ctx, String, Vec<E>) -> Fut,
+    Fut: Future<Output = BatchOutcome>,
+{
+    let mut results: Vec<Option<Result<(), EntryError>>> = vec![None; entries.len()];
+    let mut todo: Vec<(usize, E)> = Vec::new();
+    for (i, e) in entries.into_iter().enumerate() {
+        match e {
+            Ok(e) => todo.push((i, e)),
+            Err(err) => results[i] = Some(Err(EntryError::Entry(err))),
+        }
+    }
+    let mut round = 0;
+    while !todo.is_empty() {
+        let batch: Vec<E> = todo.iter().map(|(_, e)| e.clone()).collect();
+        match request(ctx.clone(), url.to_string(), batch).await {
+            Err(f) if f.kind == FailureKind::Client && todo.len() > 1 && !f.is(crate::sqs::NO_SUCH_QUEUE) => {
+                // One entry may have spoiled the batch: find it by sending each alone.
+                for (i, e) in std::mem::take(&mut todo) {
+                    let outcome = request(ctx.clone(), url.to_string(), vec![e]).await;
+                    results[i] = Some(match outcome {
+                        Ok(failed) => match failed.values().next() {
+                            None => Ok(()),
+                            Some(f) => Err(EntryError::Entry(entry_failure(f, queue, what))),
+                        },
+                        Err(f) => Err(EntryError::Entry(queue_error(f, queue))),
+                    });
+                }
+            }
+            Err(f) => {
+                let err = queue_error(f, queue);
+                for (i, _) in std::mem::take(&mut todo) {
+                    results[i] = Some(Err(EntryError::Request(err.clone())));
+                }
+            }
+            Ok(failed) => {
+                let mut retry = Vec::new();
+                for (i, e) in std::mem::take(&mut todo) {
+                    match failed.get(&i.to_string()) {
+                        None => results[i] = Some(Ok(())),
+                        Some(f) => {
+                            // Provisional for a retried entry: the next round overwrites it.
+                            results[i] = Some(Err(EntryError::Entry(entry_failure(f, queue, what))));
+                            if !f.sender_fault && !STALE_RECEIPT.contains(&f.code.as_str()) {
+                                retry.push((i, e));
+                            }
+                        }
+                    }
+                }
+                round += 1;
+                if retry.is_empty() || round >= ENTRY_ATTEMPTS {
+                    break;
+                }
+                tracing::debug!(
+                    queue,
+                    entries = retry.len(),
+                    "SQS failed some batch entries on its side; retrying them."
+                );
+                tokio::time::sleep(backoff(round)).await;
+                todo = retry;
+            }
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or_else(|| Err(EntryError::Request(lost())))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failure is the test failing")]
+
+    use std::sync::Mutex;
+
+    use aws_sdk_sqs::config::{BehaviorVersion, Region};
+
+    use super::*;
+    use crate::error::{Failure, FailureKind};
+
+    fn ctx() -> Ctx {
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        Ctx { client: aws_sdk_sqs::Client::from_conf(config), endpoint: Arc::from("http://fake") }
+    }
+
+    fn failed(id: &str, sender_fault: bool, code: &str) -> BatchResultErrorEntry {
+        BatchResultErrorEntry::builder().id(id).sender_fault(sender_fault).code(code).build().unwrap()
+    }
+
+    /// Entries are `"<id>:<behaviour>"`; the fake answers by behaviour and
+    /// records which ids each request carried.
+    async fn run(
+        entries: &[&str],
+        respond: fn(&[String], usize) -> BatchOutcome,
+    ) -> (Vec<Result<(), EntryError>>, Vec<Vec<String>>) {
+        let calls: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let seen = calls.clone();
+        let request = move |_ctx: Ctx, _url: String, batch: Vec<String>| {
+            let seen = seen.clone();
+            async move {
+                let call = {
+                    let mut calls = seen.lock().unwrap();
+                    calls.push(batch.iter().map(|e| e.split(':').next().unwrap_or("").to_string()).collect());
+                    calls.len()
+                };
+                respond(&batch, call)
+            }
+        };
+        let entries = entries.iter().map(|e| Ok(e.to_string())).collect();
+        let results = flush_entries(&ctx(), "url", "q", entries, "send", request).await;
+        let calls = calls.lock().unwrap().clone();
+        (results, calls)
+    }
+
+    fn id(entry: &str) -> &str {
+        entry.split(':').next().unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn service_side_failures_are_retried_alone_and_sender_faults_fail_their_own_entry() {
+        let (results, calls) = run(&["0:ok", "1:flaky", "2:bad"], |batch, call| {
+            let mut out = HashMap::new();
+            for e in batch {
+                if e.ends_with(":flaky") && call == 1 {
+                    out.insert(id(e).to_string(), failed(id(e), false, "InternalError"));
+                }
+                if e.ends_with(":bad") {
+                    out.insert(id(e).to_string(), failed(id(e), true, "InvalidMessageContents"));
+                }
+            }
+            Ok(out)
+        })
+        .await;
+        assert_eq!(calls, vec![vec!["0", "1", "2"], vec!["1"]], "only the failed entry is retried");
+        assert_eq!(results[0], Ok(()));
+        assert_eq!(results[1], Ok(()));
+        assert!(
+            matches!(&results[2], Err(EntryError::Entry(QueueError::Invalid(m))) if m.contains("InvalidMessageContents"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_keeps_failing_on_the_service_side_gives_up_after_the_attempts() {
+        let (results, calls) = run(&["0:ok", "1:down"], |batch, _| {
+            Ok(batch
+                .iter()
+                .filter(|e| e.ends_with(":down"))
+                .map(|e| (id(e).to_string(), failed(id(e), false, "ServiceUnavailable")))
+                .collect())
+        })
+        .await;
+        assert_eq!(calls.len(), ENTRY_ATTEMPTS as usize);
+        assert_eq!(results[0], Ok(()));
+        assert!(
+            matches!(&results[1], Err(EntryError::Entry(QueueError::Backend(m))) if m.contains("ServiceUnavailable"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_spoiled_by_one_entry_is_split_so_the_others_go_through() {
+        let (results, calls) = run(&["0:ok", "1:poison", "2:ok"], |batch, _| {
+            if batch.iter().any(|e| e.ends_with(":poison")) {
+                return Err(Failure {
+                    kind: FailureKind::Client,
+                    code: Some("InvalidParameterValue".to_string()),
+                    message: "SQS answered 400 InvalidParameterValue: bad body".to_string(),
+                });
+            }
+            Ok(HashMap::new())
+        })
+        .await;
+        assert_eq!(calls, vec![vec!["0", "1", "2"], vec!["0"], vec!["1"], vec!["2"]]);
+        assert_eq!(results[0], Ok(()));
+        assert!(matches!(&results[1], Err(EntryError::Entry(QueueError::Invalid(_)))));
+        assert_eq!(results[2], Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_fails_as_a_whole_fails_every_entry_as_a_request_error() {
+        let (results, calls) = run(&["0:ok", "1:ok"], |_, _| {
+            Err(Failure {
+                kind: FailureKind::Unreachable,
+                code: None,
+                message: "cannot reach SQS at http://fake: connection refused".to_string(),
+            })
+        })
+        .await;
+        assert_eq!(calls.len(), 1);
+        for r in results {
+            assert!(matches!(r, Err(EntryError::Request(QueueError::Unreachable(_)))), "{r:?}");
+        }
+    }
+}

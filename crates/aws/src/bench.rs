@@ -1,0 +1,472 @@
+//! `sqsaga bench sqs`: what the batching in [`SqsQueue`](crate::SqsQueue)
+//! saves, in SQS requests — AWS bills SQS per request.
+//!
+//! One run, two phases on fresh queues and a fresh table each: the order
+//! saga at saturation (orchestrator plus the three `sqsaga_order`
+//! participants' workers, in this process, on `SqsQueue` + `DynamoStore`),
+//! first batched, then `naive` — one `SendMessage` per message, one
+//! `DeleteMessage` per message, as the seed's Go worker does. Both count
+//! every SQS request from the first start request to the last saga
+//! finishing, per saga step (a command a worker executed). Then, with
+//! everything idle, the long polls of every poller are counted over an idle
+//! window (20 s waits: at most 3 requests per poller per minute).
+//!
+//! Where the floor is: a step moves two messages (the command and its
+//! reply), each sent, received and deleted once — six message operations,
+//! ten per request at best: 0.6 requests per step. Start requests add
+//! 0.3 / (steps per saga) on top.
+//!
+//! [`OrderStack`] is the in-process stack, also used by the multi-replica test.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use serde::Serialize;
+use serde_json::Value;
+use sqsaga_core::machine::SagaStatus;
+use sqsaga_orchestrator::{
+    Definitions, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorOptions, OrchestratorStats, SystemClock,
+};
+use sqsaga_protocol::{Envelope, StartSaga};
+use sqsaga_queue::{MAX_BATCH, MAX_WAIT, OutgoingMessage, Queue};
+use sqsaga_sqlite::Sync;
+use sqsaga_store::SagaStore;
+use sqsaga_worker::{Participant, Worker, WorkerOptions, WorkerStats};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::provision::{ProvisionOptions, provision, teardown};
+use crate::{AwsBackend, AwsError, AwsSettings, RequestSnapshot};
+
+/// The order saga, built in (the same file the demo uses).
+pub const ORDER_SAGA: &str = include_str!("../../../examples/order/create_order.yaml");
+
+/// Errors of the benchmark and of the in-process stack.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("saga definitions: {0}")]
+    Definitions(String),
+    #[error("order participants: {0}")]
+    Order(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("only {finished} of {total} sagas finished within {budget:?}")]
+    Timeout { finished: u64, total: usize, budget: Duration },
+    #[error("saga store: {0}")]
+    Store(#[from] sqsaga_store::StoreError),
+    #[error("queue: {0}")]
+    Queue(#[from] sqsaga_queue::QueueError),
+}
+
+/// The built-in order saga definitions.
+pub fn order_definitions() -> Result<Definitions, BenchError> {
+    let def = sqsaga_core::yaml::parse_definition(ORDER_SAGA)
+        .map_err(|p| BenchError::Definitions(sqsaga_core::yaml::format_problems("create_order.yaml", &p)))?;
+    let mut defs = Definitions::default();
+    defs.insert(def, "built-in create_order.yaml").map_err(|e| BenchError::Definitions(e.to_string()))?;
+    Ok(defs)
+}
+
+/// How the benchmark runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchSqsOptions {
+    /// Order sagas per phase.
+    pub sagas: usize,
+    /// Idle window over which long polls are counted; zero skips it.
+    pub idle: Duration,
+    /// Orchestrator pollers: more pollers, more sends merged per batch.
+    pub orchestrator_pollers: usize,
+    /// Pollers per participant worker.
+    pub worker_pollers: usize,
+    /// Run the naive phase too.
+    pub naive: bool,
+    /// Budget per phase for every saga to finish.
+    pub timeout: Duration,
+    /// Seed of the order mix.
+    pub seed: u64,
+}
+
+impl Default for BenchSqsOptions {
+    fn default() -> Self {
+        BenchSqsOptions {
+            sagas: 200,
+            idle: Duration::from_secs(60),
+            orchestrator_pollers: 16,
+            worker_pollers: 4,
+            naive: true,
+            timeout: Duration::from_secs(600),
+            seed: 7,
+        }
+    }
+}
+
+/// One phase's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    /// `batched` or `naive`.
+    pub mode: &'static str,
+    pub sagas: usize,
+    pub completed: usize,
+    pub compensated: usize,
+    pub unfinished: usize,
+    /// Commands executed by the workers.
+    pub steps: u64,
+    /// SQS requests by action during the phase.
+    pub requests: BTreeMap<String, u64>,
+    pub total_requests: u64,
+    pub requests_per_step: f64,
+    pub elapsed_s: f64,
+    /// DynamoDB requests during the phase (for context: not what is judged).
+    pub dynamodb_requests: u64,
+    /// Stock and money conserved, every order fully done or fully undone.
+    pub invariants_ok: bool,
+    pub violations: Vec<String>,
+}
+
+/// Long polls of idle pollers.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleReport {
+    pub window_s: f64,
+    pub pollers: usize,
+    pub receives: u64,
+    pub requests_per_poller_per_minute: f64,
+}
+
+/// The benchmark's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchSqsReport {
+    pub batched: PhaseReport,
+    pub naive: Option<PhaseReport>,
+    /// Naive requests per step over batched requests per step.
+    pub reduction: Option<f64>,
+    pub idle: Option<IdleReport>,
+}
+
+/// Requests per step the batched phase must stay under.
+pub const TARGET_REQUESTS_PER_STEP: f64 = 0.8;
+/// How many times fewer requests than naive.
+pub const TARGET_REDUCTION: f64 = 7.0;
+/// Long polls per idle poller per minute (20 s waits).
+pub const TARGET_IDLE_PER_MINUTE: f64 = 3.0;
+
+impl BenchSqsReport {
+    /// Every target measured was met (and every phase's invariants held).
+    pub fn targets_met(&self) -> bool {
+        let phases_ok = self.batched.invariants_ok && self.naive.as_ref().is_none_or(|n| n.invariants_ok);
+        phases_ok
+            && self.batched.requests_per_step <= TARGET_REQUESTS_PER_STEP
+            && self.reduction.is_none_or(|r| r >= TARGET_REDUCTION)
+            && self.idle.as_ref().is_none_or(|i| i.requests_per_poller_per_minute <= TARGET_IDLE_PER_MINUTE)
+    }
+}
+
+/// Runs both phases against the SQS/DynamoDB behind `sdk` (an emulator, or
+/// an AWS account: it creates and deletes its own queues and table, named
+/// `bench<random>-...`). `base` supplies everything but names and mode.
+pub async fn bench_sqs(
+    sdk: &SdkConfig,
+    base: &AwsSettings,
+    options: &BenchSqsOptions,
+) -> Result<BenchSqsReport, BenchError> {
+    let defs = Arc::new(order_definitions()?);
+    let (batched, idle) = run_phase(sdk, base, &defs, options, false).await?;
+    let naive = if options.naive { Some(run_phase(sdk, base, &defs, options, true).await?.0) } else { None };
+    let reduction = naive
+        .as_ref()
+        .filter(|_| batched.requests_per_step > 0.0)
+        .map(|n| round3(n.requests_per_step / batched.requests_per_step));
+    Ok(BenchSqsReport { batched, naive, reduction, idle })
+}
+
+async fn run_phase(
+    sdk: &SdkConfig,
+    base: &AwsSettings,
+    defs: &Arc<Definitions>,
+    options: &BenchSqsOptions,
+    naive: bool,
+) -> Result<(PhaseReport, Option<IdleReport>), BenchError> {
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let settings = AwsSettings {
+        queue_prefix: format!("bench{run}-"),
+        table: format!("bench{run}-sagas"),
+        queue_urls: BTreeMap::new(),
+        naive,
+        ..base.clone()
+    };
+    let backend = AwsBackend::from_sdk_config(sdk, settings)?;
+    let dir = std::env::temp_dir().join(format!("sqsaga-bench-sqs-{run}"));
+    let result = run_phase_on(&backend, &dir, defs, options, naive).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = teardown(&backend).await {
+        tracing::warn!(error = %e, "Cannot delete the benchmark's queues and table.");
+    }
+    result
+}
+
+async fn run_phase_on(
+    backend: &AwsBackend,
+    dir: &Path,
+    defs: &Arc<Definitions>,
+    options: &BenchSqsOptions,
+    naive: bool,
+) -> Result<(PhaseReport, Option<IdleReport>), BenchError> {
+    provision(backend, defs, &ProvisionOptions::default()).await?;
+    let (initial, inputs) = sqsaga_order::generate_orders(options.sagas, options.seed);
+    sqsaga_order::seed_data(dir, &initial).map_err(|e| BenchError::Order(e.to_string()))?;
+    let stack_options = StackOptions {
+        orchestrators: 1,
+        orchestrator_pollers: options.orchestrator_pollers,
+        worker_pollers: options.worker_pollers,
+        wait: MAX_WAIT,
+        failure_rate: 0.0,
+        seed: options.seed,
+    };
+    let stack = OrderStack::start(backend.queue(), backend.store(), defs.clone(), dir, &stack_options).await?;
+    let requests = backend.requests();
+    let before = requests.snapshot();
+    let dynamo_before = backend.dynamodb_requests().snapshot();
+    let started = Instant::now();
+    let mode = if naive { "naive" } else { "batched" };
+    let ids = start_orders(backend.queue().as_ref(), &format!("order-{mode}"), &inputs).await?;
+    let waited = wait_terminal(backend.store().as_ref(), ids.len(), options.timeout).await;
+    let elapsed = started.elapsed();
+    let delta = requests.snapshot().since(&before);
+    let dynamodb = backend.dynamodb_requests().snapshot().since(&dynamo_before).total();
+    let steps = stack.steps();
+    let idle = if !naive && !options.idle.is_zero() && waited.is_ok() {
+        Some(measure_idle(&requests, options.idle, stack.pollers()).await)
+    } else {
+        None
+    };
+    stack.stop().await;
+    waited?;
+    let mut report =
+        phase_report(mode, backend.store().as_ref(), dir, &ids, &inputs, &initial, steps, delta, elapsed).await?;
+    report.dynamodb_requests = dynamodb;
+    Ok((report, idle))
+}
+
+/// Sends one start request per input, ten per batch; returns the saga ids.
+pub async fn start_orders(queue: &dyn Queue, prefix: &str, inputs: &[Value]) -> Result<Vec<String>, BenchError> {
+    let now = sqsaga_orchestrator::clock::now_ms();
+    let ids: Vec<String> = (0..inputs.len()).map(|i| format!("{prefix}-{i:05}")).collect();
+    let pairs: Vec<(&String, &Value)> = ids.iter().zip(inputs).collect();
+    for chunk in pairs.chunks(MAX_BATCH) {
+        let batch = chunk
+            .iter()
+            .map(|(id, input)| {
+                OutgoingMessage::new(
+                    Envelope::Start(StartSaga {
+                        saga_id: (*id).clone(),
+                        saga: "create_order".to_string(),
+                        version: None,
+                        input: (*input).clone(),
+                        requested_at: now,
+                    })
+                    .encode(),
+                )
+            })
+            .collect();
+        queue.send_batch(ORCHESTRATOR_QUEUE, batch).await?;
+    }
+    Ok(ids)
+}
+
+/// Waits until `total` sagas of the store are terminal (a fresh table: the
+/// counts are this run's).
+pub async fn wait_terminal(store: &dyn SagaStore, total: usize, budget: Duration) -> Result<(), BenchError> {
+    let started = Instant::now();
+    loop {
+        let counts = store.counts().await?;
+        let done: u64 = counts.iter().filter(|(s, _)| s.is_terminal()).map(|(_, n)| *n).sum();
+        if done as usize >= total {
+            return Ok(());
+        }
+        if started.elapsed() >= budget {
+            return Err(BenchError::Timeout { finished: done, total, budget });
+        }
+        // Counting is five index queries: not so often that it loads the store.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn measure_idle(requests: &crate::RequestCounter, window: Duration, pollers: usize) -> IdleReport {
+    let before = requests.snapshot();
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let secs = started.elapsed().as_secs_f64();
+    let receives = requests.snapshot().since(&before).get("ReceiveMessage");
+    IdleReport {
+        window_s: round3(secs),
+        pollers,
+        receives,
+        requests_per_poller_per_minute: round3(receives as f64 / pollers.max(1) as f64 / (secs / 60.0)),
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "one phase's raw figures in, its report out")]
+async fn phase_report(
+    mode: &'static str,
+    store: &dyn SagaStore,
+    dir: &Path,
+    ids: &[String],
+    inputs: &[Value],
+    initial: &sqsaga_order::DemoData,
+    steps: u64,
+    requests: RequestSnapshot,
+    elapsed: Duration,
+) -> Result<PhaseReport, BenchError> {
+    let records = store.load(ids).await?;
+    let by_id: std::collections::HashMap<&str, SagaStatus> =
+        records.iter().map(|r| (r.instance.id.as_str(), r.instance.status)).collect();
+    let sagas: Vec<(String, SagaStatus, Value)> = ids
+        .iter()
+        .zip(inputs)
+        .map(|(id, input)| (id.clone(), by_id.get(id.as_str()).copied().unwrap_or(SagaStatus::Running), input.clone()))
+        .collect();
+    let report = sqsaga_order::check_invariants(dir, &sagas, initial).map_err(|e| BenchError::Order(e.to_string()))?;
+    let count = |s: SagaStatus| sagas.iter().filter(|(_, st, _)| *st == s).count();
+    let total = requests.total();
+    Ok(PhaseReport {
+        mode,
+        sagas: ids.len(),
+        completed: count(SagaStatus::Completed),
+        compensated: count(SagaStatus::Compensated),
+        unfinished: sagas.iter().filter(|(_, s, _)| !s.is_terminal()).count(),
+        steps,
+        total_requests: total,
+        requests_per_step: round3(total as f64 / steps.max(1) as f64),
+        requests: requests.by_action,
+        elapsed_s: round3(elapsed.as_secs_f64()),
+        dynamodb_requests: 0,
+        invariants_ok: report.ok,
+        violations: report.violations,
+    })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Knobs of an [`OrderStack`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackOptions {
+    /// Orchestrator replicas, all on the same queue and store.
+    pub orchestrators: usize,
+    pub orchestrator_pollers: usize,
+    /// Pollers per participant worker.
+    pub worker_pollers: usize,
+    /// Long-poll wait of every poller.
+    pub wait: Duration,
+    /// Probability that a notification attempt fails transiently.
+    pub failure_rate: f64,
+    pub seed: u64,
+}
+
+/// Orchestrator replicas and the three order participants' workers, in
+/// this process, on the given queue and store.
+pub struct OrderStack {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    /// Counters of each orchestrator replica.
+    pub orchestrators: Vec<Arc<OrchestratorStats>>,
+    /// Counters of each worker (inventory, payment, notification).
+    pub workers: Vec<Arc<WorkerStats>>,
+    /// Kept open for the stack's lifetime.
+    _participants: Vec<Arc<Participant>>,
+    pollers: usize,
+}
+
+impl OrderStack {
+    /// Starts everything; participants' databases live in `dir` (seed them first).
+    pub async fn start(
+        queue: Arc<dyn Queue>,
+        store: Arc<dyn SagaStore>,
+        defs: Arc<Definitions>,
+        dir: &Path,
+        o: &StackOptions,
+    ) -> Result<OrderStack, BenchError> {
+        let (stop, stop_rx) = watch::channel(false);
+        let shutdown = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                while !*rx.borrow() {
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let mut tasks = JoinSet::new();
+        let mut orchestrators = Vec::new();
+        for _ in 0..o.orchestrators.max(1) {
+            let orchestrator = Orchestrator::new(
+                defs.clone(),
+                queue.clone(),
+                store.clone(),
+                Arc::new(SystemClock),
+                OrchestratorOptions {
+                    pollers: o.orchestrator_pollers,
+                    wait: o.wait,
+                    timer_interval: Duration::from_millis(200),
+                    sweep_interval: Duration::from_secs(5),
+                    ..OrchestratorOptions::default()
+                },
+            );
+            orchestrators.push(orchestrator.stats());
+            tasks.spawn(orchestrator.run(shutdown()));
+        }
+        let participants = sqsaga_order::participants(dir, Sync::Normal, o.failure_rate, o.seed)
+            .map_err(|e| BenchError::Order(e.to_string()))?;
+        let mut workers = Vec::new();
+        let mut kept = Vec::new();
+        for (service, participant) in participants {
+            let participant = Arc::new(participant);
+            let options = WorkerOptions {
+                concurrency: o.worker_pollers,
+                wait: o.wait,
+                drain_timeout: Duration::from_secs(1),
+                ..WorkerOptions::new(service, &format!("{service}-bench"))
+            };
+            let worker = Worker::new(options, queue.clone(), participant.clone());
+            workers.push(worker.stats());
+            kept.push(participant);
+            let stopped = shutdown();
+            tasks.spawn(async move {
+                if let Err(e) = worker.run(stopped).await {
+                    tracing::error!(error = %e, "Worker stopped with an error.");
+                }
+            });
+        }
+        let pollers = o.orchestrators.max(1) * o.orchestrator_pollers.max(1) + workers.len() * o.worker_pollers.max(1);
+        Ok(OrderStack { stop, tasks, orchestrators, workers, _participants: kept, pollers })
+    }
+
+    /// Commands executed by the workers so far.
+    pub fn steps(&self) -> u64 {
+        self.workers.iter().map(|w| w.snapshot().processed).sum()
+    }
+
+    /// Receive loops running (orchestrators' and workers').
+    pub fn pollers(&self) -> usize {
+        self.pollers
+    }
+
+    /// Stops everything and waits for it (workers drain for at most 1 s).
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A fresh directory for participants' databases under the system temp dir.
+pub fn temp_dir(tag: &str) -> Result<PathBuf, BenchError> {
+    let dir = std::env::temp_dir().join(format!("sqsaga-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir)
+}

@@ -1,0 +1,104 @@
+//! [`AwsSettings`]: what the AWS backend needs to know, and how the SDK
+//! configuration is built from it — the AWS way: the default credential
+//! chain (environment, profile, web identity for IRSA on EKS, container and
+//! instance-profile credentials on ECS/EC2), the region from the settings or
+//! the SDK's region chain, and an optional custom endpoint (an emulator).
+//!
+//! This file knows nothing of sqsaga's own configuration crate: the CLI maps
+//! `sqsaga_config::Settings` onto these fields.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// Settings of the AWS backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// AWS region; `None` leaves it to the SDK's chain (`AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    /// Custom endpoint for every service (an emulator such as moto); `None`
+    /// uses the regional endpoints (or the SDK's own `AWS_ENDPOINT_URL`).
+    pub endpoint_url: Option<String>,
+    /// Prefix of SQS queue names: logical queue `inventory` is `<prefix>inventory`.
+    pub queue_prefix: String,
+    /// Explicit queue URLs by logical name; they win over the prefix (a
+    /// Kubernetes worker is told `SQS_QUEUE_URL` rather than a name).
+    pub queue_urls: BTreeMap<String, String>,
+    /// DynamoDB table of saga state.
+    pub table: String,
+    /// KMS key (id or ARN) for server-side encryption of queues; `None` uses
+    /// SQS-managed keys (SSE-SQS), which cost nothing extra.
+    pub kms_key: Option<String>,
+    /// Attempts per API call, first included; the SDK retries throttling,
+    /// 5xx and I/O errors with jittered exponential backoff between them.
+    pub max_attempts: u32,
+    /// How long the send/delete batchers wait for more entries after the
+    /// first one, so concurrent callers share one request.
+    pub flush_window: Duration,
+    /// Batch requests in flight at once per queue and kind (send, delete).
+    /// While they are all busy, entries wait and the next batch grows.
+    pub max_batches_in_flight: usize,
+    /// One SQS request per message, as the seed's Go worker does: only for
+    /// the request-accounting benchmark's comparison.
+    pub naive: bool,
+}
+
+/// Default prefix of queue names.
+pub const DEFAULT_QUEUE_PREFIX: &str = "sqsaga-";
+/// Default DynamoDB table.
+pub const DEFAULT_TABLE: &str = "sqsaga-sagas";
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            region: None,
+            endpoint_url: None,
+            queue_prefix: DEFAULT_QUEUE_PREFIX.to_string(),
+            queue_urls: BTreeMap::new(),
+            table: DEFAULT_TABLE.to_string(),
+            kms_key: None,
+            max_attempts: 4,
+            // Long enough for the other pollers' sends of the same moment to
+            // join, short enough that a lone message is not held back.
+            flush_window: Duration::from_millis(5),
+            max_batches_in_flight: 2,
+            naive: false,
+        }
+    }
+}
+
+impl AwsSettings {
+    /// The SDK configuration: default credential and region chains, our
+    /// retry policy, and the endpoint override if any.
+    pub async fn load_sdk_config(&self) -> SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(retry_config(self.max_attempts))
+            .timeout_config(timeout_config());
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url.clone());
+        }
+        loader.load().await
+    }
+}
+
+/// Standard retry mode: throttling, 5xx and transient I/O errors are retried
+/// with jittered exponential backoff from 100 ms up to 5 s. The SDK default
+/// starts at 1 s, which makes an unreachable endpoint take long to report.
+pub fn retry_config(max_attempts: u32) -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(max_attempts.max(1))
+        .with_initial_backoff(Duration::from_millis(100))
+        .with_max_backoff(Duration::from_secs(5))
+}
+
+/// A connect timeout only: a long poll legitimately takes 20 s, so there is
+/// no read or operation timeout.
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder().connect_timeout(Duration::from_secs(3)).build()
+}

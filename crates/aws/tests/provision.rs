@@ -1,0 +1,151 @@
+//! `provision` against the emulator: everything is created once, a second
+//! run finds everything and creates nothing, and what was made is checked
+//! through the services' own answers (GetQueueAttributes, DescribeTable),
+//! not by reading our code.
+
+#![allow(clippy::unwrap_used, reason = "a failure is the test failing")]
+
+mod common;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{BillingMode, SseStatus};
+use aws_sdk_sqs::types::QueueAttributeName as A;
+use serde_json::Value;
+use sqsaga_aws::bench::order_definitions;
+use sqsaga_aws::{AwsBackend, ProvisionOptions, provision};
+
+async fn attributes(b: &AwsBackend, queue: &str) -> HashMap<A, String> {
+    b.sqs().attributes(queue, &[A::All]).await.unwrap()
+}
+
+/// The DLQ's RedriveAllowPolicy as the service reports it. moto 5.2.5 stores
+/// it but leaves it out of GetQueueAttributes; then it is read from moto's
+/// own state dump (`/moto-api/data.json`), still the emulator's word.
+async fn redrive_allow_policy(b: &AwsBackend, dlq: &str, attrs: &HashMap<A, String>) -> Value {
+    if attrs.contains_key(&A::RedriveAllowPolicy) {
+        return json(attrs, A::RedriveAllowPolicy);
+    }
+    let name = b.sqs().physical_name(dlq);
+    let state = moto_state().await;
+    let queues = state["sqs"]["Queue"].as_array().expect("moto state has sqs queues");
+    let queue = queues
+        .iter()
+        .rev()
+        .find(|q| q["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} not in moto's state"));
+    let text =
+        queue["redrive_allow_policy"].as_str().unwrap_or_else(|| panic!("{name} has no redrive_allow_policy: {queue}"));
+    serde_json::from_str(text).unwrap()
+}
+
+/// moto's state dump, over plain HTTP/1.0.
+async fn moto_state() -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let endpoint = common::endpoint();
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let request = format!("GET /moto-api/data.json HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(body).unwrap()
+}
+
+fn json(attrs: &HashMap<A, String>, name: A) -> Value {
+    let text = attrs.get(&name).unwrap_or_else(|| panic!("no {name:?} in {attrs:?}"));
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_creates_once_and_the_services_report_what_it_made() {
+    let sdk = common::sdk_config().await;
+    let b = AwsBackend::from_sdk_config(&sdk, common::fresh_settings()).unwrap();
+    let prefix = b.settings().queue_prefix.clone();
+    let defs = order_definitions().unwrap();
+    let options = ProvisionOptions { max_receive_count: 4, ..ProvisionOptions::default() };
+
+    let first = provision(&b, &defs, &options).await.unwrap();
+    let text: Vec<String> = first.iter().map(ToString::to_string).collect();
+    for q in ["orchestrator", "inventory", "payment", "notification"] {
+        for name in [format!("{prefix}{q}"), format!("{prefix}{q}-dlq")] {
+            assert!(text.contains(&format!("created queue {name}")), "{name} not created: {text:#?}");
+        }
+    }
+    assert!(text.contains(&format!("created table {}", b.settings().table)), "{text:#?}");
+    assert_eq!(first.len(), 9, "{text:#?}");
+
+    let second = provision(&b, &defs, &options).await.unwrap();
+    assert!(second.iter().all(|l| !l.created), "the second run created something: {second:#?}");
+    assert_eq!(second.len(), first.len());
+    assert!(second[0].to_string().starts_with("found queue "), "{}", second[0]);
+
+    // Through the service: the source queue's redrive policy and the DLQ's.
+    for q in ["orchestrator", "inventory", "payment", "notification"] {
+        let source = attributes(&b, q).await;
+        let dlq = attributes(&b, &format!("{q}-dlq")).await;
+        let dlq_arn = dlq.get(&A::QueueArn).unwrap();
+        let redrive = json(&source, A::RedrivePolicy);
+        assert_eq!(redrive["deadLetterTargetArn"].as_str(), Some(dlq_arn.as_str()), "{q}: {redrive}");
+        // One above the limit: sqsaga dead-letters (with a reason) at receive 5; SQS's own at 6 is the net.
+        assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), "5", "{q}: {redrive}");
+        let allow = redrive_allow_policy(&b, &format!("{q}-dlq"), &dlq).await;
+        assert_eq!(allow["redrivePermission"].as_str(), Some("byQueue"), "{q}: {allow}");
+        let sources: Vec<&str> =
+            allow["sourceQueueArns"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert_eq!(sources, [source.get(&A::QueueArn).unwrap().as_str()], "{q}: {allow}");
+        for (name, attrs) in [(q.to_string(), &source), (format!("{q}-dlq"), &dlq)] {
+            assert_eq!(attrs.get(&A::SqsManagedSseEnabled).map(String::as_str), Some("true"), "{name}: {attrs:?}");
+            assert_eq!(attrs.get(&A::MaximumMessageSize).map(String::as_str), Some("1048576"), "{name}");
+        }
+        assert_eq!(dlq.get(&A::MessageRetentionPeriod).map(String::as_str), Some("1209600"), "{q}-dlq: 14 days");
+        assert_eq!(source.get(&A::MessageRetentionPeriod).map(String::as_str), Some("345600"), "{q}: 4 days");
+        assert_eq!(source.get(&A::VisibilityTimeout).map(String::as_str), Some("30"), "{q}");
+    }
+
+    // Through the service: the table, its billing, encryption and indexes.
+    let store = b.dynamo();
+    let table = store.client().describe_table().table_name(store.table()).send().await.unwrap().table.unwrap();
+    let billing = table.billing_mode_summary.and_then(|s| s.billing_mode);
+    assert_eq!(billing, Some(BillingMode::PayPerRequest));
+    let sse = table.sse_description.and_then(|s| s.status);
+    assert!(matches!(sse, Some(SseStatus::Enabled | SseStatus::Enabling)), "SSE: {sse:?}");
+    let mut indexes: Vec<(String, Vec<String>)> = table
+        .global_secondary_indexes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| {
+            let keys = i.key_schema.unwrap_or_default().into_iter().map(|k| k.attribute_name).collect();
+            (i.index_name.unwrap_or_default(), keys)
+        })
+        .collect();
+    indexes.sort();
+    let want = [
+        ("by_due", vec!["due_shard", "next_due_at"]),
+        ("by_outbox", vec!["outbox_shard", "outbox_at"]),
+        ("by_status", vec!["status", "updated_at"]),
+    ];
+    let want: Vec<(String, Vec<String>)> =
+        want.iter().map(|(n, k)| (n.to_string(), k.iter().map(|s| s.to_string()).collect())).collect();
+    assert_eq!(indexes, want);
+    sqsaga_aws::teardown(&b).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_with_a_kms_key_encrypts_queues_with_it() {
+    let sdk = common::sdk_config().await;
+    let b = AwsBackend::from_sdk_config(&sdk, common::fresh_settings()).unwrap();
+    let defs = order_definitions().unwrap();
+    let key = "alias/sqsaga-test";
+    let options = ProvisionOptions { kms_key: Some(key.to_string()), ..ProvisionOptions::default() };
+    let lines = provision(&b, &defs, &options).await.unwrap();
+    assert!(lines.iter().all(|l| l.created), "{lines:#?}");
+    for q in ["orchestrator", "payment-dlq"] {
+        let attrs = attributes(&b, q).await;
+        assert_eq!(attrs.get(&A::KmsMasterKeyId).map(String::as_str), Some(key), "{q}: {attrs:?}");
+        assert_ne!(attrs.get(&A::SqsManagedSseEnabled).map(String::as_str), Some("true"), "{q}: {attrs:?}");
+    }
+    sqsaga_aws::teardown(&b).await.unwrap();
+}

@@ -1,0 +1,181 @@
+//! The readiness loop of the long-running processes: every few seconds it
+//! asks the queue (and, for the orchestrator, the saga store) for something
+//! cheap, marks the [`Probe`] unready with the reason while that fails and
+//! ready again once it answers, and refreshes the saga counts /metrics shows.
+//!
+//! Kept apart from `serve.rs` so it can be tested against a queue double
+//! whose `depth` fails on demand: the component under test is this logic,
+//! not a backend.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqsaga_core::machine::SagaStatus;
+use sqsaga_http::Probe;
+use sqsaga_queue::Queue;
+use sqsaga_store::SagaStore;
+
+use crate::signals;
+
+/// How often the processes check their backend: often enough that
+/// Kubernetes sees an outage within a probe period or two (its default
+/// readiness period is 10 s), rarely enough to cost nothing.
+pub const INTERVAL: Duration = Duration::from_secs(2);
+
+/// Saga counts by state, refreshed by the loop so a scrape never waits on the store.
+pub type Counts = Arc<Mutex<BTreeMap<SagaStatus, u64>>>;
+
+/// What the loop watches.
+pub struct Watched {
+    /// The queue the process consumes.
+    pub queue: Arc<dyn Queue>,
+    /// Its name, for the reason shown in /readyz.
+    pub queue_name: String,
+    /// The saga store and the counts to refresh (orchestrator only).
+    pub store: Option<(Arc<dyn SagaStore>, Counts)>,
+}
+
+/// Runs one check: the `queue` (and `store`) readiness reasons are set or
+/// cleared, and the loop's heartbeat recorded.
+pub async fn check(probe: &Probe, watched: &Watched) {
+    let queue_name = &watched.queue_name;
+    match watched.queue.depth(queue_name).await {
+        Ok(_) => probe.set_ready("queue"),
+        Err(e) => probe.set_unready("queue", format!("queue `{queue_name}` unreachable: {e}")),
+    }
+    if let Some((store, counts)) = &watched.store {
+        match store.counts().await {
+            Ok(c) => {
+                probe.set_ready("store");
+                if let Ok(mut slot) = counts.lock() {
+                    *slot = c;
+                }
+            }
+            Err(e) => probe.set_unready("store", format!("saga store unreachable: {e}")),
+        }
+    }
+    probe.heartbeat("readiness");
+}
+
+/// Checks every `interval` until `shutdown`.
+pub fn spawn(
+    probe: Probe,
+    watched: Watched,
+    interval: Duration,
+    shutdown: signals::Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            check(&probe, &watched).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = &mut stop => return,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use serde_json::Value;
+    use sqsaga_queue::{Depth, OutgoingMessage, QueueError, QueueSpec, Receive, ReceivedMessage};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A queue whose `depth` fails while `down` is set; nothing else is used.
+    #[derive(Default)]
+    struct Flaky {
+        down: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Queue for Flaky {
+        async fn ensure(&self, _: &QueueSpec) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn send_batch(&self, _: &str, _: Vec<OutgoingMessage>) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn receive(&self, _: &str, _: Receive) -> Result<Vec<ReceivedMessage>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn delete_batch(&self, _: &str, _: &[String]) -> Result<Vec<QueueError>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn change_visibility(&self, _: &str, _: &str, _: Duration) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn depth(&self, _: &str) -> Result<Depth, QueueError> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(QueueError::Unreachable("connection refused (injected)".into()))
+            } else {
+                Ok(Depth::default())
+            }
+        }
+    }
+
+    /// `GET path` over a raw socket: status code and body.
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// Polls until `cond` holds, up to 5 s.
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_follows_the_queue_down_and_back_up() {
+        let queue = Arc::new(Flaky::default());
+        queue.down.store(true, Ordering::SeqCst);
+        let probe = Probe::new();
+        probe.register_loop("readiness", Duration::from_secs(30));
+        let (trigger, shutdown) = signals::manual();
+        let app = sqsaga_http::router(probe.clone(), Vec::new());
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let (addr, http) = sqsaga_http::serve(addr, app, shutdown.clone().wait()).await.unwrap();
+        let watched = Watched { queue: queue.clone(), queue_name: "orchestrator".into(), store: None };
+        let task = spawn(probe.clone(), watched, Duration::from_millis(20), shutdown);
+
+        let p = probe.clone();
+        eventually("unready", move || !p.is_ready()).await;
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["status"], "not_ready");
+        let reason = json["reasons"]["queue"].as_str().unwrap_or_default();
+        assert!(reason.contains("queue `orchestrator` unreachable"), "{body}");
+        assert!(reason.contains("connection refused"), "{body}");
+        // Unreachable is not dead: liveness stays green.
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+
+        queue.down.store(false, Ordering::SeqCst);
+        let p = probe.clone();
+        eventually("ready again", move || p.is_ready()).await;
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], "ready");
+
+        trigger.fire();
+        task.await.unwrap();
+        http.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,579 @@
+//! The fleet policy, `fleet.yaml`: what each service's fleet is expected to
+//! look like, kept in Git next to the saga definitions.
+//!
+//! ```yaml
+//! defaults:                 # for every service not listed below
+//!   mode: observe           # observe | enforce
+//!   rolloutWindow: 10m      # how long two fingerprints may coexist
+//! services:
+//!   inventory:
+//!     mode: enforce
+//!     rolloutWindow: 5m
+//!     expect:               # optional: what every instance must be
+//!       version: 0.1.0
+//!       contracts: [inventory/v1]
+//! ```
+//!
+//! Parsing reports every problem at its `line:col` (the same [`Problem`] as
+//! saga definitions), so a typo in Git fails the orchestrator's start with
+//! the place to fix. Reads text, never files.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqsaga_core::duration::{format_duration, parse_duration};
+use sqsaga_core::yaml::Problem;
+use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// Rollout window when neither the service nor `defaults` sets one: ten
+/// minutes, Kubernetes' default `progressDeadlineSeconds` — a rollout still
+/// going after that is stuck by Kubernetes' own measure too.
+pub const DEFAULT_ROLLOUT_WINDOW: Duration = Duration::from_secs(600);
+
+/// Keys of the document.
+const TOP_KEYS: &[&str] = &["defaults", "services"];
+/// Keys of `defaults`.
+const DEFAULTS_KEYS: &[&str] = &["mode", "rolloutWindow"];
+/// Keys of one service.
+const SERVICE_KEYS: &[&str] = &["mode", "rolloutWindow", "expect"];
+/// Keys of `expect`.
+const EXPECT_KEYS: &[&str] = &["version", "contracts"];
+/// Deeper than any valid policy; keeps hostile input from building a deep tree.
+const MAX_DEPTH: usize = 16;
+
+/// What the drift guard does about a service's drifted instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Report (fleet view, metrics, logs) and let every instance work.
+    Observe,
+    /// Stamp commands with the conforming fingerprints: other instances
+    /// release them and quarantine themselves.
+    Enforce,
+}
+
+impl Mode {
+    /// The lowercase name used in `fleet.yaml` and `SQSAGA_DRIFT_MODE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Observe => "observe",
+            Mode::Enforce => "enforce",
+        }
+    }
+
+    /// Parses a name, ignoring ASCII case.
+    pub fn from_name(name: &str) -> Option<Mode> {
+        [Mode::Observe, Mode::Enforce].into_iter().find(|m| m.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What every instance of a service must be, when declared.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Expectation {
+    /// The crate version every instance must report, if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Contracts every instance must implement (more are allowed: a worker
+    /// that already serves `v2` next to `v1` is a migration, not drift).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contracts: Vec<String>,
+}
+
+/// The policy of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePolicy {
+    /// Observe or enforce.
+    pub mode: Mode,
+    /// How long two fingerprints may coexist after the newer one appeared
+    /// before the service counts as drifted rather than rolling.
+    #[serde(with = "duration_text")]
+    pub rollout_window: Duration,
+    /// Declared expectation; `None` leaves "conforming" to the fleet itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expectation>,
+}
+
+/// The whole policy: defaults and per-service entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetPolicy {
+    /// For every service without its own entry.
+    pub defaults: ServicePolicy,
+    /// By service name.
+    pub services: BTreeMap<String, ServicePolicy>,
+}
+
+impl FleetPolicy {
+    /// The policy when there is no `fleet.yaml`: every service in `mode`,
+    /// with the default rollout window and no expectation.
+    pub fn with_mode(mode: Mode) -> FleetPolicy {
+        FleetPolicy {
+            defaults: ServicePolicy { mode, rollout_window: DEFAULT_ROLLOUT_WINDOW, expect: None },
+            services: BTreeMap::new(),
+        }
+    }
+
+    /// Parses `fleet.yaml`. `default_mode` (the orchestrator's
+    /// `SQSAGA_DRIFT_MODE`) applies where neither the service nor `defaults`
+    /// names a mode. An empty document is the default policy.
+    pub fn parse(text: &str, default_mode: Mode) -> Result<FleetPolicy, Vec<Problem>> {
+        let (root, mut problems) = build(text);
+        let mut policy = FleetPolicy::with_mode(default_mode);
+        if let Some(root) = root {
+            check_document(&root, &mut policy, &mut problems);
+        }
+        if problems.is_empty() { Ok(policy) } else { Err(problems) }
+    }
+
+    /// The policy that applies to `service`.
+    pub fn for_service(&self, service: &str) -> &ServicePolicy {
+        self.services.get(service).unwrap_or(&self.defaults)
+    }
+}
+
+impl Default for FleetPolicy {
+    fn default() -> Self {
+        FleetPolicy::with_mode(Mode::Observe)
+    }
+}
+
+/// `10m`-style durations in JSON, as in the YAML.
+mod duration_text {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pass 1: parser events -> a small tree of nodes that remember where they start.
+
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    line: usize,
+    col: usize,
+}
+
+impl From<&Marker> for Pos {
+    fn from(m: &Marker) -> Pos {
+        // yaml-rust2 counts lines from 1 but columns from 0.
+        Pos { line: m.line().max(1), col: m.col() + 1 }
+    }
+}
+
+#[derive(Debug)]
+enum Node {
+    /// A scalar's text; `quoted` when it can only be a string.
+    Scalar {
+        pos: Pos,
+        text: String,
+        quoted: bool,
+    },
+    Seq {
+        pos: Pos,
+        items: Vec<Node>,
+    },
+    Map {
+        pos: Pos,
+        entries: Vec<(Node, Node)>,
+    },
+    /// An alias or something else we refuse; already reported.
+    Invalid {
+        pos: Pos,
+    },
+}
+
+impl Node {
+    fn pos(&self) -> Pos {
+        match self {
+            Node::Scalar { pos, .. } | Node::Seq { pos, .. } | Node::Map { pos, .. } | Node::Invalid { pos } => *pos,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self, Node::Scalar { text, quoted: false, .. } if matches!(text.as_str(), "" | "~" | "null"))
+    }
+}
+
+fn problem(pos: Pos, message: impl Into<String>) -> Problem {
+    Problem { line: pos.line, col: pos.col, message: message.into() }
+}
+
+enum Frame {
+    Seq { pos: Pos, items: Vec<Node> },
+    Map { pos: Pos, entries: Vec<(Node, Node)>, key: Option<Node> },
+}
+
+/// The first document's tree (a policy is one document), and syntax problems.
+fn build(text: &str) -> (Option<Node>, Vec<Problem>) {
+    let mut parser = Parser::new_from_str(text);
+    let mut problems = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut root: Option<Node> = None;
+    let mut documents = 0;
+    loop {
+        let (event, marker) = match parser.next_token() {
+            Ok(pair) => pair,
+            Err(e) => {
+                problems.push(problem(Pos::from(e.marker()), format!("YAML syntax error: {}", e.info())));
+                return (None, problems);
+            }
+        };
+        let pos = Pos::from(&marker);
+        let complete = match event {
+            Event::StreamEnd => break,
+            Event::Nothing | Event::StreamStart | Event::DocumentEnd => None,
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    problems.push(problem(pos, "a fleet policy is one YAML document; remove this `---`"));
+                    break;
+                }
+                None
+            }
+            Event::Alias(_) => {
+                problems.push(problem(pos, "aliases (`*name`) are not supported in fleet.yaml; write the value out"));
+                Some(Node::Invalid { pos })
+            }
+            Event::Scalar(text, style, _anchor, tag) => {
+                let quoted = style != TScalarStyle::Plain || tag.as_ref().is_some_and(|t| t.suffix == "str");
+                Some(Node::Scalar { pos, text, quoted })
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                if stack.len() >= MAX_DEPTH {
+                    problems.push(problem(pos, format!("nesting deeper than {MAX_DEPTH} levels")));
+                    return (None, problems);
+                }
+                stack.push(if matches!(event, Event::SequenceStart(..)) {
+                    Frame::Seq { pos, items: Vec::new() }
+                } else {
+                    Frame::Map { pos, entries: Vec::new(), key: None }
+                });
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
+                Some(Frame::Seq { pos, items }) => Some(Node::Seq { pos, items }),
+                Some(Frame::Map { pos, entries, .. }) => {
+                    // A block mapping's start points at its first `:`; the
+                    // first key is where a reader looks.
+                    let pos = entries.first().map_or(pos, |(k, _)| k.pos());
+                    Some(Node::Map { pos, entries })
+                }
+                None => None,
+            },
+        };
+        if let Some(node) = complete {
+            match stack.last_mut() {
+                None => root = Some(node),
+                Some(Frame::Seq { items, .. }) => items.push(node),
+                Some(Frame::Map { entries, key, .. }) => match key.take() {
+                    None => *key = Some(node),
+                    Some(k) => {
+                        // An empty value is marked on the next line; point at its key.
+                        let node = match node {
+                            Node::Scalar { text, quoted: false, .. } if text.is_empty() => {
+                                Node::Scalar { pos: k.pos(), text, quoted: false }
+                            }
+                            other => other,
+                        };
+                        entries.push((k, node));
+                    }
+                },
+            }
+        }
+    }
+    (root.filter(|r| !r.is_null()), problems)
+}
+
+// ---------------------------------------------------------------------------
+// Pass 2: the tree -> a policy, collecting every problem.
+
+/// The entries of a mapping whose keys are unique strings from `allowed`;
+/// every other key is reported.
+fn mapping<'a>(node: &'a Node, path: &str, allowed: &[&str], problems: &mut Vec<Problem>) -> Vec<(&'a str, &'a Node)> {
+    let Node::Map { entries, .. } = node else {
+        problems.push(problem(node.pos(), format!("{path}: expected a mapping ({})", allowed.join(", "))));
+        return Vec::new();
+    };
+    let mut out: Vec<(&str, &Node)> = Vec::new();
+    for (k, v) in entries {
+        let Node::Scalar { text, .. } = k else {
+            problems.push(problem(k.pos(), format!("{path}: keys must be plain strings")));
+            continue;
+        };
+        if !allowed.is_empty() && !allowed.contains(&text.as_str()) {
+            let hint = suggest(text, allowed).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            problems.push(problem(
+                k.pos(),
+                format!("{path}: unknown key `{text}`{hint}; expected one of {}", allowed.join(", ")),
+            ));
+            continue;
+        }
+        if out.iter().any(|(seen, _)| *seen == text.as_str()) {
+            problems.push(problem(k.pos(), format!("{path}: `{text}` is given twice")));
+            continue;
+        }
+        out.push((text.as_str(), v));
+    }
+    out
+}
+
+/// A close-enough allowed key for a typo: same letters ignoring case and
+/// `_`/`-`, or one edit away.
+fn suggest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    let norm = |s: &str| s.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect::<String>();
+    let w = norm(word);
+    allowed.iter().copied().find(|a| norm(a) == w || edit_distance(&norm(a), &w) <= 1)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+fn string(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<String> {
+    match node {
+        Node::Scalar { text, quoted, .. } if *quoted || !text.is_empty() => {
+            if text.trim().is_empty() {
+                problems.push(problem(node.pos(), format!("{path}: must not be empty")));
+                return None;
+            }
+            Some(text.clone())
+        }
+        Node::Invalid { .. } => None,
+        _ => {
+            problems.push(problem(node.pos(), format!("{path}: expected a string")));
+            None
+        }
+    }
+}
+
+fn mode(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<Mode> {
+    let text = string(node, path, problems)?;
+    let m = Mode::from_name(&text);
+    if m.is_none() {
+        problems.push(problem(node.pos(), format!("{path}: `{text}` is not a mode: expected observe or enforce")));
+    }
+    m
+}
+
+fn window(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<Duration> {
+    let text = string(node, path, problems)?;
+    match parse_duration(&text) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            problems.push(problem(node.pos(), format!("{path}: {e}")));
+            None
+        }
+    }
+}
+
+/// `name/vN`, as in saga definitions.
+fn is_contract(s: &str) -> bool {
+    s.split_once("/v").is_some_and(|(name, version)| {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+            && version.chars().next().is_some_and(|c| ('1'..='9').contains(&c))
+            && version.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
+fn expectation(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<Expectation> {
+    let before = problems.len();
+    let mut expect = Expectation::default();
+    let fields = mapping(node, path, EXPECT_KEYS, problems);
+    for (key, value) in &fields {
+        match *key {
+            "version" => expect.version = string(value, &format!("{path}.version"), problems),
+            "contracts" => {
+                let Node::Seq { items, .. } = value else {
+                    problems.push(problem(
+                        value.pos(),
+                        format!("{path}.contracts: expected a list of contracts, e.g. [inventory/v1]"),
+                    ));
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let item_path = format!("{path}.contracts[{i}]");
+                    let Some(c) = string(item, &item_path, problems) else { continue };
+                    if !is_contract(&c) {
+                        problems.push(problem(
+                            item.pos(),
+                            format!("{item_path}: `{c}` is not a contract: expected `name/vN`, e.g. `inventory/v1`"),
+                        ));
+                    } else if expect.contracts.contains(&c) {
+                        problems.push(problem(item.pos(), format!("{item_path}: `{c}` is listed twice")));
+                    } else {
+                        expect.contracts.push(c);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if problems.len() == before && expect.version.is_none() && expect.contracts.is_empty() {
+        problems.push(problem(node.pos(), format!("{path}: expects nothing; give `version`, `contracts` or both")));
+    }
+    expect.contracts.sort();
+    (problems.len() == before).then_some(expect)
+}
+
+fn check_document(root: &Node, policy: &mut FleetPolicy, problems: &mut Vec<Problem>) {
+    let top = mapping(root, "fleet policy", TOP_KEYS, problems);
+    // `defaults` first: services inherit from it whatever their order in the file.
+    if let Some((_, node)) = top.iter().find(|(k, _)| *k == "defaults") {
+        for (key, value) in mapping(node, "defaults", DEFAULTS_KEYS, problems) {
+            match key {
+                "mode" => {
+                    if let Some(m) = mode(value, "defaults.mode", problems) {
+                        policy.defaults.mode = m;
+                    }
+                }
+                "rolloutWindow" => {
+                    if let Some(w) = window(value, "defaults.rolloutWindow", problems) {
+                        policy.defaults.rollout_window = w;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let Some((_, services)) = top.iter().find(|(k, _)| *k == "services") else { return };
+    if services.is_null() {
+        return;
+    }
+    for (name, node) in mapping(services, "services", &[], problems) {
+        let path = format!("services.{name}");
+        let mut entry = policy.defaults.clone();
+        if node.is_null() {
+            policy.services.insert(name.to_string(), entry);
+            continue;
+        }
+        for (key, value) in mapping(node, &path, SERVICE_KEYS, problems) {
+            match key {
+                "mode" => {
+                    if let Some(m) = mode(value, &format!("{path}.mode"), problems) {
+                        entry.mode = m;
+                    }
+                }
+                "rolloutWindow" => {
+                    if let Some(w) = window(value, &format!("{path}.rolloutWindow"), problems) {
+                        entry.rollout_window = w;
+                    }
+                }
+                "expect" => entry.expect = expectation(value, &format!("{path}.expect"), problems),
+                _ => {}
+            }
+        }
+        policy.services.insert(name.to_string(), entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match FleetPolicy::parse(text, Mode::Observe) {
+            Ok(p) => panic!("expected problems, got {p:?}"),
+            Err(ps) => ps.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_full_policy_parses_and_services_inherit_defaults() {
+        let text = "\
+services:
+  inventory:
+    mode: enforce
+    expect:
+      version: 0.1.0
+      contracts: [inventory/v1]
+  payment: {}
+defaults:
+  rolloutWindow: 5m
+";
+        let p = FleetPolicy::parse(text, Mode::Observe).unwrap();
+        let inv = p.for_service("inventory");
+        assert_eq!(inv.mode, Mode::Enforce);
+        assert_eq!(inv.rollout_window, Duration::from_secs(300));
+        assert_eq!(
+            inv.expect,
+            Some(Expectation { version: Some("0.1.0".into()), contracts: vec!["inventory/v1".into()] })
+        );
+        assert_eq!(p.for_service("payment").mode, Mode::Observe);
+        assert_eq!(p.for_service("notification").rollout_window, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn empty_text_is_the_default_policy_in_the_given_mode() {
+        assert_eq!(FleetPolicy::parse("", Mode::Enforce).unwrap(), FleetPolicy::with_mode(Mode::Enforce));
+        assert_eq!(FleetPolicy::parse("# nothing\n", Mode::Observe).unwrap(), FleetPolicy::default());
+        let p = FleetPolicy::parse("services:\n  inventory:\n", Mode::Enforce).unwrap();
+        assert_eq!(p.for_service("inventory").mode, Mode::Enforce);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_its_place() {
+        let text = "\
+defaults:
+  mode: enfroce
+services:
+  inventory:
+    rolloutWindw: 5m
+    expect:
+      contracts: [inventory, payment/v1, payment/v1]
+  payment:
+    rolloutWindow: 30
+    expect: {}
+extra: 1
+";
+        assert_eq!(
+            problems(text),
+            vec![
+                "11:1: fleet policy: unknown key `extra`; expected one of defaults, services",
+                "2:9: defaults.mode: `enfroce` is not a mode: expected observe or enforce",
+                "5:5: services.inventory: unknown key `rolloutWindw` (did you mean `rolloutWindow`?); expected one of mode, rolloutWindow, expect",
+                "7:19: services.inventory.expect.contracts[0]: `inventory` is not a contract: expected `name/vN`, e.g. `inventory/v1`",
+                "7:42: services.inventory.expect.contracts[2]: `payment/v1` is listed twice",
+                "9:20: services.payment.rolloutWindow: bad duration `30`: expected a number followed by ms, s, m, h or d (e.g. `500ms`, `30s`, `1m30s`)",
+                "10:13: services.payment.expect: expects nothing; give `version`, `contracts` or both",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_wrong_shapes_are_named() {
+        assert!(problems("services: [\n")[0].contains("YAML syntax error"));
+        assert_eq!(problems("- a\n"), vec!["1:1: fleet policy: expected a mapping (defaults, services)"]);
+        assert_eq!(
+            problems("services:\n  inventory: 3\n"),
+            vec!["2:14: services.inventory: expected a mapping (mode, rolloutWindow, expect)"]
+        );
+        assert_eq!(problems("a: 1\n---\nb: 2\n")[0], "2:1: a fleet policy is one YAML document; remove this `---`");
+    }
+}
