@@ -1,8 +1,8 @@
 //! The database file of the embedded backend: schema, the one writer (a
 //! group committer), the read connections, and the signals that wake long
-//! polls — a per-queue `Notify` for this process's commits and a watcher
-//! thread that turns other processes' commits (`PRAGMA data_version`) into a
-//! wake-up.
+//! polls — a per-queue `Notify` for this process's commits, and the writer's
+//! check of `PRAGMA data_version` (which, on the writer's own connection,
+//! changes only when another process commits) for everyone else's.
 //!
 //! This module knows the tables but not the rules of queues or sagas.
 
@@ -73,10 +73,6 @@ CREATE TABLE IF NOT EXISTS history (
 /// serves loads and lists; more would only contend for the same page cache.
 const READERS: usize = 2;
 
-/// How often the watcher looks for another process's commit. The check is a
-/// read of the WAL index header (microseconds), done only while someone is
-/// long-polling; 20 ms bounds the cross-process wake-up latency.
-
 /// The file and its connections; shared by the queue and the store.
 pub(crate) struct Shared {
     /// `<data_dir>/sqsaga.db`.
@@ -93,8 +89,6 @@ pub(crate) struct Shared {
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Raised by the writer when another process committed to the file.
     pub(crate) changed: Arc<Notify>,
-    /// Long polls in progress; the watcher sleeps while there are none.
-    waiters: AtomicUsize,
 }
 
 impl Shared {
@@ -122,7 +116,6 @@ impl Shared {
             next_reader: AtomicUsize::new(0),
             wakers: Mutex::new(HashMap::new()),
             changed,
-            waiters: AtomicUsize::new(0),
         });
         Ok(shared)
     }
@@ -171,21 +164,6 @@ impl Shared {
                 }
             }
         }
-    }
-
-    /// Counts a long poll for as long as the guard lives.
-    pub(crate) fn waiting(&self) -> WaitGuard<'_> {
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        WaitGuard(&self.waiters)
-    }
-}
-
-/// Decrements the long-poll count when a receive ends or is cancelled.
-pub(crate) struct WaitGuard<'a>(&'a AtomicUsize);
-
-impl Drop for WaitGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

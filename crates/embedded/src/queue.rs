@@ -6,8 +6,8 @@
 //! Every write (send, receive, delete, visibility change, dead-lettering) is
 //! one job of the process's group committer. A long poll never writes to find
 //! out that nothing is there: it peeks with a read connection and sleeps until
-//! a local send (per-queue `Notify`), another process's commit (the watcher's
-//! `data_version` signal), the earliest future `visible_at`, or the end of the
+//! a local send (per-queue `Notify`, one poller per batch of 10), another
+//! process's commit (the writer's `data_version` check), the earliest future `visible_at`, or the end of the
 //! wait.
 //!
 //! A receipt handle is `<seq>.<random>`: the row's primary key makes deletes
@@ -224,7 +224,6 @@ impl Queue for SqliteQueue {
         }
         let deadline = Instant::now() + r.wait;
         let waker = self.shared.waker(queue);
-        let _waiting = (!r.wait.is_zero()).then(|| self.shared.waiting());
         loop {
             // Register for both signals before looking, so a commit that lands
             // between the look and the wait still wakes us.

@@ -2,6 +2,8 @@
 //! on one store never lose an update nor emit a transition twice; poison
 //! messages are dead-lettered with a reason; timers fire from the store.
 
+#![allow(clippy::unwrap_used, reason = "helpers outside #[test] fns unwrap too; a failure is the test failing")]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

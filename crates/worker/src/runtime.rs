@@ -6,13 +6,16 @@
 //!   reply was sent; if either fails it is left alone and comes back after the
 //!   visibility timeout, which the barrier makes harmless;
 //! - a message that cannot be understood (not JSON, not a command, a command
-//!   or contract this participant does not have) goes to the dead-letter
-//!   queue with the reason as an attribute: never lost, never retried forever;
+//!   this participant does not have) goes to the dead-letter queue with the
+//!   reason as an attribute: never lost, never retried forever;
 //! - a transient handler error is replied as such and the message deleted:
 //!   the orchestrator owns retries (backoff, attempts); a seed-shaped
 //!   message (choreography, no orchestrator) is left for redelivery instead;
 //! - a command whose conforming set excludes this worker's fingerprint is not
-//!   run (nor judged): it is released at once for a conforming sibling.
+//!   run (nor judged): it is released at once for a conforming sibling, and
+//!   the worker is quarantined until a command includes it (drift.rs);
+//! - a command whose contract this worker does not implement is drift, not
+//!   poison: it is released for a sibling that implements it.
 //!
 //! Shutdown: no new receives; a receive already waiting may return, and what
 //! it returns is released unstarted; batches in flight finish within the
@@ -49,8 +52,8 @@ const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
 /// Pause after releasing commands this worker may not run. Every receive
 /// counts towards the queue's maxReceiveCount, so a drifted worker that kept
 /// re-receiving a command would push it into the DLQ; pausing leaves the
-/// command to conforming siblings. (Quarantine — not polling at all while
-/// drifted — is the drift guard's job.)
+/// command to conforming siblings. While quarantined, only one poller polls,
+/// one message at a time (see `poll_loop`).
 const NONCONFORMING_PAUSE: Duration = Duration::from_secs(1);
 /// Message attribute propagated from a command to its reply.
 const TRACEPARENT: &str = sqsaga_protocol::ATTR_TRACEPARENT;
