@@ -9,12 +9,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use sqsaga_core::machine::SagaStatus;
-use sqsaga_embedded::EmbeddedBackend;
 use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
 use sqsaga_protocol::{ATTR_SIGNATURE, Envelope, ResumeSaga, StartSaga, TraceParent};
 use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, MAX_BATCH, OutgoingMessage, Queue, Receive, dlq_name};
-use sqsaga_sqlite::Sync;
-use sqsaga_store::SagaStore;
 
 use crate::{DataDir, sealing};
 
@@ -90,11 +87,14 @@ pub enum DlqCommand {
     },
 }
 
-fn open(data: &DataDir) -> Result<EmbeddedBackend> {
-    if !data.data_dir.exists() {
+/// The configured backend (`SQSAGA_BACKEND`, embedded by default). An
+/// embedded data dir must already exist: a typo should not create an empty one.
+async fn open(data: &DataDir) -> Result<crate::serve::Opened> {
+    let settings = crate::serve::settings_for(&data.data_dir, None)?;
+    if settings.backend == sqsaga_config::Backend::Embedded && !data.data_dir.exists() {
         bail!("data dir {} does not exist (set --data-dir or SQSAGA_DATA_DIR)", data.data_dir.display());
     }
-    Ok(EmbeddedBackend::open(&data.data_dir, Sync::Full)?)
+    crate::serve::open_backend(&settings).await
 }
 
 pub fn validate(files: &[PathBuf]) -> Result<ExitCode> {
@@ -159,7 +159,7 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         Some(text) => TraceParent::parse(text).context("--traceparent")?,
         None => sealing::new_trace(),
     };
-    let backend = open(&args.data)?;
+    let backend = open(&args.data).await?;
     let signing = sealing::signing_for(&args.data.data_dir)?;
     let id = args.id.unwrap_or_else(|| format!("{}-{}", args.saga, uuid::Uuid::new_v4().simple()));
     let start = Envelope::Start(StartSaga {
@@ -170,7 +170,7 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         requested_at: sqsaga_orchestrator::clock::now_ms(),
     });
     let message = sealing::seal(start.encode(), signing.as_deref(), Some(trace));
-    backend.queue().send(ORCHESTRATOR_QUEUE, message).await?;
+    backend.queue.send(ORCHESTRATOR_QUEUE, message).await?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
@@ -186,7 +186,7 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
                     )
                 })?),
             };
-            let store = open(&data)?.store();
+            let store = open(&data).await?.store;
             let rows = store.list(status, limit).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
@@ -199,7 +199,7 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SagasCommand::Show { data, id, json } => {
-            let store = open(&data)?.store();
+            let store = open(&data).await?.store;
             let Some(record) = store.load(std::slice::from_ref(&id)).await?.into_iter().next() else {
                 bail!("no saga `{id}`");
             };
@@ -241,10 +241,10 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SagasCommand::Resume { data, id } => {
-            let backend = open(&data)?;
+            let backend = open(&data).await?;
             let signing = sealing::signing_for(&data.data_dir)?;
             // The resume joins the saga's own trace, when the saga has one.
-            let record = backend.store().load(std::slice::from_ref(&id)).await?.into_iter().next();
+            let record = backend.store.load(std::slice::from_ref(&id)).await?.into_iter().next();
             let trace = record
                 .and_then(|r| r.instance.trace)
                 .and_then(|t| TraceParent::parse(&t).ok())
@@ -254,7 +254,7 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
                 requested_at: sqsaga_orchestrator::clock::now_ms(),
             });
             let message = sealing::seal(resume.encode(), signing.as_deref(), trace);
-            backend.queue().send(ORCHESTRATOR_QUEUE, message).await?;
+            backend.queue.send(ORCHESTRATOR_QUEUE, message).await?;
             println!("resume requested for {id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -268,7 +268,7 @@ fn short(fingerprint: &str) -> &str {
 pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
     match command {
         DlqCommand::List { data, queue, json } => {
-            let q = open(&data)?.queue();
+            let q = open(&data).await?.queue;
             let messages = peek_all(q.as_ref(), &dlq_name(&queue)).await?;
             if json {
                 let rows: Vec<Value> = messages
@@ -295,7 +295,7 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Redrive { data, queue } => {
-            let q = open(&data)?.queue();
+            let q = open(&data).await?.queue;
             let signing = sealing::signing_for(&data.data_dir)?;
             // A genuine message that waited in the DLQ longer than the
             // signature's max age would be rejected as stale again: it is

@@ -29,6 +29,7 @@ use sqsaga_store::SagaStore;
 use sqsaga_worker::{Participant, Worker, WorkerOptions, WorkerStats};
 use tokio::task::JoinSet;
 
+use crate::serve::Opened;
 use crate::signals::{self, Trigger};
 
 /// The order saga, built into the binary so the demo needs no files.
@@ -64,9 +65,14 @@ pub struct RunArgs {
     /// Probability that one notification attempt fails transiently.
     #[arg(long, default_value_t = 0.2)]
     failure_rate: f64,
-    /// Data directory; a fresh temporary one when absent.
+    /// Data directory; a fresh temporary one when absent. With `--backend
+    /// aws` it still holds the participants' own databases and the manifest.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Where queues and sagas live: `embedded` (SQLite in the data dir) or
+    /// `aws` (SQS + DynamoDB at `AWS_ENDPOINT_URL`/the default AWS endpoint).
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "aws"])]
+    backend: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +89,9 @@ enum DemoCommand {
         /// Seconds to wait for every saga to finish.
         #[arg(long, default_value_t = 60)]
         wait: u64,
+        /// Backend the sagas were loaded on (`embedded` or `aws`).
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "aws"])]
+        backend: String,
         /// Print the summary as one JSON object on the last line.
         #[arg(long)]
         json: bool,
@@ -102,6 +111,8 @@ pub enum BenchCommand {
     },
     /// Drift guard: time to a `drifted` verdict and steps run by a drifted worker, in observe and enforce mode.
     Drift(crate::fleet::BenchDriftArgs),
+    /// SQS requests per saga step against an SQS endpoint (the emulator), batched vs the seed's naive way.
+    Sqs(crate::aws_cmd::BenchSqsArgs),
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -138,7 +149,7 @@ pub fn instance_id(service: &str) -> String {
 
 /// The orchestrator and the three workers, running in this process.
 struct Stack {
-    backend: EmbeddedBackend,
+    opened: Opened,
     trigger: Trigger,
     tasks: JoinSet<()>,
     workers: Vec<Arc<WorkerStats>>,
@@ -154,11 +165,32 @@ struct StackOptions {
     orchestrator_pollers: usize,
 }
 
-async fn start_stack(dir: &Path, defs: Arc<Definitions>, o: &StackOptions) -> Result<Stack> {
-    let backend = EmbeddedBackend::open(dir, Sync::Full).with_context(|| format!("cannot open {}", dir.display()))?;
-    let queue: Arc<dyn Queue> = backend.queue();
-    let store: Arc<dyn SagaStore> = backend.store();
-    ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await?;
+/// Opens the chosen backend for a demo or benchmark run and creates what the
+/// definitions need: queues (and, on AWS, the table) — idempotently.
+async fn open_demo_backend(dir: &Path, backend: &str, defs: &Definitions) -> Result<Opened> {
+    let settings = crate::serve::settings_for(dir, Some(backend))?;
+    let opened = crate::serve::open_backend(&settings).await?;
+    match &opened.aws {
+        Some(aws) => {
+            let options = sqsaga_aws::ProvisionOptions {
+                visibility_timeout: settings.visibility_timeout,
+                max_receive_count: settings.max_receive_count,
+                ..sqsaga_aws::ProvisionOptions::default()
+            };
+            sqsaga_aws::provision(aws, defs, &options)
+                .await
+                .context("cannot create the demo's queues and table (is AWS_ENDPOINT_URL reachable?)")?;
+        }
+        None => {
+            ensure_queues(opened.queue.as_ref(), defs, &QueueSpec::named("template")).await?;
+        }
+    }
+    Ok(opened)
+}
+
+async fn start_stack(dir: &Path, opened: Opened, defs: Arc<Definitions>, o: &StackOptions) -> Result<Stack> {
+    let queue: Arc<dyn Queue> = opened.queue.clone();
+    let store: Arc<dyn SagaStore> = opened.store.clone();
     let (trigger, shutdown) = signals::manual();
     let mut tasks = JoinSet::new();
     let orchestrator = Orchestrator::new(
@@ -195,7 +227,7 @@ async fn start_stack(dir: &Path, defs: Arc<Definitions>, o: &StackOptions) -> Re
             }
         });
     }
-    Ok(Stack { backend, trigger, tasks, workers, participants })
+    Ok(Stack { opened, trigger, tasks, workers, participants })
 }
 
 impl Stack {
@@ -211,12 +243,14 @@ impl Stack {
     /// Every durable SQLite commit of this process: saga store and queues,
     /// plus each participant's own database.
     fn commits(&self) -> u64 {
-        self.backend.commits() + self.participants.iter().map(|p| p.committer().commits()).sum::<u64>()
+        let own = self.opened.embedded.as_ref().map_or(0, EmbeddedBackend::commits);
+        own + self.participants.iter().map(|p| p.committer().commits()).sum::<u64>()
     }
 
     /// Write jobs (one per queue operation, saga commit or local transaction).
     fn jobs(&self) -> u64 {
-        self.backend.jobs() + self.participants.iter().map(|p| p.committer().jobs()).sum::<u64>()
+        let own = self.opened.embedded.as_ref().map_or(0, EmbeddedBackend::jobs);
+        own + self.participants.iter().map(|p| p.committer().jobs()).sum::<u64>()
     }
 }
 
@@ -421,27 +455,32 @@ fn progress(total: usize, json: bool) -> ProgressBar {
 pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
     match args.command {
         Some(DemoCommand::Load { run }) => return demo_load(run).await,
-        Some(DemoCommand::Check { data, wait, json }) => return demo_check(&data.data_dir, wait, json).await,
+        Some(DemoCommand::Check { data, wait, json, backend }) => {
+            return demo_check(&data.data_dir, wait, json, &backend).await;
+        }
         None => {}
     }
     let run = args.run;
     let dir = fresh_dir(&run.data_dir)?;
     let defs = Arc::new(load_definitions(&[])?);
     println!(
-        "sqsaga demo: {} order sagas (seed {}, notification failure rate {}) in {}",
+        "sqsaga demo: {} order sagas (seed {}, notification failure rate {}) on the {} backend, data in {}",
         run.orders,
         run.seed,
         run.failure_rate,
+        run.backend,
         dir.display()
     );
+    let opened = open_demo_backend(&dir, &run.backend, &defs).await?;
     let stack = start_stack(
         &dir,
+        opened,
         defs,
         &StackOptions { failure_rate: run.failure_rate, seed: run.seed, worker_pollers: 8, orchestrator_pollers: 4 },
     )
     .await?;
-    let queue = stack.backend.queue();
-    let store = stack.backend.store();
+    let queue = stack.opened.queue.clone();
+    let store = stack.opened.store.clone();
     let started = Instant::now();
     let manifest = load(&dir, &run, queue.as_ref(), None).await?;
     let bar = progress(manifest.sagas.len(), args.json);
@@ -460,10 +499,9 @@ async fn demo_load(run: RunArgs) -> Result<ExitCode> {
         None => PathBuf::from("./.sqsaga"),
     };
     let dir = fresh_dir(&Some(dir))?;
-    let backend = EmbeddedBackend::open(&dir, Sync::Full)?;
-    let queue = backend.queue();
     let defs = load_definitions(&[])?;
-    ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await?;
+    let opened = open_demo_backend(&dir, &run.backend, &defs).await?;
+    let queue = opened.queue.clone();
     let signing = crate::sealing::signing_for(&dir)?;
     let manifest = load(&dir, &run, queue.as_ref(), signing.as_deref()).await?;
     println!(
@@ -475,12 +513,12 @@ async fn demo_load(run: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn demo_check(dir: &Path, wait: u64, json: bool) -> Result<ExitCode> {
+async fn demo_check(dir: &Path, wait: u64, json: bool, backend: &str) -> Result<ExitCode> {
     let text = std::fs::read_to_string(dir.join(MANIFEST))
         .with_context(|| format!("no demo loaded in {} (run `sqsaga demo load` first)", dir.display()))?;
     let manifest: Manifest = serde_json::from_str(&text).context("the demo manifest is corrupt")?;
-    let backend = EmbeddedBackend::open(dir, Sync::Full)?;
-    let store = backend.store();
+    let settings = crate::serve::settings_for(dir, Some(backend))?;
+    let store = crate::serve::open_backend(&settings).await?.store;
     let started = Instant::now();
     let bar = progress(manifest.sagas.len(), json);
     wait_for(store.as_ref(), &manifest, Duration::from_secs(wait), &bar).await?;
@@ -508,6 +546,7 @@ pub async fn bench(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Embedded { orders, json } => bench_embedded(orders, json).await,
         BenchCommand::Drift(args) => crate::fleet::bench_drift(args).await,
+        BenchCommand::Sqs(args) => crate::aws_cmd::bench_sqs(args).await,
     }
 }
 
@@ -528,15 +567,17 @@ async fn bench_embedded(orders: usize, json: bool) -> Result<ExitCode> {
     let dir = fresh_dir(&None)?;
     let single = single_commit_rate(&dir)?;
     let defs = Arc::new(load_definitions(&[])?);
+    let opened = open_demo_backend(&dir, "embedded", &defs).await?;
     let stack = start_stack(
         &dir,
+        opened,
         defs,
         &StackOptions { failure_rate: 0.0, seed: 7, worker_pollers: 16, orchestrator_pollers: 8 },
     )
     .await?;
-    let run = RunArgs { orders, seed: 7, failure_rate: 0.0, data_dir: Some(dir.clone()) };
-    let queue = stack.backend.queue();
-    let store = stack.backend.store();
+    let run = RunArgs { orders, seed: 7, failure_rate: 0.0, data_dir: Some(dir.clone()), backend: "embedded".into() };
+    let queue = stack.opened.queue.clone();
+    let store = stack.opened.store.clone();
     let commits_before = stack.commits();
     let jobs_before = stack.jobs();
     let started = Instant::now();

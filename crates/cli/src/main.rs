@@ -3,6 +3,7 @@
 //! over to a subcommand module; the work lives in the library crates.
 
 mod admin;
+mod aws_cmd;
 mod demo;
 mod fleet;
 mod lint_deploy;
@@ -58,6 +59,8 @@ enum Command {
         /// A saga definition file (YAML).
         file: PathBuf,
     },
+    /// Create the queues (with DLQs, redrive, SSE) and the DynamoDB table the definitions need, idempotently.
+    Provision(aws_cmd::ProvisionArgs),
     /// Start one saga.
     Start(admin::StartArgs),
     /// Inspect and resume sagas.
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
             }
             Command::Validate { files } => admin::validate(&files),
             Command::Graph { file } => admin::graph(&file),
+            Command::Provision(args) => aws_cmd::provision(args).await,
             Command::Start(args) => admin::start(args).await,
             Command::Sagas { command } => admin::sagas(command).await,
             Command::Dlq { command } => admin::dlq(command).await,

@@ -142,6 +142,29 @@ pub fn fingerprint(settings: &Settings, contracts: Vec<String>) -> Fingerprint {
 pub struct Opened {
     pub queue: Arc<dyn Queue>,
     pub store: Arc<dyn SagaStore>,
+    /// The SQLite backend, when that is the one (commit counts for benchmarks).
+    pub embedded: Option<EmbeddedBackend>,
+    /// The AWS backend, when that is the one (provisioning, request counts).
+    pub aws: Option<sqsaga_aws::AwsBackend>,
+}
+
+impl Opened {
+    /// Backend-specific metrics (`sqsaga_sqs_requests_total` on AWS).
+    pub fn metrics(&self) -> Vec<Arc<dyn MetricsSource>> {
+        match &self.aws {
+            Some(aws) => vec![Arc::new(AwsRequests(aws.clone()))],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// `sqsaga_sqs_requests_total{action}` and the DynamoDB counterpart.
+struct AwsRequests(sqsaga_aws::AwsBackend);
+
+impl MetricsSource for AwsRequests {
+    fn render(&self, out: &mut String) {
+        self.0.render_metrics(out);
+    }
 }
 
 pub async fn open_backend(settings: &Settings) -> Result<Opened> {
@@ -150,12 +173,27 @@ pub async fn open_backend(settings: &Settings) -> Result<Opened> {
             std::fs::create_dir_all(&settings.data_dir)
                 .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
             let backend = EmbeddedBackend::open(&settings.data_dir, Sync::Full)?;
-            Ok(Opened { queue: backend.queue(), store: backend.store() })
+            Ok(Opened { queue: backend.queue(), store: backend.store(), embedded: Some(backend), aws: None })
         }
         Backend::Aws => {
-            anyhow::bail!("SQSAGA_BACKEND=aws: this build does not include the AWS backend yet; use `embedded`")
+            let backend = crate::aws_cmd::connect(settings).await?;
+            Ok(Opened { queue: backend.queue(), store: backend.store(), embedded: None, aws: Some(backend) })
         }
     }
+}
+
+/// Settings for one-shot commands: environment and config file, with the
+/// data dir (and optionally the backend) given on the command line.
+pub fn settings_for(data_dir: &std::path::Path, backend: Option<&str>) -> Result<Settings> {
+    let mut env = sqsaga_config::env_map();
+    if let Some(backend) = backend {
+        env.insert("SQSAGA_BACKEND".to_string(), backend.to_string());
+    }
+    let sources = Sources::new(&env).with_flag("data_dir", data_dir.display().to_string());
+    Settings::resolve(&sources).map_err(|errors| {
+        let lines: Vec<String> = errors.0.iter().map(|p| format!("  {p}")).collect();
+        anyhow::anyhow!("invalid configuration ({} problem(s)):\n{}", errors.0.len(), lines.join("\n"))
+    })
 }
 
 fn queue_spec(settings: &Settings, name: &str) -> QueueSpec {
@@ -352,6 +390,7 @@ pub async fn orchestrator(args: OrchestratorArgs) -> Result<ExitCode> {
         Arc::new(OrchestratorMetrics { stats: orchestrator.stats(), counts: counts.clone() }),
         fleet.metrics(),
     ];
+    let sources = [sources, opened.metrics()].concat();
     let app = router(probe.clone(), sources).merge(fleet.route());
     let (addr, http) = serve(settings.http_addr, app, shutdown.clone().wait()).await?;
     let fleet_loop = fleet.spawn(probe.clone(), shutdown.clone());
@@ -432,6 +471,7 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
         Arc::new(WorkerMetrics { service: service.clone(), stats: worker.stats() }),
         crate::fleet::worker_metrics(&service, &worker),
     ];
+    let sources = [sources, opened.metrics()].concat();
     let (addr, http) = serve(settings.http_addr, router(probe.clone(), sources), shutdown.clone().wait()).await?;
     tracing::info!(service = %service, http = %addr, fingerprint = %fp.short(), "Worker started.");
     let watched = readiness::Watched { queue: opened.queue.clone(), queue_name: service.clone(), store: None };
