@@ -5,9 +5,15 @@
 #   scripts/moto.sh start   install moto[server] if missing, start the server,
 #                           wait until it answers; prints the env (as `env`)
 #   scripts/moto.sh stop    stop the server started by `start`
-#   scripts/moto.sh env     print `export AWS_ENDPOINT_URL=... SQSAGA_TEST_AWS_ENDPOINT=...`
-#                           for the running server, e.g. `eval "$(scripts/moto.sh env)"`
+#   scripts/moto.sh env     print `export AWS_ENDPOINT_URL=... AWS_ACCESS_KEY_ID=testing
+#                           AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+#                           SQSAGA_TEST_AWS_ENDPOINT=...` for the running server,
+#                           e.g. `eval "$(scripts/moto.sh env)"` (scripts/test does)
+#   scripts/moto.sh endpoint  print just its URL
 #   scripts/moto.sh status  say whether it runs, and where
+#
+# Mind that the sqsaga binary rejects unknown SQSAGA_* variables at start:
+# run it with `env -u SQSAGA_TEST_AWS_ENDPOINT` in a shell that evaluated `env`.
 #
 # The port and PID are kept in .venv/moto.port and .venv/moto.pid; the log in
 # .venv/moto.log. `start` when a server already answers reuses it.
@@ -127,6 +133,10 @@ case "${1:-}" in
     running_pid >/dev/null && [ -f "$PORT_FILE" ] || die "moto is not running: run scripts/moto.sh start"
     print_env "$(cat "$PORT_FILE")"
     ;;
+  endpoint)
+    running_pid >/dev/null && [ -f "$PORT_FILE" ] || die "moto is not running: run scripts/moto.sh start"
+    echo "http://127.0.0.1:$(cat "$PORT_FILE")"
+    ;;
   status)
     if pid="$(running_pid)" && [ -f "$PORT_FILE" ]; then
       echo "running: pid $pid, http://127.0.0.1:$(cat "$PORT_FILE")"
@@ -136,7 +146,7 @@ case "${1:-}" in
     fi
     ;;
   *)
-    echo "usage: scripts/moto.sh start|stop|env|status" >&2
+    echo "usage: scripts/moto.sh start|stop|env|endpoint|status" >&2
     exit 2
     ;;
 esac

@@ -2,6 +2,11 @@
 //! `AWS_ENDPOINT_URL` (or real AWS with the default credential chain) and
 //! prints the report as JSON — the same library call `sqsaga bench sqs`
 //! makes. `cargo run --release -p sqsaga-aws --example bench_sqs -- [sagas] [idle_secs]`
+//!
+//! Tuning knobs for experiments, from the environment: `BENCH_IN_FLIGHT`
+//! (batch requests in flight per queue), `BENCH_WINDOW_MS` (flush window),
+//! `BENCH_ORCH_POLLERS`, `BENCH_WORKER_POLLERS`, `BENCH_IN_FLIGHT_SAGAS`,
+//! `BENCH_NO_NAIVE`.
 
 use std::time::Duration;
 
@@ -27,6 +32,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(n) = env("BENCH_WORKER_POLLERS") {
         options.worker_pollers = n as usize;
+    }
+    if let Some(n) = env("BENCH_IN_FLIGHT_SAGAS") {
+        options.in_flight = n as usize;
     }
     if env("BENCH_NO_NAIVE").is_some() {
         options.naive = false;

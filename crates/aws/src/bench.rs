@@ -83,6 +83,10 @@ pub struct BenchSqsOptions {
     pub orchestrator_pollers: usize,
     /// Pollers per participant worker.
     pub worker_pollers: usize,
+    /// Sagas in flight at once: new ones start as others finish. Saturation
+    /// without a flood: moto's receive walks the whole queue, so thousands
+    /// of messages deep it slows until step timeouts fire and retries pile up.
+    pub in_flight: usize,
     /// Run the naive phase too.
     pub naive: bool,
     /// Budget per phase for every saga to finish.
@@ -96,8 +100,9 @@ impl Default for BenchSqsOptions {
         BenchSqsOptions {
             sagas: 200,
             idle: Duration::from_secs(60),
-            orchestrator_pollers: 16,
-            worker_pollers: 4,
+            orchestrator_pollers: 8,
+            worker_pollers: 2,
+            in_flight: 200,
             naive: true,
             timeout: Duration::from_secs(600),
             seed: 7,
@@ -232,8 +237,8 @@ async fn run_phase_on(
     let dynamo_before = backend.dynamodb_requests().snapshot();
     let started = Instant::now();
     let mode = if naive { "naive" } else { "batched" };
-    let ids = start_orders(backend.queue().as_ref(), &format!("order-{mode}"), &inputs).await?;
-    let waited = wait_terminal(backend.store().as_ref(), ids.len(), options.timeout).await;
+    let ids: Vec<String> = (0..inputs.len()).map(|i| format!("order-{mode}-{i:05}")).collect();
+    let waited = feed(backend.queue().as_ref(), backend.store().as_ref(), &ids, &inputs, options).await;
     let elapsed = started.elapsed();
     let delta = requests.snapshot().since(&before);
     let dynamodb = backend.dynamodb_requests().snapshot().since(&dynamo_before).total();
@@ -251,28 +256,67 @@ async fn run_phase_on(
     Ok((report, idle))
 }
 
+/// Starts the sagas, keeping at most `in_flight` unfinished, ten start
+/// requests per batch; returns once all are terminal or the budget is spent.
+async fn feed(
+    queue: &dyn Queue,
+    store: &dyn SagaStore,
+    ids: &[String],
+    inputs: &[Value],
+    options: &BenchSqsOptions,
+) -> Result<(), BenchError> {
+    let began = Instant::now();
+    let total = ids.len();
+    let mut sent = 0;
+    loop {
+        let counts = store.counts().await?;
+        let done = counts.iter().filter(|(s, _)| s.is_terminal()).map(|(_, n)| *n).sum::<u64>() as usize;
+        if done >= total {
+            return Ok(());
+        }
+        if began.elapsed() >= options.timeout {
+            return Err(BenchError::Timeout { finished: done as u64, total, budget: options.timeout });
+        }
+        let room = (done + options.in_flight.max(MAX_BATCH)).min(total);
+        // Full batches of start requests, the last one excepted.
+        while sent < room && (room - sent >= MAX_BATCH || room == total) {
+            let n = (room - sent).min(MAX_BATCH);
+            start_batch(queue, &ids[sent..sent + n], &inputs[sent..sent + n]).await?;
+            sent += n;
+        }
+        // Counting is five index queries: not so often that it loads the store.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One batch of start requests (at most ten).
+async fn start_batch(queue: &dyn Queue, ids: &[String], inputs: &[Value]) -> Result<(), BenchError> {
+    let now = sqsaga_orchestrator::clock::now_ms();
+    let batch = ids
+        .iter()
+        .zip(inputs)
+        .map(|(id, input)| {
+            OutgoingMessage::new(
+                Envelope::Start(StartSaga {
+                    saga_id: id.clone(),
+                    saga: "create_order".to_string(),
+                    version: None,
+                    input: input.clone(),
+                    requested_at: now,
+                })
+                .encode(),
+            )
+        })
+        .collect();
+    queue.send_batch(ORCHESTRATOR_QUEUE, batch).await?;
+    Ok(())
+}
+
 /// Sends one start request per input, ten per batch; returns the saga ids.
 pub async fn start_orders(queue: &dyn Queue, prefix: &str, inputs: &[Value]) -> Result<Vec<String>, BenchError> {
-    let now = sqsaga_orchestrator::clock::now_ms();
     let ids: Vec<String> = (0..inputs.len()).map(|i| format!("{prefix}-{i:05}")).collect();
-    let pairs: Vec<(&String, &Value)> = ids.iter().zip(inputs).collect();
-    for chunk in pairs.chunks(MAX_BATCH) {
-        let batch = chunk
-            .iter()
-            .map(|(id, input)| {
-                OutgoingMessage::new(
-                    Envelope::Start(StartSaga {
-                        saga_id: (*id).clone(),
-                        saga: "create_order".to_string(),
-                        version: None,
-                        input: (*input).clone(),
-                        requested_at: now,
-                    })
-                    .encode(),
-                )
-            })
-            .collect();
-        queue.send_batch(ORCHESTRATOR_QUEUE, batch).await?;
+    for (ids, inputs) in ids.chunks(MAX_BATCH).zip(inputs.chunks(MAX_BATCH)) {
+        start_batch(queue, ids, inputs).await?;
     }
     Ok(ids)
 }

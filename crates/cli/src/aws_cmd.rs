@@ -139,7 +139,9 @@ pub async fn provision(args: ProvisionArgs) -> Result<ExitCode> {
         ..ProvisionOptions::default()
     };
     if options.max_receive_count == 0 {
-        return Err(anyhow!("--max-receive-count must be at least 1: a queue without redrive never sheds a poison message"));
+        return Err(anyhow!(
+            "--max-receive-count must be at least 1: a queue without redrive never sheds a poison message"
+        ));
     }
     let lines = sqsaga_aws::provision(&backend, &definitions, &options).await.context("provisioning failed")?;
     for line in &lines {
@@ -171,10 +173,16 @@ pub async fn bench_sqs(args: BenchSqsArgs) -> Result<ExitCode> {
     println!("bench sqs: {} order sagas per phase against {endpoint}", options.sagas);
     let report = sqsaga_aws::bench_sqs(&sdk, &aws, &options).await.context("the SQS benchmark failed")?;
     let b = &report.batched;
-    println!("  batched: {} steps, {} SQS requests: {:.3} per step   (target <= 0.8)", b.steps, b.total_requests, b.requests_per_step);
+    println!(
+        "  batched: {} steps, {} SQS requests: {:.3} per step   (target <= 0.8)",
+        b.steps, b.total_requests, b.requests_per_step
+    );
     println!("           {:?}", b.requests);
     if let Some(n) = &report.naive {
-        println!("  naive:   {} steps, {} SQS requests: {:.3} per step", n.steps, n.total_requests, n.requests_per_step);
+        println!(
+            "  naive:   {} steps, {} SQS requests: {:.3} per step",
+            n.steps, n.total_requests, n.requests_per_step
+        );
         println!("           {:?}", n.requests);
     }
     if let Some(r) = report.reduction {

@@ -3,6 +3,8 @@
 //! multi-process form (`demo load`, `orchestrator`, three `worker`s, `demo
 //! check`) with `SQSAGA_BACKEND=aws`. Both must pass the invariant check.
 
+#![allow(clippy::unwrap_used, reason = "helpers outside #[test] fns unwrap too; a failure is the test failing")]
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 

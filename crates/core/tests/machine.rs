@@ -220,7 +220,8 @@ fn in_doubt_step_without_compensation_that_ran_after_all_completes_the_saga() {
     // The worker committed the confirmation, then crashed before replying:
     // the step timed out, and the fence finds the action done. It cannot be
     // undone, so the saga is completed, not compensated around it.
-    let r = check("fence ran", &[Ok(0), Ok(1), Wait(10_000), Fence(2, true)], Completed, &["a0#1", "a1#1", "a2#1", "c2#1"]);
+    let r =
+        check("fence ran", &[Ok(0), Ok(1), Wait(10_000), Fence(2, true)], Completed, &["a0#1", "a1#1", "a2#1", "c2#1"]);
     assert_eq!(r.state.steps[2].status, StepStatus::Succeeded);
     assert_eq!(r.state.steps[2].output, Some(json!({"sent": true})));
     assert_eq!(r.state.steps[1].status, StepStatus::Succeeded, "nothing was compensated");
@@ -232,7 +233,13 @@ fn fence_command_is_sent_in_place_of_a_missing_compensation() {
     let first = start(&def, "s", json!({}), 0);
     let mut state = first.state;
     for step in 0..2 {
-        let reply = Event::Reply(Reply { step, phase: Phase::Action, attempt: 1, outcome: Outcome::Succeeded { output: json!({}) }, worker: None });
+        let reply = Event::Reply(Reply {
+            step,
+            phase: Phase::Action,
+            attempt: 1,
+            outcome: Outcome::Succeeded { output: json!({}) },
+            worker: None,
+        });
         state = decide(&def, &state, &reply, 1).state;
     }
     let timed_out = decide(&def, &state, &Event::Wake, 20_000);

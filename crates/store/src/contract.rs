@@ -43,6 +43,31 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
 /// Step timeout of the test definition: a saga started at `t` is due at `t + 5 s`.
 const STEP_TIMEOUT_MS: Millis = 5_000;
 
+/// How long a case waits for an index to catch up. DynamoDB's secondary
+/// indexes are eventually consistent (usually well under a second behind
+/// the table), so `due`, `list`, `counts` and `pending_outboxes` may briefly
+/// miss a write that just committed, or still show one just undone; SQLite's
+/// never lag. Cases retry such reads until they match or this passes; a read
+/// that checks a filter (nothing due yet) is not retried.
+const INDEX_LAG: Duration = Duration::from_secs(5);
+
+/// Runs `read` until `ok` holds of its result or [`INDEX_LAG`] passes, and
+/// returns the last result for the case to check.
+async fn settled<T, F, Fut>(mut read: F, ok: impl Fn(&T) -> bool) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + INDEX_LAG;
+    loop {
+        let value = read().await?;
+        if ok(&value) || tokio::time::Instant::now() >= deadline {
+            return Ok(value);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs every case one after the other; `Err` lists every failure.
 pub async fn run_all(store: &dyn SagaStore, queue: &dyn Queue, prefix: &str) -> Result<(), String> {
     let mut failures = Vec::new();
@@ -245,17 +270,17 @@ pub async fn due_index(store: &dyn SagaStore, prefix: &str) -> Result<(), String
     };
     let got = due(5_999).await?;
     check!(got.is_empty(), "nothing is due at 5999, got {got:?}");
-    let got = due(6_500).await?;
+    let got = settled(|| due(6_500), |g| *g == [a.id.clone()]).await?;
     check!(got == [a.id.clone()], "at 6500 only {} is due, got {got:?}", a.id);
-    let got = due(7_000).await?;
+    let got = settled(|| due(7_000), |g| *g == [a.id.clone(), b.id.clone()]).await?;
     check!(got == [a.id.clone(), b.id.clone()], "at 7000 a then b are due, got {got:?}");
-    let got = due(u64::MAX / 2).await?;
+    let got = settled(|| due(u64::MAX / 2), |g| *g == [a.id.clone(), b.id.clone()]).await?;
     check!(got == [a.id.clone(), b.id.clone()], "terminal and needs_operator sagas must never be due, got {got:?}");
     // Push a's wake-up to 50_000: it leaves the 7_000 window.
     let mut later = a.clone();
     later.steps[0].due_at = Some(50_000);
     committed(store, update(later, ra, vec![])).await?;
-    let got = due(7_000).await?;
+    let got = settled(|| due(7_000), |g| *g == [b.id.clone()]).await?;
     check!(got == [b.id.clone()], "after moving a's wake-up, at 7000 only b is due, got {got:?}");
     Ok(())
 }
@@ -278,31 +303,55 @@ pub async fn list_and_counts(store: &dyn SagaStore, prefix: &str) -> Result<(), 
         s.updated_at = base + i as Millis;
         committed(store, create(s)).await?;
     }
-    let after = store.counts().await.ctx("counts")?;
+    let expected = |status: SagaStatus| {
+        before.get(&status).copied().unwrap_or(0) + plan.iter().filter(|(_, s)| *s == status).count() as u64
+    };
+    let after = settled(
+        || async { store.counts().await.ctx("counts") },
+        |after| SagaStatus::ALL.iter().all(|s| after.get(s).copied().unwrap_or(0) == expected(*s)),
+    )
+    .await?;
     for status in SagaStatus::ALL {
-        let added = plan.iter().filter(|(_, s)| *s == status).count() as u64;
         let (b, a) = (before.get(&status).copied().unwrap_or(0), after.get(&status).copied().unwrap_or(0));
-        check!(a == b + added, "count of {status} went from {b} to {a}, expected +{added}");
+        check!(a == expected(status), "count of {status} went from {b} to {a}, expected {}", expected(status));
     }
-    let running = store.list(Some(SagaStatus::Running), 2).await.ctx("list running")?;
-    let ids: Vec<&str> = running.iter().map(|s| s.id.as_str()).collect();
     let want = [format!("{prefix}-list-run-2"), format!("{prefix}-list-run-1")];
+    let running = settled(
+        || async { store.list(Some(SagaStatus::Running), 2).await.ctx("list running") },
+        |r| r.iter().map(|s| s.id.as_str()).eq(want.iter().map(String::as_str)),
+    )
+    .await?;
+    let ids: Vec<&str> = running.iter().map(|s| s.id.as_str()).collect();
     check!(ids == want, "the two newest running sagas should be {want:?}, got {ids:?}");
     check!(
         running.iter().all(|s| s.status == SagaStatus::Running && s.saga == "contract_saga" && s.version == 1),
         "summaries are wrong: {running:?}"
     );
-    let completed = store.list(Some(SagaStatus::Completed), 1000).await.ctx("list completed")?;
+    let ok_ids = [format!("{prefix}-list-ok-1"), format!("{prefix}-list-ok-0")];
+    let list_prefix = format!("{prefix}-list-");
+    let completed = settled(
+        || async { store.list(Some(SagaStatus::Completed), 1000).await.ctx("list completed") },
+        |c| {
+            c.iter()
+                .map(|s| s.id.as_str())
+                .filter(|id| id.starts_with(&list_prefix))
+                .eq(ok_ids.iter().map(String::as_str))
+        },
+    )
+    .await?;
     check!(completed.iter().all(|s| s.status == SagaStatus::Completed), "list(completed) returned other statuses");
-    let mine: Vec<&str> =
-        completed.iter().map(|s| s.id.as_str()).filter(|id| id.starts_with(&format!("{prefix}-list-"))).collect();
+    let mine: Vec<&str> = completed.iter().map(|s| s.id.as_str()).filter(|id| id.starts_with(&list_prefix)).collect();
     check!(
         mine == [format!("{prefix}-list-ok-1"), format!("{prefix}-list-ok-0")],
         "completed sagas newest first, got {mine:?}"
     );
-    let all = store.list(None, 6).await.ctx("list all")?;
-    let ids: Vec<String> = all.iter().map(|s| s.id.clone()).collect();
     let want: Vec<String> = plan.iter().rev().map(|(n, _)| format!("{prefix}-list-{n}")).collect();
+    let all = settled(
+        || async { store.list(None, 6).await.ctx("list all") },
+        |all| all.iter().map(|s| &s.id).eq(want.iter()),
+    )
+    .await?;
+    let ids: Vec<String> = all.iter().map(|s| s.id.clone()).collect();
     check!(ids == want, "list of every status, newest first, should be {want:?}, got {ids:?}");
     Ok(())
 }
@@ -332,14 +381,14 @@ pub async fn outbox(store: &dyn SagaStore, queue: &dyn Queue, prefix: &str) -> R
         Ok::<_, String>(pending.into_iter().filter(|p| p.saga_id == id).collect::<Vec<_>>())
     };
     if outbox_pending {
-        let pending = pending_for(id.clone()).await?;
+        let pending = settled(|| pending_for(id.clone()), |p| p.len() == 1).await?;
         check!(pending.len() == 1, "a pending outbox must be listed once, got {pending:?}");
         check!(
             pending[0].revision == revision && pending[0].messages == messages,
             "pending outbox differs from what was written: {pending:?}"
         );
         store.clear_outbox(&id, revision).await.ctx("clear_outbox")?;
-        let pending = pending_for(id.clone()).await?;
+        let pending = settled(|| pending_for(id.clone()), Vec::is_empty).await?;
         check!(pending.is_empty(), "a cleared outbox is still pending: {pending:?}");
     } else {
         let got = receive_n(queue, &q, 2, Duration::from_secs(10)).await?;
@@ -349,7 +398,7 @@ pub async fn outbox(store: &dyn SagaStore, queue: &dyn Queue, prefix: &str) -> R
         check!(got.iter().all(|m| m.attributes.get("saga") == Some(&id)), "outbox attributes lost: {got:?}");
         let receipts: Vec<String> = got.iter().map(|m| m.receipt_handle.clone()).collect();
         queue.delete_batch(&q, &receipts).await.ctx("delete")?;
-        let pending = pending_for(id.clone()).await?;
+        let pending = settled(|| pending_for(id.clone()), Vec::is_empty).await?;
         check!(pending.is_empty(), "a delivered outbox is also pending: {pending:?}");
     }
     // A write that conflicts must not emit its commands.

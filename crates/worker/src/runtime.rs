@@ -450,11 +450,8 @@ fn plan(inner: &Inner, message: &ReceivedMessage) -> Plan {
             // A fence resolves an in-doubt step that has no compensation; it
             // runs through the barrier alone, with no handler.
             let fence = c.command == sqsaga_core::machine::FENCE_COMMAND && c.phase == Phase::Compensation;
-            let described = if fence {
-                Some((c.contract.as_str(), Phase::Compensation))
-            } else {
-                participant.describe(&c.command)
-            };
+            let described =
+                if fence { Some((c.contract.as_str(), Phase::Compensation)) } else { participant.describe(&c.command) };
             let Some((contract, phase)) = described else {
                 return Plan::Poison(format!("unknown command `{}`", c.command));
             };

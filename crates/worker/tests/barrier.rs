@@ -222,7 +222,10 @@ async fn concurrent_commands_share_group_commits() {
 /// A fence for step "add": what the orchestrator sends for an in-doubt step
 /// that has no compensation.
 fn fence(saga: &str) -> CommandContext {
-    CommandContext { command: sqsaga_core::machine::FENCE_COMMAND.to_string(), ..ctx(saga, Phase::Compensation, json!({})) }
+    CommandContext {
+        command: sqsaga_core::machine::FENCE_COMMAND.to_string(),
+        ..ctx(saga, Phase::Compensation, json!({}))
+    }
 }
 
 #[tokio::test]

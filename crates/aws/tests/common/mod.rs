@@ -19,7 +19,8 @@ pub fn endpoint() -> String {
         Ok(e) if !e.trim().is_empty() => e.trim().to_string(),
         _ => panic!(
             "{ENDPOINT_VAR} is not set: the AWS tests run against the moto emulator. Run `scripts/test` (it starts \
-             moto and sets it), or `eval \"$(scripts/moto.sh start)\"` and run the tests again."
+             moto and sets it), or `scripts/moto.sh start && eval \"$(scripts/moto.sh env)\"` and run the tests \
+             again."
         ),
     }
 }
