@@ -145,35 +145,23 @@ impl Participant {
     /// (nothing was recorded); `Err` means the command could not be run at all
     /// (unknown, or the database failed) and nothing is known to be durable.
     pub async fn execute(&self, ctx: CommandContext) -> Result<BarrierOutcome, WorkerError> {
-        if ctx.phase == Phase::Compensation && ctx.command == sqsaga_core::machine::FENCE_COMMAND {
-            let saga_id = ctx.saga_id.clone();
-            let step = ctx.step.clone();
-            let result = self.committer.run(move |tx| barrier::fence(tx, &ctx)).await?;
-            return match result {
-                Ok(outcome) => Ok(outcome),
-                Err(JobError::Transient(error)) => Ok(BarrierOutcome {
-                    outcome: Outcome::Transient { error },
-                    duplicate: false,
-                    null_compensation: false,
-                    hanging: false,
-                }),
-                Err(JobError::Sql(e)) => Err(WorkerError::Sqlite(e)),
-                Err(JobError::Corrupt(cause)) => Err(WorkerError::CorruptBarrier { saga_id, step, cause }),
-            };
-        }
-        let registered =
-            self.commands.get(&ctx.command).ok_or_else(|| WorkerError::UnknownCommand(ctx.command.clone()))?;
-        if registered.phase != ctx.phase {
-            return Err(WorkerError::PhaseMismatch {
-                command: ctx.command.clone(),
-                registered: phase_name(registered.phase),
-                requested: phase_name(ctx.phase),
-            });
-        }
-        let handler = registered.handler.clone();
         let saga_id = ctx.saga_id.clone();
         let step = ctx.step.clone();
-        let result = self.committer.run(move |tx| barrier::run(tx, handler.as_ref(), &ctx)).await?;
+        let result = if ctx.phase == Phase::Compensation && ctx.command == sqsaga_core::machine::FENCE_COMMAND {
+            self.committer.run(move |tx| barrier::fence(tx, &ctx)).await?
+        } else {
+            let registered =
+                self.commands.get(&ctx.command).ok_or_else(|| WorkerError::UnknownCommand(ctx.command.clone()))?;
+            if registered.phase != ctx.phase {
+                return Err(WorkerError::PhaseMismatch {
+                    command: ctx.command.clone(),
+                    registered: phase_name(registered.phase),
+                    requested: phase_name(ctx.phase),
+                });
+            }
+            let handler = registered.handler.clone();
+            self.committer.run(move |tx| barrier::run(tx, handler.as_ref(), &ctx)).await?
+        };
         match result {
             Ok(outcome) => Ok(outcome),
             Err(JobError::Transient(error)) => Ok(BarrierOutcome {
