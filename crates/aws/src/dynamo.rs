@@ -724,8 +724,21 @@ impl DynamoStore {
     }
 
     async fn read_outboxes(&self, id: &str) -> Result<Vec<StoredOutbox>, StoreError> {
+        match self.read_attribute(id, "outbox").await? {
+            Some(item) => parse_outboxes(id, &item),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// One attribute of one saga item, read consistently; `None` when the
+    /// item does not exist.
+    async fn read_attribute(
+        &self,
+        id: &str,
+        attribute: &'static str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         let mut expr = Expr::default();
-        let projection = expr.n("outbox");
+        let projection = expr.n(attribute);
         let out = self
             .client
             .get_item()
@@ -737,10 +750,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| self.failure(&e).into_store())?;
-        match out.item {
-            Some(item) => parse_outboxes(id, &item),
-            None => Ok(Vec::new()),
-        }
+        Ok(out.item)
     }
 }
 
@@ -978,20 +988,8 @@ impl SagaStore for DynamoStore {
     }
 
     async fn history(&self, saga_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
-        let mut expr = Expr::default();
-        let projection = expr.n("history");
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.table.as_ref())
-            .set_key(Some(key(saga_id)))
-            .consistent_read(true)
-            .projection_expression(projection)
-            .set_expression_attribute_names(expr.names())
-            .send()
-            .await
-            .map_err(|e| self.failure(&e).into_store())?;
-        let Some(list) = out.item.and_then(|mut item| item.remove("history")) else {
+        let item = self.read_attribute(saga_id, "history").await?;
+        let Some(list) = item.and_then(|mut item| item.remove("history")) else {
             return Ok(Vec::new());
         };
         let list = list.as_l().map_err(|_| corrupt(saga_id, "`history` is not a list"))?;
