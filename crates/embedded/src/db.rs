@@ -8,20 +8,20 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 use sqsaga_queue::QueueError;
-use sqsaga_sqlite::{GroupCommitter, SqliteError, Sync};
+use sqsaga_sqlite::{GroupCommitter, Linger, SqliteError, Sync};
 use sqsaga_store::StoreError;
 use tokio::sync::Notify;
 
 use crate::EmbeddedError;
 
 /// Bumped when the tables change shape; a newer file is refused, not guessed at.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Idempotent: every process runs it at open, in one transaction.
 const SCHEMA: &str = "
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS queues (
 CREATE TABLE IF NOT EXISTS messages (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
     queue         TEXT NOT NULL,
-    message_id    TEXT NOT NULL UNIQUE,
+    message_id    TEXT NOT NULL,
     body          TEXT NOT NULL,
     attributes    TEXT NOT NULL,
     sent_at       INTEGER NOT NULL,
@@ -66,7 +66,27 @@ CREATE TABLE IF NOT EXISTS history (
     event   TEXT NOT NULL,
     note    TEXT NOT NULL,
     PRIMARY KEY (saga_id, seq)
-);
+) WITHOUT ROWID;
+";
+
+/// From version 1 to 2: message ids lose their UNIQUE index (random UUIDs
+/// scattered every insert over the index's pages, and each commit wrote
+/// them all to the WAL; ids are 122 random bits, unique without it) and
+/// history becomes a clustered `WITHOUT ROWID` table (one B-tree per append
+/// instead of a table and an index). The old tables step aside, [`SCHEMA`]
+/// creates the new ones, and [`MIGRATE_1_TO_2_ROWS`] moves the rows over.
+const MIGRATE_1_TO_2_ASIDE: &str = "
+DROP INDEX IF EXISTS messages_by_visibility;
+ALTER TABLE messages RENAME TO messages_v1;
+ALTER TABLE history RENAME TO history_v1;
+";
+
+/// The second half of the move from version 1, after [`SCHEMA`].
+const MIGRATE_1_TO_2_ROWS: &str = "
+INSERT INTO messages SELECT seq, queue, message_id, body, attributes, sent_at, visible_at, receive_count, receipt, expires_at FROM messages_v1;
+DROP TABLE messages_v1;
+INSERT INTO history SELECT saga_id, seq, at, event, note FROM history_v1;
+DROP TABLE history_v1;
 ";
 
 /// Read connections: one is usually busy with long-poll peeks, the other
@@ -86,7 +106,7 @@ pub(crate) struct Shared {
     next_reader: AtomicUsize,
     /// Per-queue signal raised after this process commits something that may
     /// make a message of that queue receivable.
-    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    wakers: Mutex<HashMap<String, Arc<QueueSignal>>>,
     /// Raised by the writer when another process committed to the file.
     pub(crate) changed: Arc<Notify>,
 }
@@ -99,6 +119,7 @@ impl Shared {
         let path = data_dir.join(crate::DB_FILE);
         let mut write = sqsaga_sqlite::open(&path, sync)?;
         create_schema(&mut write, &path)?;
+
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(Mutex::new(open_reader(&path, sync)?));
@@ -108,7 +129,7 @@ impl Shared {
             let changed = changed.clone();
             Box::new(move || changed.notify_waiters()) as sqsaga_sqlite::ForeignCommit
         };
-        let writer = GroupCommitter::start_watching("embedded", write, Some(on_foreign))?;
+        let writer = GroupCommitter::start_watching("embedded", write, Linger::SHARED, Some(on_foreign))?;
         let shared = Arc::new(Shared {
             path,
             writer,
@@ -146,7 +167,7 @@ impl Shared {
     }
 
     /// The signal for `queue` (created on first use).
-    pub(crate) fn waker(&self, queue: &str) -> Arc<Notify> {
+    pub(crate) fn waker(&self, queue: &str) -> Arc<QueueSignal> {
         let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
         wakers.entry(queue.to_string()).or_default().clone()
     }
@@ -158,13 +179,26 @@ impl Shared {
     pub(crate) fn wake<'a>(&self, queues: impl IntoIterator<Item = (&'a str, usize)>) {
         let wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
         for (queue, count) in queues {
-            if let Some(notify) = wakers.get(queue) {
+            if let Some(signal) = wakers.get(queue) {
+                signal.ready.store(true, Ordering::Relaxed);
                 for _ in 0..count.div_ceil(sqsaga_queue::MAX_BATCH).max(1) {
-                    notify.notify_one();
+                    signal.notify.notify_one();
                 }
             }
         }
     }
+}
+
+/// Long-poll signalling of one queue in this process.
+#[derive(Default)]
+pub(crate) struct QueueSignal {
+    /// Raised after a local commit that may make messages receivable.
+    pub(crate) notify: Notify,
+    /// A hint, not a promise: set by local sends and by receives that came
+    /// back full, cleared by receives that did not. While set, a receive
+    /// takes at once instead of peeking first (one read hand-off fewer per
+    /// receive under load); a wrong hint costs one empty take.
+    pub(crate) ready: AtomicBool,
 }
 
 fn create_schema(conn: &mut Connection, path: &Path) -> Result<(), EmbeddedError> {
@@ -177,7 +211,13 @@ fn create_schema(conn: &mut Connection, path: &Path) -> Result<(), EmbeddedError
     if found > SCHEMA_VERSION {
         return Err(EmbeddedError::NewerSchema { path: path.display().to_string(), found, known: SCHEMA_VERSION });
     }
+    if found == 1 {
+        txn.execute_batch(MIGRATE_1_TO_2_ASIDE).map_err(schema_err)?;
+    }
     txn.execute_batch(SCHEMA).map_err(schema_err)?;
+    if found == 1 {
+        txn.execute_batch(MIGRATE_1_TO_2_ROWS).map_err(schema_err)?;
+    }
     if found < SCHEMA_VERSION {
         txn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(schema_err)?;
     }
@@ -221,7 +261,7 @@ fn queue_error(e: SqliteError) -> QueueError {
     match e {
         SqliteError::Busy(m) => QueueError::Throttled(m),
         SqliteError::Closed => QueueError::Unreachable(e.to_string()),
-        SqliteError::Open { .. } | SqliteError::Sql(_) => QueueError::Backend(e.to_string()),
+        SqliteError::Open { .. } | SqliteError::Sql(_) | SqliteError::Aborted(_) => QueueError::Backend(e.to_string()),
     }
 }
 
@@ -229,7 +269,7 @@ fn store_error(e: SqliteError) -> StoreError {
     match e {
         SqliteError::Busy(m) => StoreError::Throttled(m),
         SqliteError::Closed => StoreError::Unreachable(e.to_string()),
-        SqliteError::Open { .. } | SqliteError::Sql(_) => StoreError::Backend(e.to_string()),
+        SqliteError::Open { .. } | SqliteError::Sql(_) | SqliteError::Aborted(_) => StoreError::Backend(e.to_string()),
     }
 }
 

@@ -4,11 +4,15 @@
 //! batches of 10, the 1 MiB limit and long polling.
 //!
 //! Every write (send, receive, delete, visibility change, dead-lettering) is
-//! one job of the process's group committer. A long poll never writes to find
-//! out that nothing is there: it peeks with a read connection and sleeps until
-//! a local send (per-queue `Notify`, one poller per batch of 10), another
-//! process's commit (the writer's `data_version` check), the earliest future `visible_at`, or the end of the
-//! wait.
+//! one job of the process's group committer; a worker's replies and the
+//! deletes of the commands they answer are one job together
+//! (`send_then_delete`). A long poll never writes to find out that nothing
+//! is there: it peeks with a read connection and sleeps until a local send
+//! (per-queue `Notify`, one poller per batch of 10), another process's
+//! commit (the writer's `data_version` check), the earliest future
+//! `visible_at`, or the end of the wait. While this process's own sends or
+//! full receives say the queue has messages, it takes at once, skipping
+//! the peek.
 //!
 //! A receipt handle is `<seq>.<random>`: the row's primary key makes deletes
 //! and visibility changes point look-ups, the random part makes it valid for
@@ -16,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,9 +43,10 @@ pub const MAX_QUEUE_NAME: usize = 80;
 pub const DLQ_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Visibility timeout of the DLQ `ensure` creates (SQS's default).
 pub const DLQ_VISIBILITY: Duration = Duration::from_secs(30);
-/// Rows a receive examines beyond `max`, so that expired rows and rows due
-/// for the DLQ at the head of the queue do not make it come back empty.
-const EXTRA_CANDIDATES: usize = 32;
+/// Most rows one receive job examines: expired rows and rows due for the
+/// DLQ at the head of the queue are cleared on the way (and do not make it
+/// come back empty), but a receive never walks an unbounded backlog.
+const MAX_CANDIDATES: usize = 64;
 /// Longest reason recorded on a dead-lettered message (as the port's default).
 const MAX_REASON_BYTES: usize = 1024;
 
@@ -53,7 +59,7 @@ pub struct SqliteQueue {
 
 /// A row of `queues`: how one queue behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct QueueRow {
+pub(crate) struct QueueRow {
     visibility_ms: i64,
     max_receive_count: i64,
     retention_ms: i64,
@@ -109,7 +115,7 @@ impl SqliteQueue {
     /// One receive job: takes what is visible now.
     async fn take(&self, queue: &str, r: Receive) -> Result<Vec<ReceivedMessage>, QueueError> {
         let q = queue.to_string();
-        let job = self.shared.writer.run(move |txn| take_visible(txn, &q, r.max, r.visibility, now_ms()));
+        let job = self.shared.writer.run_in_batch(move |txn| take_visible(txn, &q, r.max, r.visibility, now_ms()));
         let taken = for_queue(job.await)?;
         if let Some(dlq) = &taken.dead_lettered_to {
             self.shared.wake([(dlq.as_str(), 1)]);
@@ -195,7 +201,7 @@ impl Queue for SqliteQueue {
         }
         let q = queue.to_string();
         let count = messages.len();
-        let job = self.shared.writer.run(move |txn| insert_messages(txn, &q, &messages, now_ms()));
+        let job = self.shared.writer.run_in_batch(move |txn| insert_messages(txn, &q, &messages, now_ms()));
         for_queue(job.await)?;
         self.shared.wake([(queue, count)]);
         Ok(())
@@ -223,28 +229,32 @@ impl Queue for SqliteQueue {
             )));
         }
         let deadline = Instant::now() + r.wait;
-        let waker = self.shared.waker(queue);
+        let signal = self.shared.waker(queue);
+        let mut take_at_once = signal.ready.load(Ordering::Relaxed);
         loop {
             // Register for both signals before looking, so a commit that lands
             // between the look and the wait still wakes us.
-            let local = waker.notified();
+            let local = signal.notify.notified();
             let foreign = self.shared.changed.notified();
             tokio::pin!(local, foreign);
             local.as_mut().enable();
             foreign.as_mut().enable();
-            let next = match self.peek(queue).await? {
+            let next = if std::mem::take(&mut take_at_once) { Peek::Ready } else { self.peek(queue).await? };
+            let next = match next {
                 Peek::Ready => {
                     let got = self.take(queue, r).await?;
-                    if got.len() == r.max {
+                    let full = got.len() == r.max;
+                    signal.ready.store(full, Ordering::Relaxed);
+                    if full {
                         // There may be more: pass the wake-up on to a sibling poller.
-                        waker.notify_one();
+                        signal.notify.notify_one();
                     }
                     if !got.is_empty() {
                         return Ok(got);
                     }
-                    // Another consumer was faster, or the job only cleared
-                    // expired or dead-lettered rows (progress either way):
-                    // look again at once.
+                    // Another consumer was faster, the hint was stale, or the
+                    // job only cleared expired or dead-lettered rows: look
+                    // again (a peek, so an empty queue never spins on writes).
                     if Instant::now() >= deadline {
                         return Ok(Vec::new());
                     }
@@ -263,7 +273,7 @@ impl Queue for SqliteQueue {
                 until = until.min(now + Duration::from_millis(ms));
             }
             tokio::select! {
-                _ = &mut local => {}
+                _ = &mut local => take_at_once = true,
                 _ = &mut foreign => {}
                 _ = tokio::time::sleep_until(until) => {}
             }
@@ -279,21 +289,47 @@ impl Queue for SqliteQueue {
         }
         let q = queue.to_string();
         let receipts = receipts.to_vec();
-        let job = self.shared.writer.run(move |txn| -> Result<Vec<QueueError>, Fail> {
-            require_queue(txn, &q)?;
-            let mut failed = Vec::new();
-            let mut delete =
-                txn.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")?;
-            for receipt in receipts {
-                match receipt_seq(&receipt) {
-                    Some(seq) if delete.execute(params![seq, q, receipt])? == 1 => {}
-                    Some(_) => failed.push(QueueError::StaleReceipt(receipt)),
-                    None => failed.push(malformed(&receipt)),
-                }
-            }
-            Ok(failed)
-        });
+        let job = self.shared.writer.run_in_batch(move |txn| delete_receipts(txn, &q, &receipts));
         for_queue(job.await)
+    }
+
+    /// One job: the replies and the deletes commit together, so a crash
+    /// can leave neither a reply without its delete nor the reverse.
+    async fn send_then_delete(
+        &self,
+        to: &str,
+        messages: Vec<OutgoingMessage>,
+        from: &str,
+        receipts: &[String],
+    ) -> Result<Vec<QueueError>, QueueError> {
+        if messages.len() > MAX_BATCH {
+            return Err(QueueError::BatchTooLarge(messages.len()));
+        }
+        if receipts.len() > MAX_BATCH {
+            return Err(QueueError::BatchTooLarge(receipts.len()));
+        }
+        for m in &messages {
+            m.check()?;
+        }
+        let (q_to, q_from) = (to.to_string(), from.to_string());
+        let count = messages.len();
+        let receipts = receipts.to_vec();
+        let job = self.shared.writer.run_in_batch(move |txn| -> Result<Vec<QueueError>, Fail> {
+            // Both queues are checked before anything is written (no savepoint).
+            require_queue(txn, &q_from)?;
+            if !messages.is_empty() {
+                insert_messages(txn, &q_to, &messages, now_ms())?;
+            }
+            if receipts.is_empty() {
+                return Ok(Vec::new());
+            }
+            delete_receipts(txn, &q_from, &receipts)
+        });
+        let failed = for_queue(job.await)?;
+        if count > 0 {
+            self.shared.wake([(to, count)]);
+        }
+        Ok(failed)
     }
 
     async fn change_visibility(&self, queue: &str, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
@@ -308,7 +344,7 @@ impl Queue for SqliteQueue {
             return Err(malformed(receipt));
         };
         let (q, receipt) = (queue.to_string(), receipt.to_string());
-        let job = self.shared.writer.run(move |txn| -> Result<(), Fail> {
+        let job = self.shared.writer.run_in_batch(move |txn| -> Result<(), Fail> {
             require_queue(txn, &q)?;
             let visible_at = now_ms().saturating_add(millis(timeout));
             let changed = txn
@@ -358,7 +394,7 @@ impl Queue for SqliteQueue {
         let fallback = message.attributes.clone();
         let reason = truncate(reason, MAX_REASON_BYTES);
         let target = dlq.clone();
-        let job = self.shared.writer.run(move |txn| -> Result<(), Fail> {
+        let job = self.shared.writer.run_in_batch(move |txn| -> Result<(), Fail> {
             require_queue(txn, &q)?;
             let dlq_row = require_queue(txn, &dlq)?;
             let stored: Option<String> = txn
@@ -405,7 +441,7 @@ fn queue_row(conn: &Connection, name: &str) -> rusqlite::Result<Option<QueueRow>
         .optional()
 }
 
-fn require_queue(conn: &Connection, name: &str) -> Result<QueueRow, Fail> {
+pub(crate) fn require_queue(conn: &Connection, name: &str) -> Result<QueueRow, Fail> {
     queue_row(conn, name)?.ok_or_else(|| QueueError::NoSuchQueue(name.to_string()).into())
 }
 
@@ -427,9 +463,25 @@ pub(crate) fn insert_messages(
         let attributes = serde_json::to_string(&m.attributes)
             .map_err(|e| QueueError::Invalid(format!("message attributes cannot be stored: {e}")))?;
         let visible_at = now.saturating_add(millis(m.delay));
-        insert.execute(params![queue, Uuid::new_v4().to_string(), m.body, attributes, now, visible_at, expires_at])?;
+        insert.execute(params![queue, random_uuid().to_string(), m.body, attributes, now, visible_at, expires_at])?;
     }
     Ok(())
+}
+
+/// Deletes messages of `queue` by receipt handle inside a job; a stale or
+/// foreign handle fails alone. Shared by deletes, replies and saga commits.
+pub(crate) fn delete_receipts(conn: &Connection, queue: &str, receipts: &[String]) -> Result<Vec<QueueError>, Fail> {
+    require_queue(conn, queue)?;
+    let mut failed = Vec::new();
+    let mut delete = conn.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")?;
+    for receipt in receipts {
+        match receipt_seq(receipt) {
+            Some(seq) if delete.execute(params![seq, queue, receipt])? == 1 => {}
+            Some(_) => failed.push(QueueError::StaleReceipt(receipt.clone())),
+            None => failed.push(malformed(receipt)),
+        }
+    }
+    Ok(failed)
 }
 
 /// A row at the head of the queue, before the job decides what to do with
@@ -458,55 +510,86 @@ fn take_visible(
         (Some(dlq), true) => queue_row(conn, dlq)?.map(|d| (dlq.clone(), d.retention_ms)),
         _ => None,
     };
-    let candidates: Vec<Candidate> = conn
-        .prepare_cached(
-            "SELECT seq, receive_count, expires_at FROM messages \
-             WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
-        )?
-        .query_map(params![queue, now, (max + EXTRA_CANDIDATES) as i64], |r| {
-            Ok(Candidate { seq: r.get(0)?, receive_count: r.get(1)?, expires_at: r.get(2)? })
-        })?
-        .collect::<Result<_, _>>()?;
     let mut taken = Taken { messages: Vec::new(), dead_lettered_to: None };
-    for c in candidates {
-        if taken.messages.len() == max {
+    let mut examined = 0;
+    let mut taken_seqs: Vec<i64> = Vec::with_capacity(max);
+    // Rows handled here leave the `visible_at <= now` head (taken rows move
+    // to their new visibility, the others are deleted or moved), so each
+    // round reads only as many candidates as there are messages still wanted.
+    while taken.messages.len() < max && examined < MAX_CANDIDATES {
+        let wanted = max - taken.messages.len();
+        let candidates: Vec<Candidate> = conn
+            .prepare_cached(
+                "SELECT seq, receive_count, expires_at FROM messages \
+                 WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
+            )?
+            .query_map(params![queue, now, wanted as i64], |r| {
+                Ok(Candidate { seq: r.get(0)?, receive_count: r.get(1)?, expires_at: r.get(2)? })
+            })?
+            .collect::<Result<_, _>>()?;
+        let exhausted = candidates.len() < wanted;
+        examined += candidates.len().max(1);
+        for c in candidates {
+            // A zero visibility timeout leaves taken rows at the head.
+            if !taken_seqs.contains(&c.seq) {
+                taken_seqs.push(c.seq);
+                take_candidate(conn, queue, &row, redrive.as_ref(), c, visible_at, now, &mut taken)?;
+            }
+        }
+        if exhausted {
             break;
         }
-        if c.expires_at <= now {
-            conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?.execute([c.seq])?;
-            continue;
-        }
-        if let Some((dlq, retention_ms)) = redrive.as_ref().filter(|_| c.receive_count >= row.max_receive_count) {
-            let (message_id, stored): (String, String) = conn
-                .prepare_cached("SELECT message_id, attributes FROM messages WHERE seq = ?1")?
-                .query_row([c.seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let mut attributes = parse_attributes(&message_id, &stored);
-            attributes.insert(ATTR_REASON.to_string(), format!("maxReceiveCount ({}) exceeded", row.max_receive_count));
-            attributes.insert(ATTR_SOURCE.to_string(), queue.to_string());
-            move_to_dlq(conn, c.seq, dlq, &attributes, now, now.saturating_add(*retention_ms))?;
-            taken.dead_lettered_to = Some(dlq.clone());
-            continue;
-        }
-        let receipt = format!("{}.{}", c.seq, Uuid::new_v4().simple());
-        let (message_id, body, stored, sent_at, receive_count): (String, String, String, i64, i64) = conn
-            .prepare_cached(
-                "UPDATE messages SET receive_count = receive_count + 1, receipt = ?1, visible_at = ?2 WHERE seq = ?3 \
-                 RETURNING message_id, body, attributes, sent_at, receive_count",
-            )?
-            .query_row(params![receipt, visible_at, c.seq], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?;
-        let attributes = parse_attributes(&message_id, &stored);
-        taken.messages.push(ReceivedMessage {
-            message_id,
-            receipt_handle: receipt,
-            body,
-            attributes,
-            receive_count: u32::try_from(receive_count).unwrap_or(u32::MAX),
-            sent_at: u64::try_from(sent_at).unwrap_or(0),
-        });
     }
     Ok(taken)
+}
+
+/// One candidate of a receive: deleted if expired, moved to the DLQ if over
+/// `maxReceiveCount`, otherwise taken with a fresh receipt.
+#[allow(clippy::too_many_arguments, reason = "the receive job's state, passed down rather than bundled for one call")]
+fn take_candidate(
+    conn: &Connection,
+    queue: &str,
+    row: &QueueRow,
+    redrive: Option<&(String, i64)>,
+    c: Candidate,
+    visible_at: i64,
+    now: i64,
+    taken: &mut Taken,
+) -> Result<(), Fail> {
+    if c.expires_at <= now {
+        conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?.execute([c.seq])?;
+        return Ok(());
+    }
+    if let Some((dlq, retention_ms)) = redrive.filter(|_| c.receive_count >= row.max_receive_count) {
+        let (message_id, stored): (String, String) = conn
+            .prepare_cached("SELECT message_id, attributes FROM messages WHERE seq = ?1")?
+            .query_row([c.seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut attributes = parse_attributes(&message_id, &stored);
+        attributes.insert(ATTR_REASON.to_string(), format!("maxReceiveCount ({}) exceeded", row.max_receive_count));
+        attributes.insert(ATTR_SOURCE.to_string(), queue.to_string());
+        move_to_dlq(conn, c.seq, dlq, &attributes, now, now.saturating_add(*retention_ms))?;
+        taken.dead_lettered_to = Some(dlq.clone());
+        return Ok(());
+    }
+    let receipt = format!("{}.{}", c.seq, random_uuid().simple());
+    let (message_id, body, stored, sent_at, receive_count): (String, String, String, i64, i64) = conn
+        .prepare_cached(
+            "UPDATE messages SET receive_count = receive_count + 1, receipt = ?1, visible_at = ?2 WHERE seq = ?3 \
+             RETURNING message_id, body, attributes, sent_at, receive_count",
+        )?
+        .query_row(params![receipt, visible_at, c.seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+    let attributes = parse_attributes(&message_id, &stored);
+    taken.messages.push(ReceivedMessage {
+        message_id,
+        receipt_handle: receipt,
+        body,
+        attributes,
+        receive_count: u32::try_from(receive_count).unwrap_or(u32::MAX),
+        sent_at: u64::try_from(sent_at).unwrap_or(0),
+    });
+    Ok(())
 }
 
 /// Moves a row to `dlq`: visible at once, receive count and receipt reset.
@@ -536,6 +619,13 @@ fn parse_attributes(message_id: &str, text: &str) -> BTreeMap<String, String> {
         tracing::warn!(message_id, error = %e, "Stored message attributes are not valid JSON; delivering without them.");
         BTreeMap::new()
     })
+}
+
+/// A version-4 UUID from the thread's user-space generator: message ids and
+/// receipts are made on the writer thread for every message, and
+/// `Uuid::new_v4` asks the kernel each time.
+fn random_uuid() -> Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 
 /// The row a receipt handle points at, if it is one of ours.

@@ -15,13 +15,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use sqsaga_core::Millis;
 use sqsaga_core::machine::{SagaInstance, SagaStatus};
-use sqsaga_queue::OutgoingMessage;
+use sqsaga_queue::{OutgoingMessage, QueueError};
 use sqsaga_store::{
-    HistoryEntry, PendingOutbox, SagaRecord, SagaStore, SagaSummary, SagaWrite, StoreError, WriteOutcome,
+    Consumed, HistoryEntry, PendingOutbox, SagaRecord, SagaStore, SagaSummary, SagaWrite, StoreError, WriteOutcome,
 };
 
 use crate::db::{Fail, Shared, for_store, now_ms, to_sql};
-use crate::queue::insert_messages;
+use crate::queue::{delete_receipts, insert_messages, require_queue};
 
 /// The `SagaStore` port on the embedded database; get it from
 /// [`EmbeddedBackend::store`](crate::EmbeddedBackend::store).
@@ -75,28 +75,57 @@ impl SagaStore for SqliteStore {
     /// nothing and is reported in its slot; a hard error (an outbox message
     /// to a queue that does not exist) fails the call and commits none of it.
     async fn commit(&self, writes: Vec<SagaWrite>) -> Result<Vec<WriteOutcome>, StoreError> {
-        if writes.is_empty() {
-            return Ok(Vec::new());
+        Ok(self.commit_consuming(writes, Consumed::default()).await?.0)
+    }
+
+    /// Same file, same transaction: the consumed messages are deleted by
+    /// the job that commits the writes they caused, so a consumed message
+    /// costs the orchestrator no job of its own.
+    async fn commit_consuming(
+        &self,
+        writes: Vec<SagaWrite>,
+        consumed: Consumed,
+    ) -> Result<(Vec<WriteOutcome>, Option<Vec<QueueError>>), StoreError> {
+        if writes.is_empty() && consumed.is_empty() {
+            return Ok((Vec::new(), Some(Vec::new())));
         }
         let prepared = writes.into_iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
-        let job = self.shared.writer.run(move |txn| -> Result<_, Fail> {
+        let job = self.shared.writer.run_in_batch(move |txn| -> Result<_, Fail> {
+            // Every queue the job will write to is checked before the first
+            // write: the job has no savepoint of its own.
+            let mut queues: Vec<&str> =
+                prepared.iter().flat_map(|w| w.outbox.iter().map(|(q, _)| q.as_str())).collect();
+            if !consumed.is_empty() {
+                queues.push(&consumed.queue);
+            }
+            queues.sort_unstable();
+            queues.dedup();
+            for q in queues {
+                require_queue(txn, q)?;
+            }
             let now = now_ms();
             let mut outcomes = Vec::with_capacity(prepared.len());
             let mut touched: BTreeMap<String, usize> = BTreeMap::new();
-            for write in &prepared {
+            let mut receipts: Vec<String> = consumed.always;
+            for (i, write) in prepared.iter().enumerate() {
                 let outcome = apply(txn, write, now)?;
                 if matches!(outcome, WriteOutcome::Committed { .. }) {
                     for (q, _) in &write.outbox {
                         *touched.entry(q.clone()).or_default() += 1;
                     }
+                    if let Some(r) = consumed.per_write.get(i) {
+                        receipts.extend(r.iter().cloned());
+                    }
                 }
                 outcomes.push(outcome);
             }
-            Ok((outcomes, touched))
+            let failed =
+                if receipts.is_empty() { Vec::new() } else { delete_receipts(txn, &consumed.queue, &receipts)? };
+            Ok((outcomes, touched, failed))
         });
-        let (outcomes, touched) = for_store(job.await)?;
+        let (outcomes, touched, failed) = for_store(job.await)?;
         self.shared.wake(touched.iter().map(|(q, n)| (q.as_str(), *n)));
-        Ok(outcomes)
+        Ok((outcomes, Some(failed)))
     }
 
     /// Nothing is ever pending here: the outbox went into the queues with the state.

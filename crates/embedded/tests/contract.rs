@@ -319,3 +319,128 @@ async fn backend_is_shareable() {
     assert!(matches!(q.receive("nope", Receive::up_to(1)).await, Err(QueueError::NoSuchQueue(_))));
     assert!(s.counts().await.unwrap().values().all(|n| *n == 0));
 }
+
+/// A directory written by the first schema (a UNIQUE index on message ids,
+/// a rowid history table) opens under the current one with its messages,
+/// sagas and history intact, and works on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_directory_is_migrated_with_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("sqsaga.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE queues (name TEXT PRIMARY KEY, visibility_ms INTEGER NOT NULL, \
+               max_receive_count INTEGER NOT NULL, retention_ms INTEGER NOT NULL, dlq TEXT);
+             CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, \
+               message_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL, attributes TEXT NOT NULL, \
+               sent_at INTEGER NOT NULL, visible_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0, \
+               receipt TEXT, expires_at INTEGER NOT NULL);
+             CREATE INDEX messages_by_visibility ON messages (queue, visible_at, seq);
+             CREATE TABLE sagas (id TEXT PRIMARY KEY, saga TEXT NOT NULL, version INTEGER NOT NULL, \
+               status TEXT NOT NULL, revision INTEGER NOT NULL, state TEXT NOT NULL, next_due_at INTEGER, \
+               outbox TEXT, started_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+             CREATE TABLE history (saga_id TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, \
+               event TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (saga_id, seq));
+             INSERT INTO queues VALUES ('old', 30000, 0, 345600000, NULL);
+             INSERT INTO messages (queue, message_id, body, attributes, sent_at, visible_at, expires_at) \
+               VALUES ('old', 'm-1', 'kept', '{}', 1, 1, 9999999999999);
+             INSERT INTO history VALUES ('s-1', 1, 5, 'start', 'kept too');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let b = EmbeddedBackend::open(dir.path(), Sync::Full).unwrap();
+    let got = b.queue().receive("old", Receive::up_to(10)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].message_id.as_str(), got[0].body.as_str()), ("m-1", "kept"));
+    let history = b.store().history("s-1").await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].note, "kept too");
+    // New rows go in, and the message id index is gone.
+    b.queue().send("old", OutgoingMessage::new("new")).await.unwrap();
+    assert_eq!(b.queue().depth("old").await.unwrap().visible, 1);
+    drop(b);
+    let conn = rusqlite::Connection::open(dir.path().join("sqsaga.db")).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 2);
+    let unique: i64 = conn
+        .query_row("SELECT COUNT(*) FROM pragma_index_list('messages') WHERE \"unique\" = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(unique, 0, "the message id index survived the migration");
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_index_list('messages') ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, vec!["messages_by_visibility".to_string()]);
+    let leftovers: i64 =
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name LIKE '%_v1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(leftovers, 0);
+}
+
+/// Consumed messages go with the write they caused: deleted when it
+/// commits, kept (to come back) when it conflicts; `always` regardless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_consuming_deletes_only_with_a_committed_write() {
+    let (_dir, b) = backend();
+    let (q, s) = (b.queue(), b.store());
+    q.ensure(&quick("orch")).await.unwrap();
+    for body in ["for-ok", "for-conflict", "heartbeat"] {
+        q.send("orch", OutgoingMessage::new(body)).await.unwrap();
+    }
+    let got = q.receive("orch", Receive::up_to(10)).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let receipt = |body: &str| got.iter().find(|m| m.body == body).unwrap().receipt_handle.clone();
+    let mut conflicting = create_with("consumer-b", Vec::new());
+    conflicting.expected_revision = Some(9);
+    let consumed = sqsaga_store::Consumed {
+        queue: "orch".to_string(),
+        per_write: vec![vec![receipt("for-ok")], vec![receipt("for-conflict")]],
+        always: vec![receipt("heartbeat")],
+    };
+    let (outcomes, deleted) =
+        s.commit_consuming(vec![create_with("consumer-a", Vec::new()), conflicting], consumed).await.unwrap();
+    assert_eq!(outcomes, vec![WriteOutcome::Committed { revision: 1, outbox_pending: false }, WriteOutcome::Conflict]);
+    assert_eq!(deleted, Some(Vec::new()));
+    let depth = q.depth("orch").await.unwrap();
+    assert_eq!((depth.visible, depth.in_flight), (0, 1), "only the conflicting write's message is left");
+    // What is left is that one: its receipt still deletes it.
+    assert!(q.delete_batch("orch", &[receipt("for-conflict")]).await.unwrap().is_empty());
+}
+
+/// A worker's replies and the deletes of its commands commit together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_then_delete_is_one_job_and_deletes_nothing_when_the_send_fails() {
+    let (_dir, b) = backend();
+    let q = b.queue();
+    q.ensure(&quick("svc")).await.unwrap();
+    q.ensure(&quick("replies")).await.unwrap();
+    q.send_batch("svc", vec![OutgoingMessage::new("c1"), OutgoingMessage::new("c2")]).await.unwrap();
+    let got = q.receive("svc", Receive::up_to(10)).await.unwrap();
+    let receipts: Vec<String> = got.iter().map(|m| m.receipt_handle.clone()).collect();
+
+    // The reply queue is missing: nothing is deleted.
+    let err = q.send_then_delete("nowhere", vec![OutgoingMessage::new("r")], "svc", &receipts).await.unwrap_err();
+    assert!(matches!(&err, QueueError::NoSuchQueue(name) if name == "nowhere"), "{err:?}");
+    assert_eq!(q.depth("svc").await.unwrap().in_flight, 2);
+    // The queue the commands came from is missing: nothing is sent.
+    let err = q.send_then_delete("replies", vec![OutgoingMessage::new("r")], "gone", &receipts).await.unwrap_err();
+    assert!(matches!(&err, QueueError::NoSuchQueue(name) if name == "gone"), "{err:?}");
+    assert_eq!(q.depth("replies").await.unwrap().visible, 0);
+
+    // One job for both (a failed job's error can come back before its batch
+    // is counted, so count from a job that succeeded).
+    q.send("replies", OutgoingMessage::new("r0")).await.unwrap();
+    let jobs = b.jobs();
+    let replies = vec![OutgoingMessage::new("r1"), OutgoingMessage::new("r2")];
+    let failed = q.send_then_delete("replies", replies, "svc", &receipts).await.unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(b.jobs(), jobs + 1, "replies and deletes took more than one job");
+    assert_eq!(q.depth("svc").await.unwrap(), sqsaga_queue::Depth { visible: 0, in_flight: 0, delayed: 0 });
+    assert_eq!(q.depth("replies").await.unwrap().visible, 3);
+    // A stale receipt fails alone.
+    let failed = q.send_then_delete("replies", Vec::new(), "svc", &receipts[..1]).await.unwrap();
+    assert!(matches!(failed.as_slice(), [QueueError::StaleReceipt(_)]), "{failed:?}");
+}

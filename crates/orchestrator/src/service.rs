@@ -24,7 +24,7 @@ use sqsaga_core::Millis;
 use sqsaga_core::machine::{Action, CommandSpec, Event, Reply, SagaInstance, WorkerStamp, command_id, decide, start};
 use sqsaga_protocol::{ATTR_SIGNATURE, ATTR_TRACEPARENT, Command, Envelope, ReplyMessage, Signing, TraceParent};
 use sqsaga_queue::{MAX_BATCH, OutgoingMessage, Queue, QueueError, QueueSpec, Receive, ReceivedMessage};
-use sqsaga_store::{HistoryEntry, OutboxMessage, SagaStore, SagaWrite, StoreError, WriteOutcome};
+use sqsaga_store::{Consumed, HistoryEntry, OutboxMessage, SagaStore, SagaWrite, StoreError, WriteOutcome};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
@@ -122,6 +122,25 @@ impl Work {
             Work::Resume => "resume",
         }
     }
+}
+
+/// The receipts of a received batch, for deleting consumed messages in
+/// the saga commit.
+struct Consumption {
+    /// Per work item, its message's receipt.
+    receipts: Vec<String>,
+    /// Messages that needed no saga change (heartbeats).
+    always: Vec<String>,
+}
+
+/// What `apply_tracked` did with a batch of work items.
+struct Applied {
+    /// Per item.
+    dispositions: Vec<Disposition>,
+    /// Per item: the store deleted its message with the commit.
+    consumed: Vec<bool>,
+    /// The store deleted the `always` messages.
+    always_consumed: bool,
 }
 
 /// What became of an incoming message.
@@ -340,6 +359,7 @@ impl Orchestrator {
         let mut dispositions: Vec<Disposition> = Vec::with_capacity(messages.len());
         let mut items: Vec<(String, Work)> = Vec::new();
         let mut item_message: Vec<usize> = Vec::new();
+        let mut plain: Vec<usize> = Vec::new();
         for (index, message) in messages.iter().enumerate() {
             match self.decode(message) {
                 Ok(Some((saga_id, work))) => {
@@ -347,15 +367,30 @@ impl Orchestrator {
                     item_message.push(index);
                     dispositions.push(Disposition::Ack);
                 }
-                Ok(None) => dispositions.push(Disposition::Ack),
+                Ok(None) => {
+                    plain.push(index);
+                    dispositions.push(Disposition::Ack);
+                }
                 Err(reason) => dispositions.push(Disposition::DeadLetter(reason)),
             }
         }
+        // Messages the store already deleted with the writes they caused.
+        let mut deleted = vec![false; messages.len()];
         if !items.is_empty() {
-            match self.apply_tracked(items).await {
-                Ok(results) => {
-                    for (i, d) in results.into_iter().enumerate() {
+            let consumption = Consumption {
+                receipts: item_message.iter().map(|&i| messages[i].receipt_handle.clone()).collect(),
+                always: plain.iter().map(|&i| messages[i].receipt_handle.clone()).collect(),
+            };
+            match self.apply_tracked(items, Some(consumption)).await {
+                Ok(applied) => {
+                    for (i, d) in applied.dispositions.into_iter().enumerate() {
                         dispositions[item_message[i]] = d;
+                        deleted[item_message[i]] = applied.consumed[i];
+                    }
+                    if applied.always_consumed {
+                        for &i in &plain {
+                            deleted[i] = true;
+                        }
                     }
                 }
                 Err(e) => {
@@ -369,8 +404,9 @@ impl Orchestrator {
         }
         let queue = &self.inner.options.queue;
         let mut acks = Vec::new();
-        for (message, d) in messages.iter().zip(dispositions) {
+        for ((message, d), deleted) in messages.iter().zip(dispositions).zip(deleted) {
             match d {
+                Disposition::Ack if deleted => {}
                 Disposition::Ack => acks.push(message.receipt_handle.clone()),
                 Disposition::DeadLetter(reason) => {
                     tracing::warn!(message_id = %message.message_id, reason = %reason, "Dead-lettering a message the orchestrator cannot process.");
@@ -477,13 +513,23 @@ impl Orchestrator {
     }
 
     async fn apply(&self, items: Vec<(String, Work)>) -> Result<(), OrchestratorError> {
-        self.apply_tracked(items).await.map(|_| ())
+        self.apply_tracked(items, None).await.map(|_| ())
     }
 
     /// The heart of the loop: group by saga, decide, commit, re-apply on conflict.
-    async fn apply_tracked(&self, items: Vec<(String, Work)>) -> Result<Vec<Disposition>, OrchestratorError> {
+    /// With `consumption` (the receipt of each item's message, and of the
+    /// batch's messages that needed no saga change), a store that shares a
+    /// transaction with the queue deletes them with the writes they caused.
+    async fn apply_tracked(
+        &self,
+        items: Vec<(String, Work)>,
+        consumption: Option<Consumption>,
+    ) -> Result<Applied, OrchestratorError> {
         let stats = &self.inner.stats;
         let mut results: Vec<Option<Disposition>> = (0..items.len()).map(|_| None).collect();
+        let mut consumed = vec![false; items.len()];
+        let mut always = consumption.as_ref().map(|c| c.always.clone()).unwrap_or_default();
+        let mut always_consumed = false;
         // saga id → indexes of its items, in arrival order.
         let mut pending: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, (id, _)) in items.iter().enumerate() {
@@ -506,6 +552,9 @@ impl Orchestrator {
             let mut writes = Vec::new();
             let mut write_ids = Vec::new();
             let mut finished = Vec::new();
+            // Items acknowledged without a write (ignored events), deleted
+            // with this round's writes when the store can.
+            let mut ignored_items: Vec<usize> = Vec::new();
             for (id, indexes) in &pending {
                 let record = records.get(id);
                 let mut current = record.map(|(s, _)| s.clone());
@@ -551,7 +600,10 @@ impl Orchestrator {
                             outbox,
                         });
                     }
-                    _ => finished.push(id.clone()),
+                    _ => {
+                        ignored_items.extend(indexes.iter().filter(|&&i| matches!(results[i], Some(Disposition::Ack))));
+                        finished.push(id.clone());
+                    }
                 }
             }
             for id in finished {
@@ -560,11 +612,52 @@ impl Orchestrator {
             if writes.is_empty() {
                 break;
             }
+            let acked = |indexes: &[usize]| -> Vec<usize> {
+                indexes.iter().copied().filter(|&i| matches!(results[i], Some(Disposition::Ack))).collect()
+            };
+            let write_items: Vec<Vec<usize>> =
+                write_ids.iter().map(|id| pending.get(id).map(|ix| acked(ix)).unwrap_or_default()).collect();
+            let (consumed_now, asked) = match &consumption {
+                Some(c) => {
+                    let mut extra: Vec<String> = std::mem::take(&mut always);
+                    extra.extend(ignored_items.iter().map(|&i| c.receipts[i].clone()));
+                    let per_write = write_items.iter().map(|ix| ix.iter().map(|&i| c.receipts[i].clone()).collect());
+                    let consumed = Consumed {
+                        queue: self.inner.options.queue.clone(),
+                        per_write: per_write.collect(),
+                        always: extra,
+                    };
+                    (consumed, true)
+                }
+                None => (Consumed::default(), false),
+            };
             let outboxes: Vec<Vec<OutboxMessage>> = writes.iter().map(|w| w.outbox.clone()).collect();
-            let outcomes = self.inner.store.commit(writes).await?;
-            for ((id, outcome), outbox) in write_ids.iter().zip(outcomes).zip(outboxes) {
+            let (outcomes, deleted) = self.inner.store.commit_consuming(writes, consumed_now).await?;
+            if let Some(failed) = &deleted {
+                for e in failed {
+                    tracing::debug!(error = %e, "A processed message could not be deleted; its redelivery will be ignored.");
+                }
+            }
+            let store_deleted = deleted.is_some() && asked;
+            if store_deleted {
+                always_consumed = true;
+                for &i in &ignored_items {
+                    consumed[i] = true;
+                }
+            } else if let Some(c) = &consumption {
+                // Not deleted: hand them back to the caller's delete.
+                always = c.always.clone();
+            }
+            for (((id, outcome), outbox), items_of_write) in
+                write_ids.iter().zip(outcomes).zip(outboxes).zip(&write_items)
+            {
                 match outcome {
                     WriteOutcome::Committed { revision, outbox_pending } => {
+                        if store_deleted {
+                            for &i in items_of_write {
+                                consumed[i] = true;
+                            }
+                        }
                         stats.commands_sent.fetch_add(outbox.len() as u64, Ordering::Relaxed);
                         if outbox_pending {
                             match self.deliver(&outbox).await {
@@ -593,7 +686,8 @@ impl Orchestrator {
             }
         }
         // Whatever is still pending lost every round: retry later.
-        Ok(results.into_iter().map(|r| r.unwrap_or(Disposition::Retry)).collect())
+        let dispositions = results.into_iter().map(|r| r.unwrap_or(Disposition::Retry)).collect();
+        Ok(Applied { dispositions, consumed, always_consumed })
     }
 
     fn step(&self, id: &str, current: Option<&SagaInstance>, work: &Work, now: Millis) -> Step {

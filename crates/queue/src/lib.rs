@@ -218,6 +218,26 @@ pub trait Queue: Send + Sync + 'static {
         }
     }
 
+    /// Sends `messages` (at most [`MAX_BATCH`]) to `to`, then — only if the
+    /// send succeeded — deletes `receipts` (at most [`MAX_BATCH`]) from
+    /// `from`: how a worker answers a batch and acknowledges it. A send error
+    /// deletes nothing; the returned list is the deletes that failed, as for
+    /// [`Queue::delete_batch`]. By default two calls; an adapter that can
+    /// do both in one transaction (the embedded backend) overrides it.
+    async fn send_then_delete(
+        &self,
+        to: &str,
+        messages: Vec<OutgoingMessage>,
+        from: &str,
+        receipts: &[String],
+    ) -> Result<Vec<QueueError>, QueueError> {
+        self.send_batch(to, messages).await?;
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.delete_batch(from, receipts).await
+    }
+
     /// Sends one message.
     async fn send(&self, queue: &str, message: OutgoingMessage) -> Result<(), QueueError> {
         self.send_batch(queue, vec![message]).await

@@ -6,9 +6,16 @@
 //! (an fsync of the WAL). A saga step touches several rows (command, receive,
 //! barrier, reply, delete, saga state); committing each on its own caps the
 //! system at the disk's fsync rate. The committer instead drains every job
-//! waiting at the moment, runs each inside its own SAVEPOINT (so one job's
-//! error rolls back only that job), commits once, and only then hands each
-//! job its result — so a result never reports work that is not durable.
+//! waiting at the moment (lingering briefly while busy, see [`Linger`]),
+//! runs them in one transaction, commits once, and only then hands each job
+//! its result — so a result never reports work that is not durable.
+//!
+//! Isolation between jobs: [`GroupCommitter::run`] gives a job a SAVEPOINT
+//! of its own, so its error rolls back only its writes.
+//! [`GroupCommitter::run_in_batch`] does not (a savepoint costs a copy of
+//! every page the job touches): such a job checks before it writes, and if
+//! it fails after writing anyway, the whole transaction is rolled back and
+//! every job in it gets the retryable [`SqliteError::Aborted`].
 //!
 //! This crate knows nothing about queues, sagas or barriers.
 
@@ -16,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
@@ -34,12 +41,14 @@ pub enum SqliteError {
     Busy(String),
     #[error("the database writer thread has stopped")]
     Closed,
+    #[error("the group transaction was rolled back because another job in it failed after writing: {0}")]
+    Aborted(String),
 }
 
 impl SqliteError {
     /// Busy and closed-writer errors may pass; SQL errors will not.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SqliteError::Busy(_) | SqliteError::Closed)
+        matches!(self, SqliteError::Busy(_) | SqliteError::Closed | SqliteError::Aborted(_))
     }
 }
 
@@ -77,6 +86,8 @@ pub fn open(path: &Path, sync: Sync) -> Result<Connection, SqliteError> {
     };
     conn.pragma_update(None, "synchronous", level).map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+    // Savepoint and statement journals in memory, never in a temp file.
+    conn.pragma_update(None, "temp_store", "MEMORY").map_err(open_err)?;
     Ok(conn)
 }
 
@@ -94,6 +105,9 @@ struct Job {
     run: RunJob,
     /// Called instead of `run` when the transaction could not even begin.
     abort: Deliver,
+    /// Whether the job runs in a savepoint of its own (see [`GroupCommitter::run`]
+    /// and [`GroupCommitter::run_in_batch`]).
+    savepoint: bool,
 }
 
 /// Runs jobs against one connection on a dedicated thread, many per commit.
@@ -108,18 +122,59 @@ pub struct GroupCommitter {
 /// committed to the same file.
 pub type ForeignCommit = Box<dyn Fn() + Send>;
 
-/// Longest a batch waits for more jobs once it has at least two.
-const LINGER_MAX: Duration = Duration::from_millis(2);
-/// A gap this long between jobs ends the wait.
-const LINGER_GAP: Duration = Duration::from_micros(300);
+/// How long a batch waits for more jobs before it commits.
+///
+/// The writer lingers only while it is busy — the previous commit ended less
+/// than `busy_within` ago — so the first job after a quiet spell commits at
+/// once, while under load jobs pile up for up to `max` (or until a gap of
+/// `gap` with no new job) and share one fsync. A longer linger means fewer
+/// commits and more latency per job; whoever waits on the job must keep
+/// enough work in flight to cover it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linger {
+    /// Longest a batch waits after its first job.
+    pub max: Duration,
+    /// A pause this long between jobs ends the wait early.
+    pub gap: Duration,
+    /// How recent the previous commit must be for the writer to count as busy.
+    pub busy_within: Duration,
+    /// A batch smaller than this commits at once, busy or not.
+    pub min_jobs: usize,
+}
+
+impl Linger {
+    /// The shared database of queues and sagas: a job there is one hop of
+    /// every saga step, so waits are short.
+    pub const SHARED: Linger = Linger {
+        max: Duration::from_millis(2),
+        gap: Duration::from_micros(300),
+        busy_within: Duration::from_millis(2),
+        min_jobs: 2,
+    };
+
+    /// A participant's own database: one job per received batch of
+    /// commands, from a handful of pollers, so jobs come far apart; a longer
+    /// wait folds several pollers' batches into one commit. The first batch
+    /// after a quiet spell is not held back.
+    pub const PARTICIPANT: Linger = Linger {
+        max: Duration::from_millis(20),
+        gap: Duration::from_millis(20),
+        busy_within: Duration::from_millis(40),
+        min_jobs: 1,
+    };
+
+    /// Commit every job at once (tests that count commits).
+    pub const NONE: Linger =
+        Linger { max: Duration::ZERO, gap: Duration::ZERO, busy_within: Duration::ZERO, min_jobs: usize::MAX };
+}
 
 /// How often an idle writer looks for other processes' commits.
 const FOREIGN_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 impl GroupCommitter {
     /// Starts the writer thread that owns `conn`.
-    pub fn start(name: &str, conn: Connection) -> Result<GroupCommitter, SqliteError> {
-        Self::start_watching(name, conn, None)
+    pub fn start(name: &str, conn: Connection, linger: Linger) -> Result<GroupCommitter, SqliteError> {
+        Self::start_watching(name, conn, linger, None)
     }
 
     /// Like [`GroupCommitter::start`], and calls `on_foreign` whenever another
@@ -131,6 +186,7 @@ impl GroupCommitter {
     pub fn start_watching(
         name: &str,
         conn: Connection,
+        linger: Linger,
         on_foreign: Option<ForeignCommit>,
     ) -> Result<GroupCommitter, SqliteError> {
         let (sender, receiver) = mpsc::channel::<Job>();
@@ -140,7 +196,7 @@ impl GroupCommitter {
         let thread_jobs = jobs.clone();
         std::thread::Builder::new()
             .name(format!("sqlite-{name}"))
-            .spawn(move || writer_loop(conn, receiver, thread_commits, thread_jobs, on_foreign))
+            .spawn(move || writer_loop(conn, receiver, linger, thread_commits, thread_jobs, on_foreign))
             .map_err(|e| SqliteError::Sql(format!("cannot start writer thread: {e}")))?;
         Ok(GroupCommitter { sender, commits, jobs })
     }
@@ -150,6 +206,31 @@ impl GroupCommitter {
     /// an `Err` from `f` rolls back this job's writes only and is returned as
     /// the inner error.
     pub async fn run<T, E, F>(&self, f: F) -> Result<Result<T, E>, SqliteError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    /// Like [`GroupCommitter::run`] without a savepoint of its own, for the
+    /// hot paths: a savepoint makes SQLite copy every page the job touches
+    /// into the sub-journal first, which cost more than the job's own work.
+    /// `f` must check before it writes: an `Err` returned before any row
+    /// changed is returned as the inner error, as with `run`; if `f` fails
+    /// after writing, the whole group transaction is rolled back and every
+    /// job in it fails with the retryable [`SqliteError::Aborted`].
+    pub async fn run_in_batch<T, E, F>(&self, f: F) -> Result<Result<T, E>, SqliteError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+    {
+        self.submit(f, false).await
+    }
+
+    async fn submit<T, E, F>(&self, f: F, savepoint: bool) -> Result<Result<T, E>, SqliteError>
     where
         T: Send + 'static,
         E: Send + 'static,
@@ -176,6 +257,7 @@ impl GroupCommitter {
                     send_once(&abort_slot, Err(e));
                 }
             }),
+            savepoint,
         };
         self.sender.send(job).map_err(|_| SqliteError::Closed)?;
         rx.await.unwrap_or(Err(SqliteError::Closed))
@@ -195,12 +277,14 @@ impl GroupCommitter {
 fn writer_loop(
     mut conn: Connection,
     receiver: mpsc::Receiver<Job>,
+    linger: Linger,
     commits: Arc<AtomicU64>,
     jobs: Arc<AtomicU64>,
     on_foreign: Option<ForeignCommit>,
 ) {
     let data_version = |conn: &Connection| conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).ok();
     let mut seen = on_foreign.as_ref().and_then(|_| data_version(&conn));
+    let mut last_commit: Option<Instant> = None;
     let mut check_foreign = |conn: &Connection| {
         if let Some(callback) = &on_foreign {
             let now = data_version(conn);
@@ -227,20 +311,22 @@ fn writer_loop(
             }
         };
         let mut batch = vec![first];
-        // Linger briefly while jobs keep arriving: under load the next job is
-        // usually microseconds away, and folding it into this commit saves
-        // an fsync; when idle the first gap ends the wait at once.
-        let linger_until = std::time::Instant::now() + LINGER_MAX;
+        // Linger while busy: under load the next job is usually close, and
+        // folding it into this commit saves an fsync; after a quiet spell
+        // the first job commits at once.
+        let started = Instant::now();
+        let busy = last_commit.is_some_and(|at| started.duration_since(at) < linger.busy_within);
+        let linger_until = started + linger.max;
         while batch.len() < MAX_JOBS_PER_COMMIT {
             match receiver.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(mpsc::TryRecvError::Disconnected) => break,
                 Err(mpsc::TryRecvError::Empty) => {
-                    let now = std::time::Instant::now();
-                    if batch.len() < 2 || now >= linger_until {
+                    let now = Instant::now();
+                    if !busy || batch.len() < linger.min_jobs || now >= linger_until {
                         break;
                     }
-                    match receiver.recv_timeout(LINGER_GAP.min(linger_until - now)) {
+                    match receiver.recv_timeout(linger.gap.min(linger_until - now)) {
                         Ok(job) => batch.push(job),
                         Err(_) => break,
                     }
@@ -248,6 +334,7 @@ fn writer_loop(
             }
         }
         run_batch(&mut conn, batch, &commits, &jobs);
+        last_commit = Some(Instant::now());
         check_foreign(&conn);
     }
 }
@@ -259,7 +346,7 @@ fn send_once<V>(slot: &std::sync::Mutex<Option<tokio::sync::oneshot::Sender<V>>>
     }
 }
 
-/// Runs a batch in one IMMEDIATE transaction, one savepoint per job, and
+/// Runs a batch in one IMMEDIATE transaction (a savepoint per `run` job), and
 /// delivers every result only once the commit outcome is known.
 fn run_batch(conn: &mut Connection, batch: Vec<Job>, commits: &AtomicU64, jobs: &AtomicU64) {
     let count = batch.len() as u64;
@@ -275,7 +362,33 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, commits: &AtomicU64, jobs: 
         }
     };
     let mut deliveries = Vec::with_capacity(batch.len());
-    for job in batch {
+    let mut jobs_left = batch.into_iter();
+    while let Some(job) = jobs_left.next() {
+        if !job.savepoint {
+            let before = txn.total_changes();
+            let (keep, deliver) = (job.run)(&txn);
+            if keep {
+                deliveries.push(deliver);
+            } else if txn.total_changes() == before {
+                // Failed before writing: nothing to undo.
+                deliver(Ok(()));
+            } else {
+                // Failed after writing, with no savepoint to roll back to:
+                // the whole transaction goes, and every job in it fails.
+                deliver(Ok(()));
+                let error = SqliteError::Aborted("a job without a savepoint failed after writing".to_string());
+                tracing::warn!(jobs = count, "A group-commit job failed after writing; rolling back its whole batch.");
+                drop(txn);
+                for deliver in deliveries {
+                    deliver(Err(error.clone()));
+                }
+                for job in jobs_left {
+                    (job.abort)(Err(error.clone()));
+                }
+                return;
+            }
+            continue;
+        }
         if let Err(e) = txn.execute_batch("SAVEPOINT job") {
             (job.abort)(Err(SqliteError::from(e)));
             continue;

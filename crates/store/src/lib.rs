@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sqsaga_core::Millis;
 use sqsaga_core::machine::{SagaInstance, SagaStatus};
-use sqsaga_queue::OutgoingMessage;
+use sqsaga_queue::{OutgoingMessage, QueueError};
 
 pub mod contract;
 
@@ -129,6 +129,25 @@ impl StoreError {
     }
 }
 
+/// Received messages a group of writes consumed, by receipt handle, for
+/// [`SagaStore::commit_consuming`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Consumed {
+    /// The queue they were received from.
+    pub queue: String,
+    /// Per write, in order: delete these if that write commits.
+    pub per_write: Vec<Vec<String>>,
+    /// Delete these whatever the writes' outcomes.
+    pub always: Vec<String>,
+}
+
+impl Consumed {
+    /// Whether there is nothing to delete.
+    pub fn is_empty(&self) -> bool {
+        self.always.is_empty() && self.per_write.iter().all(Vec::is_empty)
+    }
+}
+
 /// Durable saga state.
 #[async_trait]
 pub trait SagaStore: Send + Sync + 'static {
@@ -138,6 +157,21 @@ pub trait SagaStore: Send + Sync + 'static {
     /// Commits a group of writes; each succeeds or conflicts on its own. The
     /// adapter should use as few durable commits as it can (group commit).
     async fn commit(&self, writes: Vec<SagaWrite>) -> Result<Vec<WriteOutcome>, StoreError>;
+
+    /// Like [`SagaStore::commit`], and deletes the messages the writes
+    /// consumed in the same transaction, where the store shares one with the
+    /// queue (the embedded backend): `consumed.per_write[i]` only if write
+    /// `i` committed, `consumed.always` regardless. Returns the outcomes and
+    /// `Some(failed deletes)` when it deleted them, `None` (the default:
+    /// stores on another service than the queue) when the caller must.
+    async fn commit_consuming(
+        &self,
+        writes: Vec<SagaWrite>,
+        consumed: Consumed,
+    ) -> Result<(Vec<WriteOutcome>, Option<Vec<QueueError>>), StoreError> {
+        let _ = consumed;
+        Ok((self.commit(writes).await?, None))
+    }
 
     /// Marks the outbox of `saga_id` at `revision` as sent.
     async fn clear_outbox(&self, saga_id: &str, revision: u64) -> Result<(), StoreError>;

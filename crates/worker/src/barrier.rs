@@ -110,12 +110,8 @@ fn op_name(op: Phase) -> &'static str {
 /// Reads the row for (saga, step, op), if any.
 pub fn lookup(conn: &Connection, saga_id: &str, step: &str, op: Phase) -> Result<Option<Recorded>, LookupError> {
     let text: Option<String> = conn
-        .query_row(
-            "SELECT outcome FROM sqsaga_barrier WHERE saga_id = ?1 AND step = ?2 AND op = ?3",
-            params![saga_id, step, op_name(op)],
-            |row| row.get(0),
-        )
-        .optional()
+        .prepare_cached("SELECT outcome FROM sqsaga_barrier WHERE saga_id = ?1 AND step = ?2 AND op = ?3")
+        .and_then(|mut stmt| stmt.query_row(params![saga_id, step, op_name(op)], |row| row.get(0)).optional())
         .map_err(|e| LookupError::Sql(SqliteError::from(e)))?;
     match text {
         None => Ok(None),
@@ -154,10 +150,10 @@ fn lookup_job(tx: &Connection, ctx: &CommandContext, op: Phase) -> Result<Option
 
 fn record(tx: &Connection, ctx: &CommandContext, op: Phase, outcome: &Recorded) -> Result<(), JobError> {
     let text = serde_json::to_string(outcome).map_err(|e| JobError::Corrupt(e.to_string()))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO sqsaga_barrier (saga_id, step, op, outcome, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![ctx.saga_id, ctx.step, op_name(op), text, now_millis()],
-    )?;
+    )?
+    .execute(params![ctx.saga_id, ctx.step, op_name(op), text, now_millis()])?;
     Ok(())
 }
 

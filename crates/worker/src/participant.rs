@@ -1,6 +1,7 @@
 //! A participant: one service's own SQLite database plus the handlers it
-//! registers, one per command. Every command runs through the barrier in a
-//! savepoint of the database's group commit, so many commands share one fsync.
+//! registers, one per command. A received batch of commands runs through the
+//! barrier as one job of the database's group commit, so many commands (and
+//! several pollers' batches) share one fsync.
 //!
 //! Knows nothing about queues or replies; the runtime (and tests) call
 //! [`Participant::execute`] with a ready [`CommandContext`].
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sqsaga_core::machine::{Outcome, Phase};
-use sqsaga_sqlite::{GroupCommitter, SqliteError, Sync};
+use sqsaga_sqlite::{GroupCommitter, Linger, SqliteError, Sync};
 
 use crate::barrier::{self, BarrierOutcome, JobError};
 use crate::{CommandContext, Handler, WorkerError, phase_name};
@@ -22,6 +23,32 @@ struct Registered {
     /// Whether it performs or undoes a step: the barrier treats them differently.
     phase: Phase,
     handler: Arc<dyn Handler>,
+}
+
+/// How one command of a batch runs inside the job.
+enum Runner {
+    Fence,
+    Handler(Arc<dyn Handler>),
+}
+
+/// A barrier job's result as the runtime sees it: a transient handler error
+/// is an outcome to reply (nothing was recorded), not a failure.
+fn job_result(
+    result: Result<BarrierOutcome, JobError>,
+    saga_id: String,
+    step: String,
+) -> Result<BarrierOutcome, WorkerError> {
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(JobError::Transient(error)) => Ok(BarrierOutcome {
+            outcome: Outcome::Transient { error },
+            duplicate: false,
+            null_compensation: false,
+            hanging: false,
+        }),
+        Err(JobError::Sql(e)) => Err(WorkerError::Sqlite(e)),
+        Err(JobError::Corrupt(cause)) => Err(WorkerError::CorruptBarrier { saga_id, step, cause }),
+    }
 }
 
 /// The service's own database and its handlers.
@@ -51,7 +78,7 @@ impl Participant {
         let name =
             path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "participant".to_string());
         Ok(Participant {
-            committer: GroupCommitter::start(&name, conn)?,
+            committer: GroupCommitter::start(&name, conn, Linger::PARTICIPANT)?,
             commands: HashMap::new(),
             compensations: HashMap::new(),
         })
@@ -145,34 +172,95 @@ impl Participant {
     /// (nothing was recorded); `Err` means the command could not be run at all
     /// (unknown, or the database failed) and nothing is known to be durable.
     pub async fn execute(&self, ctx: CommandContext) -> Result<BarrierOutcome, WorkerError> {
-        let saga_id = ctx.saga_id.clone();
-        let step = ctx.step.clone();
-        let result = if ctx.phase == Phase::Compensation && ctx.command == sqsaga_core::machine::FENCE_COMMAND {
-            self.committer.run(move |tx| barrier::fence(tx, &ctx)).await?
-        } else {
-            let registered =
-                self.commands.get(&ctx.command).ok_or_else(|| WorkerError::UnknownCommand(ctx.command.clone()))?;
-            if registered.phase != ctx.phase {
-                return Err(WorkerError::PhaseMismatch {
-                    command: ctx.command.clone(),
-                    registered: phase_name(registered.phase),
-                    requested: phase_name(ctx.phase),
-                });
-            }
-            let handler = registered.handler.clone();
-            self.committer.run(move |tx| barrier::run(tx, handler.as_ref(), &ctx)).await?
-        };
-        match result {
-            Ok(outcome) => Ok(outcome),
-            Err(JobError::Transient(error)) => Ok(BarrierOutcome {
-                outcome: Outcome::Transient { error },
-                duplicate: false,
-                null_compensation: false,
-                hanging: false,
-            }),
-            Err(JobError::Sql(e)) => Err(WorkerError::Sqlite(e)),
-            Err(JobError::Corrupt(cause)) => Err(WorkerError::CorruptBarrier { saga_id, step, cause }),
+        let mut results = self.execute_batch(vec![ctx]).await;
+        match results.pop() {
+            Some((result, _)) => result,
+            None => Err(WorkerError::Sqlite(SqliteError::Closed)),
         }
+    }
+
+    /// Runs a received batch of commands as one job of the group commit,
+    /// all made durable by one commit: a refused or transient command rolls
+    /// back only its handler's writes (the handler's savepoint); a database
+    /// error after a command wrote rolls back the batch, and every command
+    /// in it reports the error (their messages come back). One
+    /// result per command, in order, with the time its local transaction
+    /// took; results are handed out only after the commit.
+    pub async fn execute_batch(
+        &self,
+        ctxs: Vec<CommandContext>,
+    ) -> Vec<(Result<BarrierOutcome, WorkerError>, std::time::Duration)> {
+        let zero = std::time::Duration::ZERO;
+        let mut slots: Vec<Option<(Result<BarrierOutcome, WorkerError>, std::time::Duration)>> =
+            (0..ctxs.len()).map(|_| None).collect();
+        let mut runnable: Vec<(usize, Runner, CommandContext)> = Vec::with_capacity(ctxs.len());
+        for (i, ctx) in ctxs.into_iter().enumerate() {
+            match self.runner(&ctx) {
+                Ok(runner) => runnable.push((i, runner, ctx)),
+                Err(e) => slots[i] = Some((Err(e), zero)),
+            }
+        }
+        if !runnable.is_empty() {
+            let keys: Vec<(usize, String, String)> =
+                runnable.iter().map(|(i, _, ctx)| (*i, ctx.saga_id.clone(), ctx.step.clone())).collect();
+            // No savepoint per command (SQLite would copy every page a command
+            // touches into the sub-journal): the barrier writes nothing before
+            // it can fail, and the handler has its own savepoint. A command
+            // that fails after writing (a SQL error under the barrier) fails
+            // the job, and the group commit rolls the whole batch back.
+            let job = self.committer.run_in_batch(move |tx| -> Result<_, SqliteError> {
+                let mut out = Vec::with_capacity(runnable.len());
+                for (_, runner, ctx) in &runnable {
+                    let started = std::time::Instant::now();
+                    let before = tx.total_changes();
+                    let result = match runner {
+                        Runner::Fence => barrier::fence(tx, ctx),
+                        Runner::Handler(handler) => barrier::run(tx, handler.as_ref(), ctx),
+                    };
+                    // A transient error rolled its handler's savepoint back;
+                    // anything else after a write leaves the batch in doubt.
+                    match &result {
+                        Err(JobError::Sql(e)) if tx.total_changes() != before => return Err(e.clone()),
+                        Err(JobError::Corrupt(cause)) if tx.total_changes() != before => {
+                            return Err(SqliteError::Sql(format!("barrier of saga {}: {cause}", ctx.saga_id)));
+                        }
+                        _ => {}
+                    }
+                    out.push((result, started.elapsed()));
+                }
+                Ok(out)
+            });
+            match job.await {
+                Ok(Ok(results)) => {
+                    for ((i, saga_id, step), (result, elapsed)) in keys.into_iter().zip(results) {
+                        slots[i] = Some((job_result(result, saga_id, step), elapsed));
+                    }
+                }
+                Ok(Err(e)) | Err(e) => {
+                    for (i, _, _) in keys {
+                        slots[i] = Some((Err(WorkerError::Sqlite(e.clone())), zero));
+                    }
+                }
+            }
+        }
+        slots.into_iter().map(|s| s.unwrap_or((Err(WorkerError::Sqlite(SqliteError::Closed)), zero))).collect()
+    }
+
+    /// What runs `ctx`: the fence (no handler) or its registered handler.
+    fn runner(&self, ctx: &CommandContext) -> Result<Runner, WorkerError> {
+        if ctx.phase == Phase::Compensation && ctx.command == sqsaga_core::machine::FENCE_COMMAND {
+            return Ok(Runner::Fence);
+        }
+        let registered =
+            self.commands.get(&ctx.command).ok_or_else(|| WorkerError::UnknownCommand(ctx.command.clone()))?;
+        if registered.phase != ctx.phase {
+            return Err(WorkerError::PhaseMismatch {
+                command: ctx.command.clone(),
+                registered: phase_name(registered.phase),
+                requested: phase_name(ctx.phase),
+            });
+        }
+        Ok(Runner::Handler(registered.handler.clone()))
     }
 
     /// Runs a read (or an administrative write) in the participant's database,

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqsaga_core::Millis;
 use sqsaga_core::machine::{Outcome, Phase};
@@ -312,6 +312,9 @@ async fn release(inner: &Inner, messages: &[ReceivedMessage], why: &str) {
     }
 }
 
+/// Replies to one queue, each with the index of the job it answers.
+type Replies = Vec<(usize, OutgoingMessage)>;
+
 /// Decrements the in-flight gauge when a batch ends, even if it is aborted.
 struct InFlight<'a> {
     stats: &'a WorkerStats,
@@ -577,33 +580,13 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
         return nonconforming.len();
     }
 
-    // All at once, so they land in the same group commit (one fsync).
-    let mut running = JoinSet::new();
-    for (i, job) in jobs.iter().enumerate() {
-        let participant = inner.participant.clone();
-        let ctx = job.ctx.clone();
-        running.spawn(
-            async move {
-                let started = Instant::now();
-                let result = participant.execute(ctx).await;
-                (i, result, started.elapsed())
-            }
-            .instrument(job.span.clone()),
-        );
-    }
-    let mut results: Vec<Option<Result<BarrierOutcome, WorkerError>>> = jobs.iter().map(|_| None).collect();
-    while let Some(joined) = running.join_next().await {
-        match joined {
-            Ok((i, result, elapsed)) => {
-                if let Some(job) = jobs.get(i) {
-                    stats.observe(&job.ctx.command, elapsed);
-                }
-                if let Some(slot) = results.get_mut(i) {
-                    *slot = Some(result);
-                }
-            }
-            Err(e) => error!(error = %e, "A command task failed; its message will be redelivered."),
-        }
+    // One job of the participant's group commit for the whole batch: one
+    // hand-off to its writer, one fsync (shared with other pollers' batches).
+    let ctxs: Vec<_> = jobs.iter().map(|job| job.ctx.clone()).collect();
+    let mut results: Vec<Option<Result<BarrierOutcome, WorkerError>>> = Vec::with_capacity(jobs.len());
+    for (job, (result, elapsed)) in jobs.iter().zip(inner.participant.execute_batch(ctxs).await) {
+        stats.observe(&job.ctx.command, elapsed);
+        results.push(Some(result));
     }
 
     // Decide per job: reply (commands), delete, dead-letter or leave.
@@ -660,44 +643,39 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
         }
     }
 
-    for (reply_to, outgoing) in replies {
-        for chunk in outgoing.chunks(MAX_BATCH) {
-            let batch: Vec<OutgoingMessage> = chunk.iter().map(|(_, m)| m.clone()).collect();
-            match inner.queue.send_batch(&reply_to, batch).await {
-                Ok(()) => {
-                    for (i, _) in chunk {
-                        deletable[*i] = true;
-                    }
-                }
-                Err(e) => {
-                    WorkerStats::add(&stats.errors, chunk.len());
-                    warn!(
-                        reply_to = %reply_to,
-                        replies = chunk.len(),
-                        error = %e,
-                        "Cannot send replies; their commands will be redelivered and answered from the barrier."
-                    );
-                }
-            }
-        }
+    // Each reply queue's replies go out with the deletes of their commands
+    // (one transaction on the embedded backend); the commands that need no
+    // reply ride along with the first group. A received batch holds at most
+    // 10 messages, so every group fits one call.
+    let mut direct: Vec<usize> = (0..jobs.len()).filter(|i| deletable[*i]).collect();
+    let mut groups: Vec<(Option<String>, Replies)> =
+        replies.into_iter().map(|(to, out)| (Some(to), out)).collect();
+    if groups.is_empty() && !direct.is_empty() {
+        groups.push((None, Vec::new()));
     }
-
-    let done: Vec<&Job> = jobs.iter().zip(&deletable).filter(|(_, d)| **d).map(|(j, _)| j).collect();
-    for chunk in done.chunks(MAX_BATCH) {
-        let receipts: Vec<String> = chunk.iter().map(|j| j.message.receipt_handle.clone()).collect();
-        match inner.queue.delete_batch(&inner.options.queue, &receipts).await {
+    for (reply_to, outgoing) in groups {
+        let mut done: Vec<usize> = outgoing.iter().map(|(i, _)| *i).collect();
+        done.append(&mut direct);
+        let receipts: Vec<String> = done.iter().map(|i| jobs[*i].message.receipt_handle.clone()).collect();
+        let messages: Vec<OutgoingMessage> = outgoing.into_iter().map(|(_, m)| m).collect();
+        let result = match &reply_to {
+            Some(to) => inner.queue.send_then_delete(to, messages, &inner.options.queue, &receipts).await,
+            None => inner.queue.delete_batch(&inner.options.queue, &receipts).await,
+        };
+        match result {
             Ok(failed) => {
-                WorkerStats::add(&stats.processed, chunk.len());
+                WorkerStats::add(&stats.processed, done.len());
                 for e in failed {
                     warn!(error = %e, "Cannot delete a handled message; its redelivery will be answered from the barrier.");
                 }
             }
             Err(e) => {
-                WorkerStats::add(&stats.processed, chunk.len());
+                WorkerStats::add(&stats.errors, done.len());
                 warn!(
-                    messages = chunk.len(),
+                    reply_to = reply_to.as_deref().unwrap_or("-"),
+                    messages = done.len(),
                     error = %e,
-                    "Cannot delete handled messages; their redelivery will be answered from the barrier."
+                    "Cannot reply to or delete handled commands; they will be redelivered and answered from the barrier."
                 );
             }
         }

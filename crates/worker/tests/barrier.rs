@@ -253,3 +253,55 @@ async fn fence_after_the_action_reports_that_it_ran_and_undoes_nothing() {
     assert_eq!(probes.compensation_calls.load(Ordering::SeqCst), 0);
     assert_eq!(ledger_state(&p).await, (5, 1), "the effect stays");
 }
+
+/// A received batch runs as one job: each command in its own savepoint, so
+/// a transient failure or an unknown command costs that command only, and
+/// the others' effects and barrier rows commit together.
+#[tokio::test]
+async fn a_batch_is_one_job_and_a_failing_command_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = ledger(&dir.path().join("ledger.db"));
+    let mut unknown = ctx("b-unknown", Phase::Action, json!({"amount": 100}));
+    unknown.command = "ledger.nope".to_string();
+    let batch = vec![
+        ctx("b-1", Phase::Action, json!({"amount": 1})),
+        ctx("b-2", Phase::Action, json!({"amount": 10})),
+        unknown,
+        ctx("b-3", Phase::Action, json!({"amount": 1000, "refuse": true})),
+        ctx("b-4", Phase::Compensation, json!({})),
+        ctx("b-5", Phase::Action, json!({"amount": 10000})),
+    ];
+    let jobs = p.committer().jobs();
+    let results = p.execute_batch(batch).await;
+    assert_eq!(results.len(), 6);
+    assert_eq!(p.committer().jobs(), jobs + 1, "the batch took more than one job");
+    let outcomes: Vec<Option<Outcome>> =
+        results.iter().map(|(r, _)| r.as_ref().ok().map(|o| o.outcome.clone())).collect();
+    assert_eq!(outcomes[0], Some(succeeded(json!({"added": 1}))));
+    assert_eq!(outcomes[1], Some(succeeded(json!({"added": 10}))));
+    assert!(matches!(&results[2].0, Err(WorkerError::UnknownCommand(c)) if c == "ledger.nope"), "{:?}", results[2].0);
+    assert_eq!(outcomes[3], Some(refused("ledger closed")));
+    assert!(results[4].0.as_ref().unwrap().null_compensation);
+    assert_eq!(outcomes[5], Some(succeeded(json!({"added": 10000}))));
+    // The refusal's write was rolled back; everything else is there.
+    assert_eq!(ledger_state(&p).await, (10011, 3));
+}
+
+#[tokio::test]
+async fn a_transient_failure_in_a_batch_rolls_back_that_command_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    probes.fail_next.store(1, Ordering::SeqCst);
+    let results = p
+        .execute_batch(vec![
+            ctx("t-1", Phase::Action, json!({"amount": 1})),
+            ctx("t-2", Phase::Action, json!({"amount": 10})),
+        ])
+        .await;
+    let outcomes: Vec<Outcome> = results.into_iter().map(|(r, _)| r.unwrap().outcome).collect();
+    assert_eq!(outcomes, vec![Outcome::Transient { error: "ledger busy".into() }, succeeded(json!({"added": 10}))]);
+    // t-1 wrote before failing: rolled back, no barrier row, so its retry runs.
+    assert_eq!(ledger_state(&p).await, (10, 1));
+    assert_eq!(recorded(&p, "t-1", Phase::Action).await, None);
+    assert!(recorded(&p, "t-2", Phase::Action).await.is_some());
+}

@@ -65,6 +65,23 @@ fn db(service: &'static str) -> impl Fn(rusqlite::Error) -> HandlerError {
     move |e| HandlerError::Transient(format!("{service} database: {e}"))
 }
 
+/// `execute` through the connection's statement cache: handlers run the
+/// same few statements thousands of times, and parsing SQL each time costs
+/// more than running it.
+fn exec(tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the statement cache, see [`exec`].
+fn one<T>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    tx.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn boxed(h: impl Handler) -> Box<dyn Handler> {
     Box::new(h)
 }
@@ -83,25 +100,24 @@ fn reserve(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerE
     let sku = field(input, "sku")?;
     let qty = amount(input, "qty")?;
     let err = db("inventory");
-    let held: Option<String> = tx
-        .query_row("SELECT status FROM reservations WHERE order_id = ?1", params![order_id], |r| r.get(0))
-        .optional()
-        .map_err(&err)?;
+    let held: Option<String> =
+        one(tx, "SELECT status FROM reservations WHERE order_id = ?1", params![order_id], |r| r.get(0))
+            .optional()
+            .map_err(&err)?;
     if let Some(status) = held {
         return Err(HandlerError::Refused(format!("order {order_id} already has a reservation ({status})")));
     }
-    let available: Option<i64> = tx
-        .query_row("SELECT available FROM stock WHERE sku = ?1", params![sku], |r| r.get(0))
-        .optional()
-        .map_err(&err)?;
+    let available: Option<i64> =
+        one(tx, "SELECT available FROM stock WHERE sku = ?1", params![sku], |r| r.get(0)).optional().map_err(&err)?;
     let Some(available) = available else {
         return Err(HandlerError::Refused(format!("unknown sku {sku}")));
     };
     if available < qty {
         return Err(HandlerError::Refused(format!("out of stock: sku {sku} has {available}, order wants {qty}")));
     }
-    tx.execute("UPDATE stock SET available = available - ?1 WHERE sku = ?2", params![qty, sku]).map_err(&err)?;
-    tx.execute(
+    exec(tx, "UPDATE stock SET available = available - ?1 WHERE sku = ?2", params![qty, sku]).map_err(&err)?;
+    exec(
+        tx,
         "INSERT INTO reservations (order_id, sku, qty, status) VALUES (?1, ?2, ?3, 'reserved')",
         params![order_id, sku, qty],
     )
@@ -112,20 +128,20 @@ fn reserve(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerE
 fn release(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
     let order_id = field(ctx.input(), "order_id")?;
     let err = db("inventory");
-    let held: Option<(String, i64)> = tx
-        .query_row(
-            "SELECT sku, qty FROM reservations WHERE order_id = ?1 AND status = 'reserved'",
-            params![order_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(&err)?;
+    let held: Option<(String, i64)> = one(
+        tx,
+        "SELECT sku, qty FROM reservations WHERE order_id = ?1 AND status = 'reserved'",
+        params![order_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(&err)?;
     let Some((sku, qty)) = held else {
         // Nothing held (the barrier normally catches this first).
         return Ok(json!({"released": 0}));
     };
-    tx.execute("UPDATE stock SET available = available + ?1 WHERE sku = ?2", params![qty, sku]).map_err(&err)?;
-    tx.execute("UPDATE reservations SET status = 'released' WHERE order_id = ?1", params![order_id]).map_err(&err)?;
+    exec(tx, "UPDATE stock SET available = available + ?1 WHERE sku = ?2", params![qty, sku]).map_err(&err)?;
+    exec(tx, "UPDATE reservations SET status = 'released' WHERE order_id = ?1", params![order_id]).map_err(&err)?;
     Ok(json!({"released": qty, "sku": sku}))
 }
 
@@ -143,27 +159,27 @@ fn charge(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerEr
     let account = field(input, "account")?;
     let cents = amount(input, "amount")?;
     let err = db("payment");
-    let charged: Option<String> = tx
-        .query_row("SELECT status FROM charges WHERE order_id = ?1", params![order_id], |r| r.get(0))
-        .optional()
-        .map_err(&err)?;
+    let charged: Option<String> =
+        one(tx, "SELECT status FROM charges WHERE order_id = ?1", params![order_id], |r| r.get(0))
+            .optional()
+            .map_err(&err)?;
     if let Some(status) = charged {
         return Err(HandlerError::Refused(format!("order {order_id} already has a charge ({status})")));
     }
-    let balance: Option<i64> = tx
-        .query_row("SELECT balance FROM accounts WHERE account = ?1", params![account], |r| r.get(0))
-        .optional()
-        .map_err(&err)?;
+    let balance: Option<i64> =
+        one(tx, "SELECT balance FROM accounts WHERE account = ?1", params![account], |r| r.get(0))
+            .optional()
+            .map_err(&err)?;
     let Some(balance) = balance else {
         return Err(HandlerError::Refused(format!("card declined: unknown account {account}")));
     };
     if balance < cents {
         return Err(HandlerError::Refused("card declined: insufficient funds".to_string()));
     }
-    tx.execute("UPDATE accounts SET balance = balance - ?1 WHERE account = ?2", params![cents, account])
-        .map_err(&err)?;
-    tx.execute("UPDATE merchant SET balance = balance + ?1 WHERE id = 1", params![cents]).map_err(&err)?;
-    tx.execute(
+    exec(tx, "UPDATE accounts SET balance = balance - ?1 WHERE account = ?2", params![cents, account]).map_err(&err)?;
+    exec(tx, "UPDATE merchant SET balance = balance + ?1 WHERE id = 1", params![cents]).map_err(&err)?;
+    exec(
+        tx,
         "INSERT INTO charges (order_id, account, amount, status) VALUES (?1, ?2, ?3, 'charged')",
         params![order_id, account, cents],
     )
@@ -174,21 +190,20 @@ fn charge(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerEr
 fn refund(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
     let order_id = field(ctx.input(), "order_id")?;
     let err = db("payment");
-    let charged: Option<(String, i64)> = tx
-        .query_row(
-            "SELECT account, amount FROM charges WHERE order_id = ?1 AND status = 'charged'",
-            params![order_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(&err)?;
+    let charged: Option<(String, i64)> = one(
+        tx,
+        "SELECT account, amount FROM charges WHERE order_id = ?1 AND status = 'charged'",
+        params![order_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(&err)?;
     let Some((account, cents)) = charged else {
         return Ok(json!({"refunded": 0}));
     };
-    tx.execute("UPDATE merchant SET balance = balance - ?1 WHERE id = 1", params![cents]).map_err(&err)?;
-    tx.execute("UPDATE accounts SET balance = balance + ?1 WHERE account = ?2", params![cents, account])
-        .map_err(&err)?;
-    tx.execute("UPDATE charges SET status = 'refunded' WHERE order_id = ?1", params![order_id]).map_err(&err)?;
+    exec(tx, "UPDATE merchant SET balance = balance - ?1 WHERE id = 1", params![cents]).map_err(&err)?;
+    exec(tx, "UPDATE accounts SET balance = balance + ?1 WHERE account = ?2", params![cents, account]).map_err(&err)?;
+    exec(tx, "UPDATE charges SET status = 'refunded' WHERE order_id = ?1", params![order_id]).map_err(&err)?;
     Ok(json!({"refunded": cents}))
 }
 
@@ -215,7 +230,8 @@ pub fn notification(path: &Path, sync: Sync, failure_rate: f64, seed: u64) -> Re
                 .duration_since(UNIX_EPOCH)
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
                 .unwrap_or(0);
-            tx.execute(
+            exec(
+                tx,
                 "INSERT OR IGNORE INTO confirmations (order_id, sent_at) VALUES (?1, ?2)",
                 params![order_id, sent_at],
             )
