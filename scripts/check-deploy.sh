@@ -1053,14 +1053,27 @@ def cmd_cfn(path):
         problems.append("SagaTable: not PAY_PER_REQUEST")
     if table.get("KeySchema") != [{"AttributeName": "id", "KeyType": "HASH"}]:
         problems.append("SagaTable: key is not id (HASH)")
+    # The table DynamoStore expects (crates/aws/src/dynamo.rs, create_table).
     attrs = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
-    if attrs != {"id": "S", "status_shard": "S", "next_due_at": "N"}:
-        problems.append(f"SagaTable: attributes {attrs}")
+    want_attrs = {"id": "S", "status": "S", "updated_at": "N", "due_shard": "S", "next_due_at": "N",
+                  "outbox_shard": "S", "outbox_at": "N"}
+    if attrs != want_attrs:
+        problems.append(f"SagaTable: attributes {attrs}, want {want_attrs}")
     gsi = {g["IndexName"]: g for g in table.get("GlobalSecondaryIndexes", [])}
-    if gsi.get("by_status", {}).get("KeySchema") != [
-            {"AttributeName": "status_shard", "KeyType": "HASH"},
-            {"AttributeName": "next_due_at", "KeyType": "RANGE"}]:
-        problems.append("SagaTable: GSI by_status is not (status_shard, next_due_at)")
+    want_gsi = {"by_status": ("status", "updated_at", "INCLUDE"), "by_due": ("due_shard", "next_due_at", "KEYS_ONLY"),
+                "by_outbox": ("outbox_shard", "outbox_at", "KEYS_ONLY")}
+    if set(gsi) != set(want_gsi):
+        problems.append(f"SagaTable: indexes {sorted(gsi)}, want {sorted(want_gsi)}")
+    for name, (hash_key, range_key, projection) in want_gsi.items():
+        g = gsi.get(name, {})
+        if g.get("KeySchema") != [{"AttributeName": hash_key, "KeyType": "HASH"},
+                                  {"AttributeName": range_key, "KeyType": "RANGE"}]:
+            problems.append(f"SagaTable: GSI {name} is not ({hash_key}, {range_key})")
+        if (g.get("Projection") or {}).get("ProjectionType") != projection:
+            problems.append(f"SagaTable: GSI {name} projection is not {projection}")
+    status_attrs = set((gsi.get("by_status", {}).get("Projection") or {}).get("NonKeyAttributes", []))
+    if status_attrs != {"saga", "version", "started_at"}:
+        problems.append(f"SagaTable: GSI by_status projects {sorted(status_attrs)}")
     if (table.get("SSESpecification") or {}).get("SSEEnabled") is not True:
         problems.append("SagaTable: SSE not enabled")
     if (table.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled") is not True:
@@ -1123,6 +1136,15 @@ def cmd_cfn(path):
                 problems.append(f"{role_name}: KMS actions not conditional on UseKms")
             if any(str(a).startswith("dynamodb:") for a in actions):
                 dynamo = True
+                # What DynamoStore calls (crates/aws/src/dynamo.rs), on the
+                # table and each index it queries.
+                needed = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem",
+                          "dynamodb:UpdateItem", "dynamodb:Query"}
+                if not needed <= set(actions):
+                    problems.append(f"{role_name}: DynamoDB actions lack {sorted(needed - set(actions))}")
+                for index in ("by_status", "by_due", "by_outbox"):
+                    if not any(f"/index/{index}" in str(r) for r in resources):
+                        problems.append(f"{role_name}: no access to the {index} index")
             for a in actions:
                 if a == "sqs:SendMessage":
                     send |= {arn_of(r) for r in resources}

@@ -7,13 +7,14 @@
 #   scripts/moto.sh stop    stop the server started by `start`
 #   scripts/moto.sh env     print `export AWS_ENDPOINT_URL=... AWS_ACCESS_KEY_ID=testing
 #                           AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
-#                           SQSAGA_TEST_AWS_ENDPOINT=...` for the running server,
+#                           AWS_TEST_ENDPOINT_URL=...` for the running server,
 #                           e.g. `eval "$(scripts/moto.sh env)"` (scripts/test does)
 #   scripts/moto.sh endpoint  print just its URL
 #   scripts/moto.sh status  say whether it runs, and where
 #
-# Mind that the sqsaga binary rejects unknown SQSAGA_* variables at start:
-# run it with `env -u SQSAGA_TEST_AWS_ENDPOINT` in a shell that evaluated `env`.
+# The tests read the endpoint from AWS_TEST_ENDPOINT_URL: not an SQSAGA_*
+# name, since the sqsaga binary rejects unknown SQSAGA_* variables at start,
+# so the binary runs as is in a shell that evaluated `env`.
 #
 # The port and PID are kept in .venv/moto.port and .venv/moto.pid; the log in
 # .venv/moto.log. `start` when a server already answers reuses it.
@@ -79,7 +80,7 @@ free_port() {
 
 print_env() {
   local port="$1"
-  echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 SQSAGA_TEST_AWS_ENDPOINT=http://127.0.0.1:$port"
+  echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_TEST_ENDPOINT_URL=http://127.0.0.1:$port"
 }
 
 start() {

@@ -5,7 +5,8 @@
 //!
 //! Tuning knobs for experiments, from the environment: `BENCH_IN_FLIGHT`
 //! (batch requests in flight per queue), `BENCH_WINDOW_MS` (flush window),
-//! `BENCH_ORCH_POLLERS`, `BENCH_WORKER_POLLERS`, `BENCH_IN_FLIGHT_SAGAS`,
+//! `BENCH_RECEIVE_LINGER_MS`, `BENCH_BUSY_WINDOW_MS` (sends),
+//! `BENCH_BUSY_DELETE_WINDOW_MS`, `BENCH_ORCH_POLLERS`, `BENCH_WORKER_POLLERS`, `BENCH_IN_FLIGHT_SAGAS`,
 //! `BENCH_NO_NAIVE`.
 
 use std::time::Duration;
@@ -24,6 +25,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(ms) = env("BENCH_WINDOW_MS") {
         settings.flush_window = Duration::from_millis(ms);
+    }
+    if let Some(ms) = env("BENCH_RECEIVE_LINGER_MS") {
+        settings.receive_linger = Duration::from_millis(ms);
+    }
+    if let Some(ms) = env("BENCH_BUSY_WINDOW_MS") {
+        settings.busy_flush_window = Duration::from_millis(ms);
+    }
+    if let Some(ms) = env("BENCH_BUSY_DELETE_WINDOW_MS") {
+        settings.busy_delete_window = Duration::from_millis(ms);
     }
     let sdk = settings.load_sdk_config().await;
     let mut options = BenchSqsOptions { sagas, idle: Duration::from_secs(idle), ..BenchSqsOptions::default() };

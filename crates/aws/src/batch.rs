@@ -4,9 +4,18 @@
 //! A batcher takes the first entry, then whatever else is already waiting,
 //! then waits at most the flush window (5 ms by default) for more, and sends
 //! up to 10 entries — however many callers they came from — in one
-//! `SendMessageBatch` or `DeleteMessageBatch`. A full batch goes at once; a
-//! lone message waits at most the window. Up to `max_in_flight` requests run
-//! at once; while they do, entries pile up, so batches grow with load.
+//! `SendMessageBatch` or `DeleteMessageBatch`. A full batch goes at once.
+//! Up to `max_in_flight` requests run at once; while they do, entries pile
+//! up, so batches grow with load.
+//!
+//! **Busy window.** Callers rarely come together within 5 ms when the
+//! traffic is steady but not heavy (a few entries every few hundred ms), so
+//! batches stay small. When the entries handed in during the last busy
+//! window (500 ms for sends, 1 s for deletes by default), plus the batch's
+//! own, would fill a batch, the batch waits up to the busy window from its
+//! first entry to fill. A lone message on an idle queue sees no recent
+//! entries and waits only the flush window. Deletes get the longer window:
+//! a delete holds back no message, only its caller.
 //!
 //! Outcomes per entry: `Failed` entries the service is at fault for are
 //! retried alone (up to [`ENTRY_ATTEMPTS`] times with backoff); entries the
@@ -15,7 +24,7 @@
 //! split into single-entry requests, so one caller's bad message never fails
 //! another caller's good one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +36,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::FailureKind;
-use crate::sqs::{Ctx, STALE_RECEIPT, delay_seconds, message_attributes, queue_error};
+use crate::sqs::{Ctx, STALE_RECEIPT, SqsOptions, delay_seconds, message_attributes, queue_error};
 
 /// Attempts per entry that SQS failed on its side (`SenderFault: false`).
 pub(crate) const ENTRY_ATTEMPTS: u32 = 4;
@@ -45,12 +54,52 @@ pub(crate) enum EntryError {
 pub(crate) struct Pending<T> {
     pub item: T,
     pub reply: oneshot::Sender<Result<(), EntryError>>,
+    /// When the caller handed it in.
+    pub at: Instant,
+}
+
+/// How long a batch waits for more entries after its first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// Always: concurrent callers of the same moment share a request.
+    pub base: Duration,
+    /// On a busy queue — the entries of the last `busy` would fill the
+    /// batch — the batch may wait this long (from its first entry) to fill.
+    /// Not longer than `base` turns it off.
+    pub busy: Duration,
+}
+
+/// Hand-in times of the entries of recent batches, to tell a busy queue
+/// from an idle one.
+#[derive(Default)]
+struct Arrivals {
+    times: VecDeque<Instant>,
+}
+
+impl Arrivals {
+    /// Enough history to count a full batch.
+    const KEEP: usize = 2 * MAX_BATCH;
+
+    fn record(&mut self, at: Instant) {
+        self.times.push_back(at);
+        while self.times.len() > Self::KEEP {
+            self.times.pop_front();
+        }
+    }
+
+    /// Entries handed in at or after `since`.
+    fn since(&self, since: Instant) -> usize {
+        self.times.iter().rev().take_while(|t| **t >= since).count()
+    }
 }
 
 /// What a batcher can batch.
 pub(crate) trait Entry: Send + Sized + 'static {
     /// Bytes counted against SQS's 1 MiB cap on a batch request's payload.
     fn weight(&self) -> usize;
+
+    /// How long a batch of this kind may wait to fill on a busy queue.
+    fn busy_window(options: &SqsOptions) -> Duration;
 
     /// Sends `items` in one request (or more, see the module doc); one
     /// result per item, in order.
@@ -75,7 +124,7 @@ impl<T> Clone for Batcher<T> {
 
 impl<T: Entry> Batcher<T> {
     /// Starts the batcher task of one queue; it ends when every handle is dropped.
-    pub fn start(ctx: Ctx, url: String, queue: String, window: Duration, max_in_flight: usize) -> Self {
+    pub fn start(ctx: Ctx, url: String, queue: String, window: Window, max_in_flight: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run::<T>(ctx, url, queue, window, max_in_flight.max(1), rx));
         Batcher { tx }
@@ -95,17 +144,18 @@ async fn run<T: Entry>(
     ctx: Ctx,
     url: String,
     queue: String,
-    window: Duration,
+    window: Window,
     max_in_flight: usize,
     mut rx: mpsc::UnboundedReceiver<Pending<T>>,
 ) {
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let mut carry: Option<Pending<T>> = None;
+    let mut arrivals = Arrivals::default();
     loop {
         // A permit first: while every request slot is busy, entries keep
         // arriving and the next batch grows.
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        let Some(batch) = next_batch(&mut rx, &mut carry, window).await else { return };
+        let Some(batch) = next_batch(&mut rx, &mut carry, window, &mut arrivals).await else { return };
         let (ctx, url, queue) = (ctx.clone(), url.clone(), queue.clone());
         tokio::spawn(async move {
             let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.reply)).unzip();
@@ -120,27 +170,57 @@ async fn run<T: Entry>(
 }
 
 /// The next batch: the first entry, then more until 10, the payload cap, or
-/// the end of the window. `None` once the channel is closed and empty.
+/// the end of the window — the base window, or the busy one if the entries
+/// of the last busy window would fill the batch. `None` once the channel is
+/// closed and empty.
 async fn next_batch<T: Entry>(
     rx: &mut mpsc::UnboundedReceiver<Pending<T>>,
     carry: &mut Option<Pending<T>>,
-    window: Duration,
+    window: Window,
+    arrivals: &mut Arrivals,
+) -> Option<Vec<Pending<T>>> {
+    let batch = gather(rx, carry, window, arrivals).await?;
+    for p in &batch {
+        arrivals.record(p.at);
+    }
+    Some(batch)
+}
+
+async fn gather<T: Entry>(
+    rx: &mut mpsc::UnboundedReceiver<Pending<T>>,
+    carry: &mut Option<Pending<T>>,
+    window: Window,
+    arrivals: &Arrivals,
 ) -> Option<Vec<Pending<T>>> {
     let first = match carry.take() {
         Some(p) => p,
         None => rx.recv().await?,
     };
-    let deadline = Instant::now() + window;
+    let mut deadline = Instant::now() + window.base;
+    let busy_until = first.at + window.busy;
+    let mut judged = window.busy <= window.base;
     let mut weight = first.item.weight();
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
         let next = match rx.try_recv() {
             Ok(p) => p,
             Err(TryRecvError::Disconnected) => break,
-            Err(TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(p)) => p,
-                Ok(None) | Err(_) => break,
-            },
+            Err(TryRecvError::Empty) => {
+                if !judged {
+                    // Judged once, when the batch has taken what was waiting:
+                    // would the pace of the last busy window fill it in time?
+                    judged = true;
+                    let now = Instant::now();
+                    let recent = now.checked_sub(window.busy).map_or(0, |since| arrivals.since(since));
+                    if batch.len() + recent >= MAX_BATCH {
+                        deadline = deadline.max(busy_until);
+                    }
+                }
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) | Err(_) => break,
+                }
+            }
         };
         let w = next.item.weight();
         if weight + w > MAX_MESSAGE_BYTES {
@@ -175,6 +255,10 @@ impl Entry for OutgoingMessage {
         self.size() + self.attributes.len() * "String".len()
     }
 
+    fn busy_window(options: &SqsOptions) -> Duration {
+        options.busy_flush_window
+    }
+
     async fn flush(ctx: Ctx, url: String, queue: String, items: Vec<Self>) -> Vec<Result<(), EntryError>> {
         let entries: Vec<Result<SendMessageBatchRequestEntry, QueueError>> =
             items.iter().enumerate().map(|(i, m)| send_entry(i, m)).collect();
@@ -186,6 +270,10 @@ impl Entry for String {
     /// Receipt handles do not count against the payload cap.
     fn weight(&self) -> usize {
         0
+    }
+
+    fn busy_window(options: &SqsOptions) -> Duration {
+        options.busy_delete_window
     }
 
     /// The same receipt twice in one batch (two callers deleting one
@@ -452,5 +540,73 @@ mod tests {
         for r in results {
             assert!(matches!(r, Err(EntryError::Request(QueueError::Unreachable(_)))), "{r:?}");
         }
+    }
+
+    const BASE: Duration = Duration::from_millis(5);
+    const BUSY: Duration = Duration::from_millis(500);
+
+    fn pending(i: usize) -> Pending<String> {
+        let (reply, _) = oneshot::channel();
+        Pending { item: format!("r{i}"), reply, at: Instant::now() }
+    }
+
+    /// Sends `n` entries, one every `every`, starting now; the channel stays open.
+    fn trickle(tx: &mpsc::UnboundedSender<Pending<String>>, n: usize, every: Duration) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for i in 0..n {
+                let _ = tx.send(pending(i));
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_message_on_an_idle_queue_waits_only_the_base_window() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut arrivals = Arrivals::default();
+        // Traffic long ago does not make the queue busy now.
+        for _ in 0..20 {
+            arrivals.record(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tx.send(pending(0)).unwrap();
+        let started = Instant::now();
+        let batch = next_batch(&mut rx, &mut None, Window { base: BASE, busy: BUSY }, &mut arrivals).await.unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(started.elapsed(), BASE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_a_busy_queue_a_batch_waits_up_to_the_busy_window_to_fill() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut arrivals = Arrivals::default();
+        let window = Window { base: BASE, busy: BUSY };
+        // One entry every 40 ms: each base window catches one entry alone,
+        // 12 or 13 arrive per busy window.
+        trickle(&tx, 40, Duration::from_millis(40));
+        let mut sizes = Vec::new();
+        while sizes.iter().sum::<usize>() < 40 {
+            sizes.push(next_batch(&mut rx, &mut None, window, &mut arrivals).await.unwrap().len());
+        }
+        // Alone until the last busy window saw the 9 entries that fill a
+        // batch; then full batches; the last entry waits the busy window out.
+        assert_eq!(sizes, [vec![1; 9], vec![10, 10, 10, 1]].concat());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_on_a_busy_queue_goes_when_the_busy_window_ends() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut arrivals = Arrivals::default();
+        for _ in 0..10 {
+            arrivals.record(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Traffic stops after three entries: the batch does not wait past the busy window.
+        trickle(&tx, 3, Duration::from_millis(10));
+        let started = Instant::now();
+        let batch = next_batch(&mut rx, &mut None, Window { base: BASE, busy: BUSY }, &mut arrivals).await.unwrap();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(started.elapsed(), BUSY);
     }
 }

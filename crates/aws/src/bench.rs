@@ -9,7 +9,8 @@
 //! every SQS request from the first start request to the last saga
 //! finishing, per saga step (a command a worker executed). Then, with
 //! everything idle, the long polls of every poller are counted over an idle
-//! window (20 s waits: at most 3 requests per poller per minute).
+//! window (20 s waits: at most 3 requests per poller per minute; the pollers
+//! of one queue share one long poll at the adapter's receive gate, so fewer).
 //!
 //! Where the floor is: a step moves two messages (the command and its
 //! reply), each sent, received and deleted once — six message operations,
@@ -128,6 +129,8 @@ pub struct PhaseReport {
     pub elapsed_s: f64,
     /// DynamoDB requests during the phase (for context: not what is judged).
     pub dynamodb_requests: u64,
+    /// The same by action (the benchmark's own progress checks included).
+    pub dynamodb_by_action: BTreeMap<String, u64>,
     /// Stock and money conserved, every order fully done or fully undone.
     pub invariants_ok: bool,
     pub violations: Vec<String>,
@@ -241,7 +244,7 @@ async fn run_phase_on(
     let waited = feed(backend.queue().as_ref(), backend.store().as_ref(), &ids, &inputs, options).await;
     let elapsed = started.elapsed();
     let delta = requests.snapshot().since(&before);
-    let dynamodb = backend.dynamodb_requests().snapshot().since(&dynamo_before).total();
+    let dynamodb = backend.dynamodb_requests().snapshot().since(&dynamo_before);
     let steps = stack.steps();
     let idle = if !naive && !options.idle.is_zero() && waited.is_ok() {
         Some(measure_idle(&requests, options.idle, stack.pollers()).await)
@@ -252,7 +255,8 @@ async fn run_phase_on(
     waited?;
     let mut report =
         phase_report(mode, backend.store().as_ref(), dir, &ids, &inputs, &initial, steps, delta, elapsed).await?;
-    report.dynamodb_requests = dynamodb;
+    report.dynamodb_requests = dynamodb.total();
+    report.dynamodb_by_action = dynamodb.by_action;
     Ok((report, idle))
 }
 
@@ -388,6 +392,7 @@ async fn phase_report(
         requests: requests.by_action,
         elapsed_s: round3(elapsed.as_secs_f64()),
         dynamodb_requests: 0,
+        dynamodb_by_action: BTreeMap::new(),
         invariants_ok: report.ok,
         violations: report.violations,
     })

@@ -8,12 +8,13 @@
 //! ports and the SDK; the orchestrator and workers know only the ports.
 //!
 //! Tested against moto's server (`scripts/moto.sh`); the tests read its
-//! endpoint from `SQSAGA_TEST_AWS_ENDPOINT`.
+//! endpoint from `AWS_TEST_ENDPOINT_URL`.
 
 mod batch;
 pub mod bench;
 mod dynamo;
 mod error;
+mod gate;
 pub mod heartbeat;
 pub mod provision;
 mod requests;
@@ -79,8 +80,11 @@ impl AwsBackend {
                 queue_urls: settings.queue_urls.clone(),
                 kms_key: settings.kms_key.clone(),
                 flush_window: settings.flush_window,
+                busy_flush_window: settings.busy_flush_window,
+                busy_delete_window: settings.busy_delete_window,
                 naive: settings.naive,
                 max_in_flight: settings.max_batches_in_flight,
+                receive_linger: settings.receive_linger,
             },
             sqs_requests.clone(),
         );

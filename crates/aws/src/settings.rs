@@ -38,9 +38,19 @@ pub struct AwsSettings {
     /// How long the send/delete batchers wait for more entries after the
     /// first one, so concurrent callers share one request.
     pub flush_window: Duration,
+    /// How long a batch may wait to fill on a busy queue (its entries of the
+    /// last such window would fill it); a lone message on an idle queue
+    /// waits only `flush_window`.
+    pub busy_flush_window: Duration,
+    /// The same for delete batches (a delete holds back only its caller).
+    pub busy_delete_window: Duration,
     /// Batch requests in flight at once per queue and kind (send, delete).
     /// While they are all busy, entries wait and the next batch grows.
     pub max_batches_in_flight: usize,
+    /// After a long poll that got some messages but fewer than it asked
+    /// for, how long the next long poll of that queue waits, so messages
+    /// arriving meanwhile come in one receive. Bounds the latency it adds.
+    pub receive_linger: Duration,
     /// One SQS request per message, as the seed's Go worker does: only for
     /// the request-accounting benchmark's comparison.
     pub naive: bool,
@@ -64,7 +74,10 @@ impl Default for AwsSettings {
             // Long enough for the other pollers' sends of the same moment to
             // join, short enough that a lone message is not held back.
             flush_window: Duration::from_millis(5),
+            busy_flush_window: crate::sqs::DEFAULT_BUSY_FLUSH_WINDOW,
+            busy_delete_window: crate::sqs::DEFAULT_BUSY_DELETE_WINDOW,
             max_batches_in_flight: 2,
+            receive_linger: crate::sqs::DEFAULT_RECEIVE_LINGER,
             naive: false,
         }
     }

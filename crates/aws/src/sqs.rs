@@ -4,14 +4,25 @@
 //!   from the settings, else to `GetQueueUrl("<prefix>inventory")`; the
 //!   answer is cached. The DLQ of `q` is `q-dlq`, like every adapter's.
 //! - **Batching.** Sends and deletes go through a batcher task per queue
-//!   (see `batch.rs`): it takes the first entry, waits at most the flush
-//!   window (5 ms) for more, and sends up to 10 entries — from any number of
-//!   concurrent callers — as one `SendMessageBatch` / `DeleteMessageBatch`.
-//!   Failed entries the service is at fault for are retried alone; entries
-//!   the sender is at fault for fail their caller only. `naive` mode turns
-//!   this off (one request per message) for the benchmark's comparison.
+//!   (see `batch.rs`): it takes the first entry, waits the flush window
+//!   (5 ms) for more — on a busy queue, whose recent entries would fill the
+//!   batch, up to the busy window (500 ms for sends, 1 s for deletes) — and
+//!   sends up to 10 entries — from any number of concurrent callers — as
+//!   one `SendMessageBatch` / `DeleteMessageBatch`. Failed entries the
+//!   service is at fault for are retried alone; entries the sender is at
+//!   fault for fail their caller only. `naive` mode turns this off (one
+//!   request per message, no gate) for the benchmark's comparison.
 //! - **Receive.** Long polls (`Receive::wait`, ≤ 20 s), up to 10 messages,
 //!   all message attributes plus `ApproximateReceiveCount` and `SentTimestamp`.
+//!   The long polls of one queue take turns at a gate (see `gate.rs`): one
+//!   at a time unless the queue is backlogged, and after a short receive the
+//!   next one lingers (500 ms), so pollers do not split a queue's messages
+//!   into many small receives, and idle pollers share one long poll.
+//! - **Latency.** The busy windows and the linger trade latency for
+//!   requests (AWS bills per request): on a busy, not backlogged queue a
+//!   message may wait up to the busy send window before it is sent and up
+//!   to the linger before it is received. An idle queue's lone message waits
+//!   neither (5 ms flush window; a long poll is already waiting for it).
 //! - **Poison messages.** SQS's own redrive moves a message to the DLQ
 //!   without saying why, and the port promises a `sqsaga-dlq-reason`. So the
 //!   queue's RedrivePolicy carries `maxReceiveCount = N + 1` for sqsaga's
@@ -41,6 +52,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{self, Batcher, EntryError, Pending};
 use crate::error::Failure;
+use crate::gate::ReceiveGate;
 use crate::requests::RequestCounter;
 
 /// SQS: at most 10 message attributes per message.
@@ -52,6 +64,12 @@ pub const DLQ_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 const MAX_QUEUE_NAME: usize = 80;
 /// SQS: visibility timeouts are at most 12 hours.
 const MAX_VISIBILITY_SECS: u64 = 43_200;
+/// Default [`SqsOptions::busy_flush_window`].
+pub const DEFAULT_BUSY_FLUSH_WINDOW: Duration = Duration::from_millis(500);
+/// Default [`SqsOptions::busy_delete_window`].
+pub const DEFAULT_BUSY_DELETE_WINDOW: Duration = Duration::from_millis(1000);
+/// Default [`SqsOptions::receive_linger`].
+pub const DEFAULT_RECEIVE_LINGER: Duration = Duration::from_millis(500);
 
 /// Error codes meaning "no such queue" (query and JSON protocols).
 pub(crate) const NO_SUCH_QUEUE: &[&str] = &["AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"];
@@ -76,10 +94,22 @@ pub struct SqsOptions {
     pub kms_key: Option<String>,
     /// How long a batcher waits for more entries after the first.
     pub flush_window: Duration,
+    /// How long a send batch may wait to fill on a busy queue: one whose
+    /// entries of the last such window would fill it (batch.rs). An idle
+    /// queue's lone message waits only `flush_window`.
+    pub busy_flush_window: Duration,
+    /// The same for delete batches. Longer than for sends: a delete holds
+    /// back no message, only its caller.
+    pub busy_delete_window: Duration,
     /// One request per message (no batching, no merging): the benchmark's baseline.
     pub naive: bool,
     /// Batch requests in flight at once per queue and kind (send, delete).
     pub max_in_flight: usize,
+    /// After a long poll that got some messages but fewer than it asked
+    /// for, how long the next one waits so what arrives meanwhile comes in
+    /// one receive (see `gate.rs`). Zero turns the linger off (the gate
+    /// still lets one long poll run at a time on a queue that is not backlogged).
+    pub receive_linger: Duration,
 }
 
 impl Default for SqsOptions {
@@ -89,8 +119,11 @@ impl Default for SqsOptions {
             queue_urls: BTreeMap::new(),
             kms_key: None,
             flush_window: Duration::from_millis(5),
+            busy_flush_window: DEFAULT_BUSY_FLUSH_WINDOW,
+            busy_delete_window: DEFAULT_BUSY_DELETE_WINDOW,
             naive: false,
             max_in_flight: 2,
+            receive_linger: DEFAULT_RECEIVE_LINGER,
         }
     }
 }
@@ -133,6 +166,8 @@ struct Inner {
     senders: Mutex<HashMap<String, Batcher<OutgoingMessage>>>,
     /// Delete batcher per queue URL.
     deleters: Mutex<HashMap<String, Batcher<String>>>,
+    /// Receive gate per queue URL.
+    gates: Mutex<HashMap<String, Arc<ReceiveGate>>>,
     /// Requests by action (fed by the client's interceptor).
     requests: Arc<RequestCounter>,
 }
@@ -179,6 +214,7 @@ impl SqsQueue {
                 limits: RwLock::new(HashMap::new()),
                 senders: Mutex::new(HashMap::new()),
                 deleters: Mutex::new(HashMap::new()),
+                gates: Mutex::new(HashMap::new()),
                 requests,
             }),
         }
@@ -428,11 +464,19 @@ impl SqsQueue {
             self.inner.ctx.clone(),
             url.to_string(),
             queue.to_string(),
-            self.inner.options.flush_window,
+            batch::Window { base: self.inner.options.flush_window, busy: T::busy_window(&self.inner.options) },
             self.inner.options.max_in_flight,
         );
         map.insert(url.to_string(), b.clone());
         b
+    }
+
+    /// The receive gate of `url`, created on first use.
+    fn gate(&self, url: &str) -> Arc<ReceiveGate> {
+        let mut map = self.inner.gates.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(url.to_string())
+            .or_insert_with(|| Arc::new(ReceiveGate::new(self.inner.options.receive_linger)))
+            .clone()
     }
 
     /// Hands `items` to the batcher and waits for each one's result.
@@ -447,7 +491,7 @@ impl SqsQueue {
         let mut batcher = self.batcher(map, url, queue);
         for item in items {
             let (reply, rx) = oneshot::channel();
-            let mut pending = Pending { item, reply };
+            let mut pending = Pending { item, reply, at: tokio::time::Instant::now() };
             // A batcher whose runtime is gone has a closed channel: start a new one.
             for _ in 0..2 {
                 match batcher.send(pending) {
@@ -568,8 +612,22 @@ impl Queue for SqsQueue {
         let url = self.queue_url(queue).await?;
         let limit = self.limit(queue, &url).await?;
         let wait = r.wait.min(MAX_WAIT);
-        // SQS takes whole seconds: round a sub-second wait up rather than to a short poll.
-        let wait_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        // Long polls take turns at the queue's gate (gate.rs); short polls and naive mode do not.
+        let gate = (!wait.is_zero() && !self.inner.options.naive).then(|| self.gate(&url));
+        let deadline = tokio::time::Instant::now() + wait;
+        let admission = match &gate {
+            Some(gate) => match gate.admit(deadline).await {
+                Some(a) => Some(a),
+                // The wait ended while other pollers covered the queue: empty, as a long poll would be.
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        // What is left of the wait after the gate; SQS takes whole seconds:
+        // round a sub-second wait up rather than to a short poll.
+        let wait =
+            if admission.is_some() { deadline.saturating_duration_since(tokio::time::Instant::now()) } else { wait };
+        let wait_secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(u64::from(admission.is_some()));
         let ctx = &self.inner.ctx;
         let mut request = ctx
             .client
@@ -585,6 +643,9 @@ impl Queue for SqsQueue {
         }
         let out = request.send().await.map_err(|e| queue_error(ctx.failure(&e), queue))?;
         let messages: Vec<ReceivedMessage> = out.messages.unwrap_or_default().into_iter().filter_map(convert).collect();
+        if let Some(admission) = admission {
+            admission.finish(messages.len(), r.max);
+        }
         Ok(match limit {
             Some(limit) => self.dead_letter_exhausted(queue, limit, messages).await,
             None => messages,

@@ -11,6 +11,14 @@
 //! property; the saga history is: every transition appears once (no
 //! duplicated transition), every saga ends terminal with step states that
 //! match its status, and the participants' data add up (no lost update).
+//!
+//! Known emulator flaw: moto (5.2.5) does not apply a conditional
+//! `UpdateItem` atomically across its server threads, so now and then two
+//! replicas' writes conditioned on the same `revision` both succeed and a
+//! transition shows twice. The failure prints the saga's revision with its
+//! history: a revision below the number of writes in the history is that
+//! flaw (each write bumps the revision by one). DynamoDB's conditional
+//! writes are atomic; nextest retries this test (`.config/nextest.toml`).
 
 #![allow(clippy::unwrap_used, reason = "a failure is the test failing")]
 
@@ -117,7 +125,14 @@ async fn two_orchestrator_replicas_lose_no_update_and_duplicate_no_transition() 
         let mut notes: Vec<&str> = history.iter().map(|h| h.note.as_str()).collect();
         notes.sort_unstable();
         if let Some(dup) = notes.windows(2).find(|w| w[0] == w[1]) {
-            failures.push(format!("{}: transition `{}` recorded twice", s.id, dup[0]));
+            let entries: Vec<String> = history.iter().map(|h| format!("{} {} {}", h.at, h.event, h.note)).collect();
+            failures.push(format!(
+                "{}: transition `{}` recorded twice; revision {}, history:\n  {}",
+                s.id,
+                dup[0],
+                r.revision,
+                entries.join("\n  ")
+            ));
         }
         let steps: Vec<StepStatus> = s.steps.iter().map(|st| st.status).collect();
         let consistent = match s.status {

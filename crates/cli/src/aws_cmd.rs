@@ -63,6 +63,16 @@ pub struct BenchSqsArgs {
     /// Pollers per participant worker.
     #[arg(long, default_value_t = BenchSqsOptions::default().worker_pollers)]
     pub worker_pollers: usize,
+    /// Receive linger of the SQS adapter (default: the adapter's, 500ms):
+    /// what a short receive makes the next one of its queue wait.
+    #[arg(long, value_parser = parse_duration)]
+    pub receive_linger: Option<Duration>,
+    /// How long a send batch may wait to fill on a busy queue (default: the adapter's, 500ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub busy_flush_window: Option<Duration>,
+    /// How long a delete batch may wait to fill on a busy queue (default: the adapter's, 1s).
+    #[arg(long, value_parser = parse_duration)]
+    pub busy_delete_window: Option<Duration>,
     /// JSON config file; also `SQSAGA_CONFIG`.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -159,7 +169,16 @@ pub async fn provision(args: ProvisionArgs) -> Result<ExitCode> {
 /// invariant broke.
 pub async fn bench_sqs(args: BenchSqsArgs) -> Result<ExitCode> {
     let settings = settings(args.config.as_ref())?;
-    let aws = aws_settings(&settings);
+    let mut aws = aws_settings(&settings);
+    if let Some(d) = args.receive_linger {
+        aws.receive_linger = d;
+    }
+    if let Some(d) = args.busy_flush_window {
+        aws.busy_flush_window = d;
+    }
+    if let Some(d) = args.busy_delete_window {
+        aws.busy_delete_window = d;
+    }
     let sdk = aws.load_sdk_config().await;
     let options = BenchSqsOptions {
         sagas: args.sagas,
@@ -171,6 +190,10 @@ pub async fn bench_sqs(args: BenchSqsArgs) -> Result<ExitCode> {
     };
     let endpoint = aws.endpoint_url.clone().unwrap_or_else(|| "AWS".to_string());
     println!("bench sqs: {} order sagas per phase against {endpoint}", options.sagas);
+    println!(
+        "  adapter: receive linger {:?}, busy windows {:?} (sends) and {:?} (deletes)",
+        aws.receive_linger, aws.busy_flush_window, aws.busy_delete_window
+    );
     let report = sqsaga_aws::bench_sqs(&sdk, &aws, &options).await.context("the SQS benchmark failed")?;
     let b = &report.batched;
     println!(

@@ -12,8 +12,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_sqsaga");
 
 /// The emulator's endpoint; the test fails (never skips) without one.
 fn endpoint() -> String {
-    std::env::var("SQSAGA_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
-        panic!("SQSAGA_TEST_AWS_ENDPOINT is not set: run `scripts/test`, or `scripts/moto.sh start` and `eval \"$(scripts/moto.sh env)\"`")
+    std::env::var("AWS_TEST_ENDPOINT_URL").unwrap_or_else(|_| {
+        panic!("AWS_TEST_ENDPOINT_URL is not set: run `scripts/test`, or `scripts/moto.sh start` and `eval \"$(scripts/moto.sh env)\"`")
     })
 }
 

@@ -648,8 +648,7 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
     // reply ride along with the first group. A received batch holds at most
     // 10 messages, so every group fits one call.
     let mut direct: Vec<usize> = (0..jobs.len()).filter(|i| deletable[*i]).collect();
-    let mut groups: Vec<(Option<String>, Replies)> =
-        replies.into_iter().map(|(to, out)| (Some(to), out)).collect();
+    let mut groups: Vec<(Option<String>, Replies)> = replies.into_iter().map(|(to, out)| (Some(to), out)).collect();
     if groups.is_empty() && !direct.is_empty() {
         groups.push((None, Vec::new()));
     }

@@ -1,5 +1,5 @@
 //! Helpers of the AWS integration tests: the emulator's endpoint (from
-//! `SQSAGA_TEST_AWS_ENDPOINT`, which `scripts/test` and `scripts/moto.sh`
+//! `AWS_TEST_ENDPOINT_URL`, which `scripts/test` and `scripts/moto.sh`
 //! provide — a missing endpoint fails the test, never skips it), SDK
 //! configuration with the emulator's static credentials, and a backend on a
 //! fresh random queue prefix and table per test, so tests never collide.
@@ -11,7 +11,7 @@ use aws_sdk_sqs::config::Credentials;
 use sqsaga_aws::{AwsBackend, AwsSettings, retry_config, timeout_config};
 
 /// The variable naming the emulator's endpoint.
-pub const ENDPOINT_VAR: &str = "SQSAGA_TEST_AWS_ENDPOINT";
+pub const ENDPOINT_VAR: &str = "AWS_TEST_ENDPOINT_URL";
 
 /// The emulator's endpoint; panics with what to do when it is not set.
 pub fn endpoint() -> String {
