@@ -32,9 +32,9 @@
 //! crash left behind. (Why the store delivers: the orchestrator sends each
 //! saga's outbox in turn, one awaited send per saga, so its commands could
 //! only be merged across pollers — `sqsaga bench sqs` measured 1.6 requests
-//! per step that way; about 0.95 with delivery here.) A later write appends its own
-//! outbox instead of replacing a pending one, so no command is lost to a
-//! write that raced the sender.
+//! per step that way; the README's Benchmarks section has today's figure.)
+//! A later write appends its own outbox instead of replacing a pending one,
+//! so no command is lost to a write that raced the sender.
 //!
 //! Known limits: the status, due and outbox indexes use one partition key
 //! value each, which caps their write rate at one index partition (about

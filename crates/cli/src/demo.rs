@@ -17,7 +17,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqsaga_core::machine::{SagaStatus, StepStatus};
-use sqsaga_embedded::EmbeddedBackend;
 use sqsaga_orchestrator::{
     Definitions, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorOptions, SystemClock, ensure_queues,
 };
@@ -246,15 +245,8 @@ impl Stack {
         self.workers.iter().map(|w| w.snapshot().processed).sum()
     }
 
-    /// Every durable SQLite commit of this process: saga store and queues,
-    /// plus each participant's own database.
-    fn commits(&self) -> u64 {
-        let own = self.opened.embedded.as_ref().map_or(0, EmbeddedBackend::commits);
-        own + self.participants.iter().map(|p| p.committer().commits()).sum::<u64>()
-    }
-
-    /// `(database, commits, write jobs)` per database: the shared file first,
-    /// then each participant's.
+    /// `(database, commits, write jobs)` for every SQLite file this process
+    /// commits to: the shared file first, then each participant's.
     fn commits_by_database(&self) -> Vec<(String, u64, u64)> {
         let mut out = Vec::new();
         if let Some(e) = self.opened.embedded.as_ref() {
@@ -264,12 +256,6 @@ impl Stack {
             out.push((service.to_string(), p.committer().commits(), p.committer().jobs()));
         }
         out
-    }
-
-    /// Write jobs (one per queue operation, saga commit or local transaction).
-    fn jobs(&self) -> u64 {
-        let own = self.opened.embedded.as_ref().map_or(0, EmbeddedBackend::jobs);
-        own + self.participants.iter().map(|p| p.committer().jobs()).sum::<u64>()
     }
 }
 
@@ -625,7 +611,6 @@ async fn bench_embedded(
 ) -> Result<ExitCode> {
     let dir = fresh_dir(&None)?;
     let single_before = single_commit_rate(&dir)?;
-    let single = single_before;
     let defs = Arc::new(load_definitions(&[])?);
     let opened = open_demo_backend(&dir, "embedded", &defs).await?;
     let stack = start_stack(
@@ -638,8 +623,6 @@ async fn bench_embedded(
     let run = RunArgs { orders, seed: 7, failure_rate: 0.0, data_dir: Some(dir.clone()), backend: "embedded".into() };
     let queue = stack.opened.queue.clone();
     let store = stack.opened.store.clone();
-    let commits_before = stack.commits();
-    let jobs_before = stack.jobs();
     let by_db_before = stack.commits_by_database();
     let cpu_before = process_cpu();
     let started = Instant::now();
@@ -648,26 +631,26 @@ async fn bench_embedded(
     let elapsed = started.elapsed();
     let cpu = process_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     let steps = stack.steps_executed();
-    let commits = stack.commits() - commits_before;
-    let jobs = stack.jobs() - jobs_before;
     let by_database: Vec<DatabaseCommits> = stack
         .commits_by_database()
         .into_iter()
         .zip(by_db_before)
         .map(|((database, commits, jobs), (_, c0, j0))| DatabaseCommits {
             database,
-            commits: commits - c0,
-            write_jobs: jobs - j0,
+            commits: commits.saturating_sub(c0),
+            write_jobs: jobs.saturating_sub(j0),
             commits_per_step: round3(commits.saturating_sub(c0) as f64 / steps.max(1) as f64),
         })
         .collect();
+    let commits: u64 = by_database.iter().map(|d| d.commits).sum();
+    let jobs: u64 = by_database.iter().map(|d| d.write_jobs).sum();
     stack.stop().await;
     let summary = summarize(&dir, store.as_ref(), &manifest, elapsed, steps).await?;
     // Measured again after the run: the disk's fsync rate drifts with
     // whatever else the machine does, and the ratio is taken against the
     // better of the two (the conservative choice).
     let single_after = single_commit_rate(&dir)?;
-    let single = single.max(single_after);
+    let single = single_before.max(single_after);
     let secs = elapsed.as_secs_f64().max(1e-9);
     let result = BenchResult {
         sagas: manifest.sagas.len(),

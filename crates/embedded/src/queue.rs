@@ -190,14 +190,9 @@ impl Queue for SqliteQueue {
     }
 
     async fn send_batch(&self, queue: &str, messages: Vec<OutgoingMessage>) -> Result<(), QueueError> {
-        if messages.len() > MAX_BATCH {
-            return Err(QueueError::BatchTooLarge(messages.len()));
-        }
+        check_sends(&messages)?;
         if messages.is_empty() {
             return Ok(());
-        }
-        for m in &messages {
-            m.check()?;
         }
         let q = queue.to_string();
         let count = messages.len();
@@ -281,9 +276,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn delete_batch(&self, queue: &str, receipts: &[String]) -> Result<Vec<QueueError>, QueueError> {
-        if receipts.len() > MAX_BATCH {
-            return Err(QueueError::BatchTooLarge(receipts.len()));
-        }
+        check_batch(receipts.len())?;
         if receipts.is_empty() {
             return Ok(Vec::new());
         }
@@ -302,15 +295,8 @@ impl Queue for SqliteQueue {
         from: &str,
         receipts: &[String],
     ) -> Result<Vec<QueueError>, QueueError> {
-        if messages.len() > MAX_BATCH {
-            return Err(QueueError::BatchTooLarge(messages.len()));
-        }
-        if receipts.len() > MAX_BATCH {
-            return Err(QueueError::BatchTooLarge(receipts.len()));
-        }
-        for m in &messages {
-            m.check()?;
-        }
+        check_sends(&messages)?;
+        check_batch(receipts.len())?;
         let (q_to, q_from) = (to.to_string(), from.to_string());
         let count = messages.len();
         let receipts = receipts.to_vec();
@@ -414,6 +400,17 @@ impl Queue for SqliteQueue {
         self.shared.wake([(target.as_str(), 1)]);
         Ok(())
     }
+}
+
+/// SQS's limit of 10 entries per batch request.
+fn check_batch(len: usize) -> Result<(), QueueError> {
+    if len > MAX_BATCH { Err(QueueError::BatchTooLarge(len)) } else { Ok(()) }
+}
+
+/// A batch of sends within SQS's limits: 10 entries, each within 1 MiB.
+fn check_sends(messages: &[OutgoingMessage]) -> Result<(), QueueError> {
+    check_batch(messages.len())?;
+    messages.iter().try_for_each(OutgoingMessage::check)
 }
 
 /// SQS's rule for queue names: 1 to 80 of `[A-Za-z0-9_-]`.

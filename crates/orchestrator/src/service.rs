@@ -528,6 +528,7 @@ impl Orchestrator {
         let stats = &self.inner.stats;
         let mut results: Vec<Option<Disposition>> = (0..items.len()).map(|_| None).collect();
         let mut consumed = vec![false; items.len()];
+        // The plain messages ride with the first commit (taken from here).
         let mut always = consumption.as_ref().map(|c| c.always.clone()).unwrap_or_default();
         let mut always_consumed = false;
         // saga id → indexes of its items, in arrival order.
@@ -617,36 +618,33 @@ impl Orchestrator {
             };
             let write_items: Vec<Vec<usize>> =
                 write_ids.iter().map(|id| pending.get(id).map(|ix| acked(ix)).unwrap_or_default()).collect();
-            let (consumed_now, asked) = match &consumption {
-                Some(c) => {
-                    let mut extra: Vec<String> = std::mem::take(&mut always);
-                    extra.extend(ignored_items.iter().map(|&i| c.receipts[i].clone()));
-                    let per_write = write_items.iter().map(|ix| ix.iter().map(|&i| c.receipts[i].clone()).collect());
-                    let consumed = Consumed {
+            // Ignored items' and (first round only) the batch's plain
+            // messages go with whatever this commit does.
+            let consumed_now = consumption
+                .as_ref()
+                .map(|c| {
+                    let mut always = std::mem::take(&mut always);
+                    always.extend(ignored_items.iter().map(|&i| c.receipts[i].clone()));
+                    let receipts = |ix: &Vec<usize>| ix.iter().map(|&i| c.receipts[i].clone()).collect();
+                    Consumed {
                         queue: self.inner.options.queue.clone(),
-                        per_write: per_write.collect(),
-                        always: extra,
-                    };
-                    (consumed, true)
-                }
-                None => (Consumed::default(), false),
-            };
+                        per_write: write_items.iter().map(receipts).collect(),
+                        always,
+                    }
+                })
+                .unwrap_or_default();
             let outboxes: Vec<Vec<OutboxMessage>> = writes.iter().map(|w| w.outbox.clone()).collect();
             let (outcomes, deleted) = self.inner.store.commit_consuming(writes, consumed_now).await?;
-            if let Some(failed) = &deleted {
-                for e in failed {
-                    tracing::debug!(error = %e, "A processed message could not be deleted; its redelivery will be ignored.");
-                }
+            // `None`: this store never deletes; the caller deletes everything.
+            let store_deleted = consumption.is_some() && deleted.is_some();
+            for e in deleted.unwrap_or_default() {
+                tracing::debug!(error = %e, "A processed message could not be deleted; its redelivery will be ignored.");
             }
-            let store_deleted = deleted.is_some() && asked;
             if store_deleted {
                 always_consumed = true;
                 for &i in &ignored_items {
                     consumed[i] = true;
                 }
-            } else if let Some(c) = &consumption {
-                // Not deleted: hand them back to the caller's delete.
-                always = c.always.clone();
             }
             for (((id, outcome), outbox), items_of_write) in
                 write_ids.iter().zip(outcomes).zip(outboxes).zip(&write_items)

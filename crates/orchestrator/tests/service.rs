@@ -267,3 +267,29 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
     assert!(reasons.iter().any(|r| r.contains("reply for unknown saga `ghost`")), "{reasons:?}");
     assert!(s.queue.receive(ORCHESTRATOR_QUEUE, Receive::up_to(10)).await.unwrap().is_empty());
 }
+
+/// On the embedded backend a received batch costs the orchestrator one
+/// write job: the saga commit also deletes the messages it consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_applied_and_acknowledged_in_one_commit_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = EmbeddedBackend::open(dir.path(), Sync::Full).unwrap();
+    let mut defs = Definitions::default();
+    defs.insert(sqsaga_core::yaml::parse_definition(SAGA).unwrap(), "test").unwrap();
+    let defs = Arc::new(defs);
+    let queue: Arc<dyn Queue> = backend.queue();
+    ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await.unwrap();
+    let s = Setup { _dir: dir, queue: queue.clone(), store: backend.store(), defs };
+    let ids: Vec<String> = (0..5).map(|i| format!("one-job-{i}")).collect();
+    start(queue.as_ref(), &ids).await;
+    let received = queue.receive(ORCHESTRATOR_QUEUE, Receive::up_to(10)).await.unwrap();
+    assert_eq!(received.len(), 5);
+
+    let jobs = backend.jobs();
+    orchestrator(&s).handle_messages(received).await;
+    assert_eq!(backend.jobs(), jobs + 1, "applying and acknowledging took more than one job");
+    let orchestrator_queue = queue.depth(ORCHESTRATOR_QUEUE).await.unwrap();
+    assert_eq!((orchestrator_queue.visible, orchestrator_queue.in_flight), (0, 0), "consumed messages are left");
+    assert_eq!(queue.depth("alpha").await.unwrap().visible, 5);
+    assert_eq!(s.store.load(&ids).await.unwrap().len(), 5);
+}

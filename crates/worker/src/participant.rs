@@ -33,11 +33,7 @@ enum Runner {
 
 /// A barrier job's result as the runtime sees it: a transient handler error
 /// is an outcome to reply (nothing was recorded), not a failure.
-fn job_result(
-    result: Result<BarrierOutcome, JobError>,
-    saga_id: String,
-    step: String,
-) -> Result<BarrierOutcome, WorkerError> {
+fn job_result(result: Result<BarrierOutcome, JobError>, ctx: &CommandContext) -> Result<BarrierOutcome, WorkerError> {
     match result {
         Ok(outcome) => Ok(outcome),
         Err(JobError::Transient(error)) => Ok(BarrierOutcome {
@@ -47,7 +43,9 @@ fn job_result(
             hanging: false,
         }),
         Err(JobError::Sql(e)) => Err(WorkerError::Sqlite(e)),
-        Err(JobError::Corrupt(cause)) => Err(WorkerError::CorruptBarrier { saga_id, step, cause }),
+        Err(JobError::Corrupt(cause)) => {
+            Err(WorkerError::CorruptBarrier { saga_id: ctx.saga_id.clone(), step: ctx.step.clone(), cause })
+        }
     }
 }
 
@@ -201,8 +199,7 @@ impl Participant {
             }
         }
         if !runnable.is_empty() {
-            let keys: Vec<(usize, String, String)> =
-                runnable.iter().map(|(i, _, ctx)| (*i, ctx.saga_id.clone(), ctx.step.clone())).collect();
+            let indexes: Vec<usize> = runnable.iter().map(|(i, _, _)| *i).collect();
             // No savepoint per command (SQLite would copy every page a command
             // touches into the sub-journal): the barrier writes nothing before
             // it can fail, and the handler has its own savepoint. A command
@@ -226,18 +223,18 @@ impl Participant {
                         }
                         _ => {}
                     }
-                    out.push((result, started.elapsed()));
+                    out.push((job_result(result, ctx), started.elapsed()));
                 }
                 Ok(out)
             });
             match job.await {
                 Ok(Ok(results)) => {
-                    for ((i, saga_id, step), (result, elapsed)) in keys.into_iter().zip(results) {
-                        slots[i] = Some((job_result(result, saga_id, step), elapsed));
+                    for (i, result) in indexes.into_iter().zip(results) {
+                        slots[i] = Some(result);
                     }
                 }
                 Ok(Err(e)) | Err(e) => {
-                    for (i, _, _) in keys {
+                    for i in indexes {
                         slots[i] = Some((Err(WorkerError::Sqlite(e.clone())), zero));
                     }
                 }

@@ -583,18 +583,14 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
     // One job of the participant's group commit for the whole batch: one
     // hand-off to its writer, one fsync (shared with other pollers' batches).
     let ctxs: Vec<_> = jobs.iter().map(|job| job.ctx.clone()).collect();
-    let mut results: Vec<Option<Result<BarrierOutcome, WorkerError>>> = Vec::with_capacity(jobs.len());
-    for (job, (result, elapsed)) in jobs.iter().zip(inner.participant.execute_batch(ctxs).await) {
-        stats.observe(&job.ctx.command, elapsed);
-        results.push(Some(result));
-    }
+    let results = inner.participant.execute_batch(ctxs).await;
 
     // Decide per job: reply (commands), delete, dead-letter or leave.
-    let mut replies: BTreeMap<String, Vec<(usize, OutgoingMessage)>> = BTreeMap::new();
+    let mut replies: BTreeMap<String, Replies> = BTreeMap::new();
     let mut deletable: Vec<bool> = vec![false; jobs.len()];
-    for (i, (job, result)) in jobs.iter().zip(results).enumerate() {
+    for (i, (job, (result, elapsed))) in jobs.iter().zip(results).enumerate() {
         let ctx = &job.ctx;
-        let Some(result) = result else { continue };
+        stats.observe(&ctx.command, elapsed);
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(e) if e.is_poison() => {
