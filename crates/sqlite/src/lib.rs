@@ -5,10 +5,11 @@
 //! Why group commit: with `synchronous=FULL` every commit waits for the disk
 //! (an fsync of the WAL). A saga step touches several rows (command, receive,
 //! barrier, reply, delete, saga state); committing each on its own caps the
-//! system at the disk's fsync rate. The committer instead drains every job
-//! waiting at the moment (lingering briefly while busy, see [`Linger`]),
-//! runs them in one transaction, commits once, and only then hands each job
-//! its result — so a result never reports work that is not durable.
+//! system at the disk's fsync rate. The committer instead opens one
+//! transaction, runs every job waiting at the moment and, while busy, every
+//! job arriving within a short linger (see [`Linger`]) as it arrives — so
+//! the wait overlaps the jobs' work — commits once, and only then hands
+//! each job its result: a result never reports work that is not durable.
 //!
 //! Isolation between jobs: [`GroupCommitter::run`] gives a job a SAVEPOINT
 //! of its own, so its error rolls back only its writes.
@@ -157,9 +158,9 @@ impl Linger {
     /// wait folds several pollers' batches into one commit. The first batch
     /// after a quiet spell is not held back.
     pub const PARTICIPANT: Linger = Linger {
-        max: Duration::from_millis(20),
-        gap: Duration::from_millis(20),
-        busy_within: Duration::from_millis(40),
+        max: Duration::from_millis(40),
+        gap: Duration::from_millis(40),
+        busy_within: Duration::from_millis(80),
         min_jobs: 1,
     };
 
@@ -310,30 +311,9 @@ fn writer_loop(
                 Err(_) => return,
             }
         };
-        let mut batch = vec![first];
-        // Linger while busy: under load the next job is usually close, and
-        // folding it into this commit saves an fsync; after a quiet spell
-        // the first job commits at once.
         let started = Instant::now();
         let busy = last_commit.is_some_and(|at| started.duration_since(at) < linger.busy_within);
-        let linger_until = started + linger.max;
-        while batch.len() < MAX_JOBS_PER_COMMIT {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(mpsc::TryRecvError::Disconnected) => break,
-                Err(mpsc::TryRecvError::Empty) => {
-                    let now = Instant::now();
-                    if !busy || batch.len() < linger.min_jobs || now >= linger_until {
-                        break;
-                    }
-                    match receiver.recv_timeout(linger.gap.min(linger_until - now)) {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-            }
-        }
-        run_batch(&mut conn, batch, &commits, &jobs);
+        run_batch(&mut conn, first, &receiver, linger, busy, started, &commits, &jobs);
         last_commit = Some(Instant::now());
         check_foreign(&conn);
     }
@@ -346,60 +326,63 @@ fn send_once<V>(slot: &std::sync::Mutex<Option<tokio::sync::oneshot::Sender<V>>>
     }
 }
 
-/// Runs a batch in one IMMEDIATE transaction (a savepoint per `run` job), and
-/// delivers every result only once the commit outcome is known.
-fn run_batch(conn: &mut Connection, batch: Vec<Job>, commits: &AtomicU64, jobs: &AtomicU64) {
-    let count = batch.len() as u64;
+/// Runs one group transaction: begins it (IMMEDIATE) with `first`, then
+/// runs every job already waiting and, while the writer is `busy`, every job
+/// that arrives within the linger window — each as it arrives, so the
+/// linger overlaps the jobs' own work instead of adding to it. Commits once
+/// and delivers every result only when the commit outcome is known.
+#[allow(clippy::too_many_arguments, reason = "the writer loop's state, passed down once per batch")]
+fn run_batch(
+    conn: &mut Connection,
+    first: Job,
+    receiver: &mpsc::Receiver<Job>,
+    linger: Linger,
+    busy: bool,
+    started: Instant,
+    commits: &AtomicU64,
+    jobs: &AtomicU64,
+) {
     let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(t) => t,
         Err(e) => {
             let error = SqliteError::from(e);
-            tracing::warn!(error = %error, jobs = count, "Cannot begin SQLite transaction; failing the batch.");
-            for job in batch {
-                (job.abort)(Err(error.clone()));
-            }
+            tracing::warn!(error = %error, "Cannot begin SQLite transaction; failing the job.");
+            (first.abort)(Err(error));
             return;
         }
     };
-    let mut deliveries = Vec::with_capacity(batch.len());
-    let mut jobs_left = batch.into_iter();
-    while let Some(job) = jobs_left.next() {
-        if !job.savepoint {
-            let before = txn.total_changes();
-            let (keep, deliver) = (job.run)(&txn);
-            if keep {
-                deliveries.push(deliver);
-            } else if txn.total_changes() == before {
-                // Failed before writing: nothing to undo.
-                deliver(Ok(()));
-            } else {
-                // Failed after writing, with no savepoint to roll back to:
-                // the whole transaction goes, and every job in it fails.
-                deliver(Ok(()));
-                let error = SqliteError::Aborted("a job without a savepoint failed after writing".to_string());
-                tracing::warn!(jobs = count, "A group-commit job failed after writing; rolling back its whole batch.");
-                drop(txn);
-                for deliver in deliveries {
-                    deliver(Err(error.clone()));
-                }
-                for job in jobs_left {
-                    (job.abort)(Err(error.clone()));
-                }
-                return;
+    let linger_until = started + linger.max;
+    let mut deliveries: Vec<Deliver> = Vec::new();
+    let mut count: u64 = 0;
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        count += 1;
+        if let Err(error) = run_job(&txn, job, &mut deliveries) {
+            // A job without a savepoint failed after writing: the whole
+            // transaction goes, and every job in it fails. Jobs still
+            // waiting are not part of it; they start the next one.
+            tracing::warn!(jobs = count, "A group-commit job failed after writing; rolling back its whole batch.");
+            drop(txn);
+            for deliver in deliveries {
+                deliver(Err(error.clone()));
             }
-            continue;
+            return;
         }
-        if let Err(e) = txn.execute_batch("SAVEPOINT job") {
-            (job.abort)(Err(SqliteError::from(e)));
-            continue;
+        if count as usize >= MAX_JOBS_PER_COMMIT {
+            break;
         }
-        let (keep, deliver) = (job.run)(&txn);
-        let closing = if keep { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        match txn.execute_batch(closing) {
-            Ok(()) if keep => deliveries.push(deliver),
-            Ok(()) => deliver(Ok(())),
-            Err(e) => deliver(Err(SqliteError::from(e))),
-        }
+        next = match receiver.try_recv() {
+            Ok(job) => Some(job),
+            Err(mpsc::TryRecvError::Disconnected) => None,
+            Err(mpsc::TryRecvError::Empty) => {
+                let now = Instant::now();
+                if !busy || (count as usize) < linger.min_jobs || now >= linger_until {
+                    None
+                } else {
+                    receiver.recv_timeout(linger.gap.min(linger_until - now)).ok()
+                }
+            }
+        };
     }
     match txn.commit() {
         Ok(()) => {
@@ -417,4 +400,37 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, commits: &AtomicU64, jobs: 
             }
         }
     }
+}
+
+/// Runs one job in the open transaction: kept results wait in `deliveries`
+/// for the commit; a job that failed without leaving writes gets its error
+/// at once. `Err` means a job without a savepoint failed after writing and
+/// the transaction must be rolled back.
+fn run_job(txn: &Transaction<'_>, job: Job, deliveries: &mut Vec<Deliver>) -> Result<(), SqliteError> {
+    if !job.savepoint {
+        let before = txn.total_changes();
+        let (keep, deliver) = (job.run)(txn);
+        if keep {
+            deliveries.push(deliver);
+        } else if txn.total_changes() == before {
+            // Failed before writing: nothing to undo.
+            deliver(Ok(()));
+        } else {
+            deliver(Ok(()));
+            return Err(SqliteError::Aborted("a job without a savepoint failed after writing".to_string()));
+        }
+        return Ok(());
+    }
+    if let Err(e) = txn.execute_batch("SAVEPOINT job") {
+        (job.abort)(Err(SqliteError::from(e)));
+        return Ok(());
+    }
+    let (keep, deliver) = (job.run)(txn);
+    let closing = if keep { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    match txn.execute_batch(closing) {
+        Ok(()) if keep => deliveries.push(deliver),
+        Ok(()) => deliver(Ok(())),
+        Err(e) => deliver(Err(SqliteError::from(e))),
+    }
+    Ok(())
 }

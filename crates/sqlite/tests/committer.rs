@@ -28,17 +28,18 @@ fn insert(x: i64) -> impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), Strin
     move |tx| tx.execute("INSERT INTO t (x) VALUES (?1)", [x]).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// Holds the writer for a moment, so the jobs sent meanwhile form the next batch.
-async fn with_writer_held<T>(c: &GroupCommitter, sent: impl std::future::Future<Output = T>) -> T {
-    let hold = c.run(|_tx| -> Result<(), String> {
+/// Holds the file's write lock from a second connection for a moment, so
+/// the jobs sent meanwhile queue up and run in one transaction once the
+/// writer gets the lock.
+async fn with_writer_held<T>(dir: &tempfile::TempDir, sent: impl std::future::Future<Output = T>) -> T {
+    let other = sqsaga_sqlite::open(&dir.path().join("t.db"), Sync::Normal).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let release = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        Ok(())
+        other.execute_batch("COMMIT").unwrap();
     });
-    let (held, out) = tokio::join!(hold, async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        sent.await
-    });
-    held.unwrap().unwrap();
+    let out = sent.await;
+    release.join().unwrap();
     out
 }
 
@@ -46,7 +47,7 @@ async fn with_writer_held<T>(c: &GroupCommitter, sent: impl std::future::Future<
 async fn a_batch_job_that_fails_before_writing_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
     let c = committer(&dir);
-    let (a, b, d) = with_writer_held(&c, async {
+    let (a, b, d) = with_writer_held(&dir, async {
         tokio::join!(
             c.run_in_batch(insert(1)),
             c.run_in_batch(|_tx| -> Result<(), String> { Err("refused before writing".into()) }),
@@ -61,10 +62,10 @@ async fn a_batch_job_that_fails_before_writing_fails_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_batch_job_that_fails_after_writing_rolls_back_its_whole_batch() {
+async fn a_batch_job_that_fails_after_writing_rolls_back_its_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let c = committer(&dir);
-    let (a, b, d) = with_writer_held(&c, async {
+    let (a, b, d) = with_writer_held(&dir, async {
         tokio::join!(
             c.run_in_batch(insert(1)),
             c.run_in_batch(|tx| -> Result<(), String> {
@@ -77,19 +78,21 @@ async fn a_batch_job_that_fails_after_writing_rolls_back_its_whole_batch() {
     .await;
     assert!(matches!(a, Err(SqliteError::Aborted(_))), "{a:?}");
     assert_eq!(b.unwrap(), Err("failed after writing".to_string()));
-    assert!(matches!(d, Err(SqliteError::Aborted(_))), "{d:?}");
+    // A job that had not run yet is not part of the rolled-back
+    // transaction: it starts the next one.
+    assert_eq!(d.unwrap(), Ok(()));
     assert!(SqliteError::Aborted(String::new()).is_retryable());
-    assert_eq!(rows(&c).await, Vec::<i64>::new());
+    assert_eq!(rows(&c).await, vec![3]);
     // The writer goes on.
     c.run_in_batch(insert(4)).await.unwrap().unwrap();
-    assert_eq!(rows(&c).await, vec![4]);
+    assert_eq!(rows(&c).await, vec![3, 4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_savepoint_job_that_fails_after_writing_rolls_back_only_itself() {
     let dir = tempfile::tempdir().unwrap();
     let c = committer(&dir);
-    let (a, b) = with_writer_held(&c, async {
+    let (a, b) = with_writer_held(&dir, async {
         tokio::join!(
             c.run_in_batch(insert(1)),
             c.run(|tx| -> Result<(), String> {
@@ -102,4 +105,41 @@ async fn a_savepoint_job_that_fails_after_writing_rolls_back_only_itself() {
     assert_eq!(a.unwrap(), Ok(()));
     assert_eq!(b.unwrap(), Err("failed after writing".to_string()));
     assert_eq!(rows(&c).await, vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_writer_runs_jobs_as_they_arrive_and_commits_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = sqsaga_sqlite::open(&dir.path().join("t.db"), Sync::Normal).unwrap();
+    conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)").unwrap();
+    let linger = Linger {
+        max: Duration::from_millis(400),
+        gap: Duration::from_millis(400),
+        busy_within: Duration::from_secs(5),
+        min_jobs: 1,
+    };
+    let c = GroupCommitter::start("test", conn, linger).unwrap();
+    // The first job after a quiet spell commits at once.
+    c.run_in_batch(insert(1)).await.unwrap().unwrap();
+    assert_eq!(c.commits(), 1);
+    // Now busy: the first job runs at once and the transaction stays open
+    // for the second, which arrives later and joins the same commit.
+    let ran_first = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let ran = ran_first.clone();
+    let first = c.run_in_batch(move |tx| {
+        *ran.lock().unwrap() = Some(std::time::Instant::now());
+        tx.execute("INSERT INTO t (x) VALUES (2)", []).map(|_| ()).map_err(|e| e.to_string())
+    });
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent_at = std::time::Instant::now();
+        (sent_at, c.run_in_batch(insert(3)).await)
+    };
+    let (a, (sent_at, b)) = tokio::join!(first, second);
+    a.unwrap().unwrap();
+    b.unwrap().unwrap();
+    let ran_at = ran_first.lock().unwrap().expect("the first job ran");
+    assert!(ran_at < sent_at, "the first job ran before the second was sent");
+    assert_eq!(c.commits(), 2, "both jobs shared one commit");
+    assert_eq!(rows(&c).await, vec![1, 2, 3]);
 }
