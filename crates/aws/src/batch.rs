@@ -10,12 +10,12 @@
 //!
 //! **Busy window.** Callers rarely come together within 5 ms when the
 //! traffic is steady but not heavy (a few entries every few hundred ms), so
-//! batches stay small. When the entries handed in during the last busy
-//! window (500 ms for sends, 1 s for deletes by default), plus the batch's
-//! own, would fill a batch, the batch waits up to the busy window from its
-//! first entry to fill. A lone message on an idle queue sees no recent
-//! entries and waits only the flush window. Deletes get the longer window:
-//! a delete holds back no message, only its caller.
+//! batches stay small. When the last busy window (1 s for sends, 2 s for
+//! deletes by default) saw at least [`BUSY_MIN_RECENT`] entries, or enough
+//! to fill the batch with its own, the batch waits up to the busy window
+//! from its first entry to fill. A lone message on an idle queue sees no
+//! recent entries and waits only the flush window. Deletes get the longer
+//! window: a delete holds back no message, only its caller.
 //!
 //! Outcomes per entry: `Failed` entries the service is at fault for are
 //! retried alone (up to [`ENTRY_ATTEMPTS`] times with backoff); entries the
@@ -68,6 +68,10 @@ pub(crate) struct Window {
     /// Not longer than `base` turns it off.
     pub busy: Duration,
 }
+
+/// Entries in the last busy window that make a queue busy: traffic steady
+/// enough that waiting the window out should bring at least this many more.
+pub(crate) const BUSY_MIN_RECENT: usize = 2;
 
 /// Hand-in times of the entries of recent batches, to tell a busy queue
 /// from an idle one.
@@ -212,7 +216,7 @@ async fn gather<T: Entry>(
                     judged = true;
                     let now = Instant::now();
                     let recent = now.checked_sub(window.busy).map_or(0, |since| arrivals.since(since));
-                    if batch.len() + recent >= MAX_BATCH {
+                    if recent >= BUSY_MIN_RECENT || batch.len() + recent >= MAX_BATCH {
                         deadline = deadline.max(busy_until);
                     }
                 }
@@ -589,9 +593,22 @@ mod tests {
         while sizes.iter().sum::<usize>() < 40 {
             sizes.push(next_batch(&mut rx, &mut None, window, &mut arrivals).await.unwrap().len());
         }
-        // Alone until the last busy window saw the 9 entries that fill a
-        // batch; then full batches; the last entry waits the busy window out.
-        assert_eq!(sizes, [vec![1; 9], vec![10, 10, 10, 1]].concat());
+        // Alone until the last busy window saw two entries (steady
+        // traffic); then full batches; the last ones wait the window out.
+        assert_eq!(sizes, vec![1, 1, 10, 10, 10, 8]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_recent_entry_does_not_make_a_queue_busy() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut arrivals = Arrivals::default();
+        arrivals.record(Instant::now());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(pending(0)).unwrap();
+        let started = Instant::now();
+        let batch = next_batch(&mut rx, &mut None, Window { base: BASE, busy: BUSY }, &mut arrivals).await.unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(started.elapsed(), BASE);
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,10 +29,9 @@
 //! `outbox_pending: true` and stays in the item. Without a delivery queue
 //! every outbox is reported pending and the orchestrator sends it and calls
 //! `clear_outbox`. Either way the orchestrator's sweeper re-sends what a
-//! crash left behind. (Why the store delivers: the orchestrator sends each
-//! saga's outbox in turn, one awaited send per saga, so its commands could
-//! only be merged across pollers — `sqsaga bench sqs` measured 1.6 requests
-//! per step that way; the README's Benchmarks section has today's figure.)
+//! crash left behind. (Why the store delivers: its rounds merge the outboxes
+//! of every concurrent `commit`, across pollers; the orchestrator's own
+//! delivery merges those of one received batch only.)
 //! A later write appends its own outbox instead of replacing a pending one,
 //! so no command is lost to a write that raced the sender.
 //!

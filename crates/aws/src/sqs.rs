@@ -5,8 +5,8 @@
 //!   answer is cached. The DLQ of `q` is `q-dlq`, like every adapter's.
 //! - **Batching.** Sends and deletes go through a batcher task per queue
 //!   (see `batch.rs`): it takes the first entry, waits the flush window
-//!   (5 ms) for more — on a busy queue, whose recent entries would fill the
-//!   batch, up to the busy window (500 ms for sends, 1 s for deletes) — and
+//!   (5 ms) for more — on a busy queue (steady recent traffic), up to the
+//!   busy window (1 s for sends, 2 s for deletes) — and
 //!   sends up to 10 entries — from any number of concurrent callers — as
 //!   one `SendMessageBatch` / `DeleteMessageBatch`. Failed entries the
 //!   service is at fault for are retried alone; entries the sender is at
@@ -16,7 +16,7 @@
 //!   all message attributes plus `ApproximateReceiveCount` and `SentTimestamp`.
 //!   The long polls of one queue take turns at a gate (see `gate.rs`): one
 //!   at a time unless the queue is backlogged, and after a short receive the
-//!   next one lingers (500 ms), so pollers do not split a queue's messages
+//!   next one lingers (1 s), so pollers do not split a queue's messages
 //!   into many small receives, and idle pollers share one long poll.
 //! - **Latency.** The busy windows and the linger trade latency for
 //!   requests (AWS bills per request): on a busy, not backlogged queue a
@@ -65,11 +65,11 @@ const MAX_QUEUE_NAME: usize = 80;
 /// SQS: visibility timeouts are at most 12 hours.
 const MAX_VISIBILITY_SECS: u64 = 43_200;
 /// Default [`SqsOptions::busy_flush_window`].
-pub const DEFAULT_BUSY_FLUSH_WINDOW: Duration = Duration::from_millis(500);
+pub const DEFAULT_BUSY_FLUSH_WINDOW: Duration = Duration::from_millis(1000);
 /// Default [`SqsOptions::busy_delete_window`].
-pub const DEFAULT_BUSY_DELETE_WINDOW: Duration = Duration::from_millis(1000);
+pub const DEFAULT_BUSY_DELETE_WINDOW: Duration = Duration::from_millis(2000);
 /// Default [`SqsOptions::receive_linger`].
-pub const DEFAULT_RECEIVE_LINGER: Duration = Duration::from_millis(500);
+pub const DEFAULT_RECEIVE_LINGER: Duration = Duration::from_millis(1000);
 
 /// Error codes meaning "no such queue" (query and JSON protocols).
 pub(crate) const NO_SUCH_QUEUE: &[&str] = &["AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"];

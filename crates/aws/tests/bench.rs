@@ -36,3 +36,91 @@ async fn bench_sqs_runs_both_phases_and_naive_costs_more() {
     assert!(naive.requests_per_step > report.batched.requests_per_step, "{report:?}");
     assert!(report.reduction.is_some_and(|r| r > 1.0), "{report:?}");
 }
+
+/// Records the size of every `send_batch` per queue, passing it on.
+struct Recording {
+    inner: std::sync::Arc<dyn sqsaga_queue::Queue>,
+    sends: std::sync::Mutex<Vec<(String, usize)>>,
+}
+
+#[async_trait::async_trait]
+impl sqsaga_queue::Queue for Recording {
+    async fn ensure(&self, spec: &sqsaga_queue::QueueSpec) -> Result<(), sqsaga_queue::QueueError> {
+        self.inner.ensure(spec).await
+    }
+
+    async fn send_batch(
+        &self,
+        queue: &str,
+        messages: Vec<sqsaga_queue::OutgoingMessage>,
+    ) -> Result<(), sqsaga_queue::QueueError> {
+        self.sends.lock().unwrap().push((queue.to_string(), messages.len()));
+        self.inner.send_batch(queue, messages).await
+    }
+
+    async fn receive(
+        &self,
+        queue: &str,
+        r: sqsaga_queue::Receive,
+    ) -> Result<Vec<sqsaga_queue::ReceivedMessage>, sqsaga_queue::QueueError> {
+        self.inner.receive(queue, r).await
+    }
+
+    async fn delete_batch(
+        &self,
+        queue: &str,
+        receipts: &[String],
+    ) -> Result<Vec<sqsaga_queue::QueueError>, sqsaga_queue::QueueError> {
+        self.inner.delete_batch(queue, receipts).await
+    }
+
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<(), sqsaga_queue::QueueError> {
+        self.inner.change_visibility(queue, receipt, timeout).await
+    }
+
+    async fn depth(&self, queue: &str) -> Result<sqsaga_queue::Depth, sqsaga_queue::QueueError> {
+        self.inner.depth(queue).await
+    }
+}
+
+/// With a store that leaves sending to it (no delivery queue), the
+/// orchestrator sends the commands of every saga a received batch moved on
+/// together, so they share one `SendMessageBatch`; one saga after another
+/// would hand the adapter one message per flush window. Every outbox is
+/// cleared after its send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_received_batch_sends_its_sagas_commands_together() {
+    use std::sync::Arc;
+
+    use sqsaga_orchestrator::{ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorOptions, SystemClock};
+    use sqsaga_queue::Receive;
+
+    let b = common::backend().await;
+    let defs = Arc::new(sqsaga_aws::bench::order_definitions().unwrap());
+    sqsaga_aws::provision(&b, &defs, &sqsaga_aws::ProvisionOptions::default()).await.unwrap();
+    let (_, inputs) = sqsaga_order::generate_orders(5, 3);
+    let ids = sqsaga_aws::bench::start_orders(b.queue().as_ref(), "together", &inputs).await.unwrap();
+    let mut received = Vec::new();
+    while received.len() < ids.len() {
+        received.extend(b.queue().receive(ORCHESTRATOR_QUEUE, Receive::up_to(10)).await.unwrap());
+    }
+    let recording = Arc::new(Recording { inner: b.queue(), sends: Default::default() });
+    let store: Arc<dyn sqsaga_store::SagaStore> = Arc::new(b.dynamo().without_delivery());
+    let orchestrator = Orchestrator::new(
+        defs,
+        recording.clone(),
+        store.clone(),
+        Arc::new(SystemClock),
+        OrchestratorOptions::default(),
+    );
+    orchestrator.handle_messages(received).await;
+    let sends = recording.sends.lock().unwrap().clone();
+    assert_eq!(sends, vec![("inventory".to_string(), 5)], "one send of the five sagas' first commands");
+    let left = store.pending_outboxes(u64::MAX, 100).await.unwrap();
+    assert!(left.is_empty(), "outboxes not cleared after the send: {left:?}");
+}

@@ -39,19 +39,29 @@ async fn redrive_allow_policy(b: &AwsBackend, dlq: &str, attrs: &HashMap<A, Stri
     serde_json::from_str(text).unwrap()
 }
 
-/// moto's state dump, over plain HTTP/1.0.
+/// moto's state dump, over plain HTTP/1.0. moto builds it by walking its
+/// live state, and a test running beside this one can change that state
+/// mid-walk (moto then answers 500): such a dump is asked for again.
 async fn moto_state() -> Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let endpoint = common::endpoint();
     let host = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
-    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
-    let request = format!("GET /moto-api/data.json HTTP/1.0\r\nHost: {host}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    serde_json::from_str(body).unwrap()
+    let mut last = String::new();
+    for _ in 0..5 {
+        let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let request = format!("GET /moto-api/data.json HTTP/1.0\r\nHost: {host}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        match serde_json::from_str(body) {
+            Ok(state) => return state,
+            Err(e) => last = format!("{}: {e}", head.lines().next().unwrap_or("no status line")),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("moto's state dump was not JSON five times; last: {last}")
 }
 
 fn json(attrs: &HashMap<A, String>, name: A) -> Value {

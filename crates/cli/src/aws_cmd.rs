@@ -63,14 +63,17 @@ pub struct BenchSqsArgs {
     /// Pollers per participant worker.
     #[arg(long, default_value_t = BenchSqsOptions::default().worker_pollers)]
     pub worker_pollers: usize,
-    /// Receive linger of the SQS adapter (default: the adapter's, 500ms):
+    /// Sagas in flight at once; new ones start as others finish.
+    #[arg(long, default_value_t = BenchSqsOptions::default().in_flight)]
+    pub in_flight: usize,
+    /// Receive linger of the SQS adapter (default: the adapter's, 1s):
     /// what a short receive makes the next one of its queue wait.
     #[arg(long, value_parser = parse_duration)]
     pub receive_linger: Option<Duration>,
-    /// How long a send batch may wait to fill on a busy queue (default: the adapter's, 500ms).
+    /// How long a send batch may wait to fill on a busy queue (default: the adapter's, 1s).
     #[arg(long, value_parser = parse_duration)]
     pub busy_flush_window: Option<Duration>,
-    /// How long a delete batch may wait to fill on a busy queue (default: the adapter's, 1s).
+    /// How long a delete batch may wait to fill on a busy queue (default: the adapter's, 2s).
     #[arg(long, value_parser = parse_duration)]
     pub busy_delete_window: Option<Duration>,
     /// JSON config file; also `SQSAGA_CONFIG`.
@@ -186,6 +189,7 @@ pub async fn bench_sqs(args: BenchSqsArgs) -> Result<ExitCode> {
         naive: !args.no_naive,
         orchestrator_pollers: args.orchestrator_pollers,
         worker_pollers: args.worker_pollers,
+        in_flight: args.in_flight,
         ..BenchSqsOptions::default()
     };
     let endpoint = aws.endpoint_url.clone().unwrap_or_else(|| "AWS".to_string());

@@ -24,7 +24,9 @@ use sqsaga_core::Millis;
 use sqsaga_core::machine::{Action, CommandSpec, Event, Reply, SagaInstance, WorkerStamp, command_id, decide, start};
 use sqsaga_protocol::{ATTR_SIGNATURE, ATTR_TRACEPARENT, Command, Envelope, ReplyMessage, Signing, TraceParent};
 use sqsaga_queue::{MAX_BATCH, OutgoingMessage, Queue, QueueError, QueueSpec, Receive, ReceivedMessage};
-use sqsaga_store::{Consumed, HistoryEntry, OutboxMessage, SagaStore, SagaWrite, StoreError, WriteOutcome};
+use sqsaga_store::{
+    Consumed, HistoryEntry, OutboxMessage, PendingOutbox, SagaStore, SagaWrite, StoreError, WriteOutcome,
+};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
@@ -342,12 +344,11 @@ impl Orchestrator {
         let older = self.inner.clock.now().saturating_sub(self.inner.options.sweep_interval.as_millis() as Millis);
         let pending = self.inner.store.pending_outboxes(older, 100).await?;
         let count = pending.len();
-        for p in pending {
-            self.deliver(&p.messages).await?;
-            self.inner.store.clear_outbox(&p.saga_id, p.revision).await?;
-            self.inner.stats.outboxes_swept.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(saga_id = %p.saga_id, revision = p.revision, "Re-sent a left-behind outbox.");
+        for p in &pending {
+            tracing::info!(saga_id = %p.saga_id, revision = p.revision, "Re-sending a left-behind outbox.");
         }
+        let cleared = self.deliver_all(pending).await;
+        self.inner.stats.outboxes_swept.fetch_add(cleared as u64, Ordering::Relaxed);
         Ok(count)
     }
 
@@ -646,6 +647,7 @@ impl Orchestrator {
                     consumed[i] = true;
                 }
             }
+            let mut to_deliver = Vec::new();
             for (((id, outcome), outbox), items_of_write) in
                 write_ids.iter().zip(outcomes).zip(outboxes).zip(&write_items)
             {
@@ -658,16 +660,7 @@ impl Orchestrator {
                         }
                         stats.commands_sent.fetch_add(outbox.len() as u64, Ordering::Relaxed);
                         if outbox_pending {
-                            match self.deliver(&outbox).await {
-                                Ok(()) => {
-                                    if let Err(e) = self.inner.store.clear_outbox(id, revision).await {
-                                        tracing::warn!(saga_id = %id, error = %e, "Outbox sent but not cleared; the sweeper will re-send it harmlessly.");
-                                    }
-                                }
-                                Err(e) => {
-                                    tracing::warn!(saga_id = %id, error = %e, "Outbox committed but not sent; the sweeper will send it.");
-                                }
-                            }
+                            to_deliver.push(PendingOutbox { saga_id: id.clone(), revision, messages: outbox });
                         }
                         pending.remove(id);
                     }
@@ -682,6 +675,7 @@ impl Orchestrator {
                     }
                 }
             }
+            self.deliver_all(to_deliver).await;
         }
         // Whatever is still pending lost every round: retry later.
         let dispositions = results.into_iter().map(|r| r.unwrap_or(Disposition::Retry)).collect();
@@ -768,24 +762,81 @@ impl Orchestrator {
     }
 
     /// Sends outbox messages, batched per queue.
-    async fn deliver(&self, outbox: &[OutboxMessage]) -> Result<(), QueueError> {
-        let mut by_queue: BTreeMap<&str, Vec<OutgoingMessage>> = BTreeMap::new();
-        let now = self.inner.clock.now();
-        for m in outbox {
-            let mut message = m.message.clone();
-            // Signed again at send time: an outbox the sweeper sends late
-            // must not arrive already stale.
-            if let Some(signing) = &self.inner.options.signing {
-                message.attributes.insert(ATTR_SIGNATURE.to_string(), signing.sign(&message.body, now));
-            }
-            by_queue.entry(&m.queue).or_default().push(message);
+    /// Sends committed outboxes (several sagas' at once, so their messages
+    /// share send batches: one saga at a time would hand the queue adapter
+    /// one message per flush window), then clears the outbox of every saga
+    /// whose messages all went out; returns how many were cleared. An
+    /// outbox not sent or not cleared stays for the sweeper, and a re-send
+    /// is harmless (deterministic command ids).
+    async fn deliver_all(&self, outboxes: Vec<PendingOutbox>) -> usize {
+        if outboxes.is_empty() {
+            return 0;
         }
+        let now = self.inner.clock.now();
+        // queue → (index of the outbox, message), every saga's together.
+        let mut by_queue: BTreeMap<String, Vec<(usize, OutgoingMessage)>> = BTreeMap::new();
+        for (k, outbox) in outboxes.iter().enumerate() {
+            for m in &outbox.messages {
+                let mut message = m.message.clone();
+                // Signed again at send time: an outbox the sweeper sends late
+                // must not arrive already stale.
+                if let Some(signing) = &self.inner.options.signing {
+                    message.attributes.insert(ATTR_SIGNATURE.to_string(), signing.sign(&message.body, now));
+                }
+                by_queue.entry(m.queue.clone()).or_default().push((k, message));
+            }
+        }
+        let mut sends = tokio::task::JoinSet::new();
         for (queue, messages) in by_queue {
             for chunk in messages.chunks(MAX_BATCH) {
-                self.inner.queue.send_batch(queue, chunk.to_vec()).await?;
+                let owners: Vec<usize> = chunk.iter().map(|(k, _)| *k).collect();
+                let batch: Vec<OutgoingMessage> = chunk.iter().map(|(_, m)| m.clone()).collect();
+                let (port, queue) = (self.inner.queue.clone(), queue.clone());
+                sends.spawn(async move {
+                    let result = port.send_batch(&queue, batch).await;
+                    (owners, queue, result)
+                });
             }
         }
-        Ok(())
+        let mut unsent: Vec<Option<String>> = vec![None; outboxes.len()];
+        while let Some(joined) = sends.join_next().await {
+            match joined {
+                Ok((_, _, Ok(()))) => {}
+                Ok((owners, queue, Err(e))) => {
+                    for k in owners {
+                        unsent[k] = Some(format!("{queue}: {e}"));
+                    }
+                }
+                // A send task that panicked: which sagas it carried is lost
+                // with it, so none is cleared; the sweeper re-sends.
+                Err(e) => unsent.iter_mut().for_each(|u| *u = Some(format!("send task failed: {e}"))),
+            }
+        }
+        let mut clears = tokio::task::JoinSet::new();
+        for (outbox, unsent) in outboxes.into_iter().zip(unsent) {
+            if let Some(error) = unsent {
+                tracing::warn!(saga_id = %outbox.saga_id, error = %error, "Outbox committed but not sent; the sweeper will send it.");
+                continue;
+            }
+            let store = self.inner.store.clone();
+            clears.spawn(async move {
+                let result = store.clear_outbox(&outbox.saga_id, outbox.revision).await;
+                (outbox.saga_id, result)
+            });
+        }
+        let mut cleared = 0;
+        while let Some(joined) = clears.join_next().await {
+            match joined {
+                Ok((_, Ok(()))) => cleared += 1,
+                Ok((saga_id, Err(e))) => {
+                    tracing::warn!(saga_id = %saga_id, error = %e, "Outbox sent but not cleared; the sweeper will re-send it harmlessly.");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "An outbox clear task failed; the sweeper will re-send harmlessly.")
+                }
+            }
+        }
+        cleared
     }
 }
 
