@@ -21,10 +21,10 @@
 //!
 //! The outbox lives in the saga item, so state and commands commit in one
 //! conditional write. Then, with a delivery queue (as `AwsBackend` builds
-//! it), `commit` itself sends the outboxes of its committed writes — in
-//! delivery rounds shared with every concurrent `commit` (see `Delivery`),
-//! so the SQS batcher merges them into few `SendMessageBatch` requests —
-//! clears them, and reports
+//! it), `commit` itself sends the outboxes of its committed writes — all at
+//! once, beside every concurrent `commit`'s (see `Delivery`), so the SQS
+//! batcher merges them into few `SendMessageBatch` requests — clears them,
+//! and reports
 //! `outbox_pending: false`; an outbox it could not send is reported
 //! `outbox_pending: true` and stays in the item. Without a delivery queue
 //! every outbox is reported pending and the orchestrator sends it and calls
@@ -56,7 +56,6 @@ use sqsaga_queue::{OutgoingMessage, Queue};
 use sqsaga_store::{
     HistoryEntry, OutboxMessage, PendingOutbox, SagaRecord, SagaStore, SagaSummary, SagaWrite, StoreError, WriteOutcome,
 };
-use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::error::Failure;
@@ -99,86 +98,37 @@ pub struct DynamoStore {
     delivery: Option<Arc<Delivery>>,
 }
 
-/// Sends committed outboxes in rounds, one round at a time: a round takes
-/// every outbox waiting at that moment, from every concurrent `commit`,
-/// sends them all at once (the SQS batcher merges them per queue) and
-/// clears them. While a round runs the next one gathers, so under load
-/// batches grow and idle there is no wait — group commit, for deliveries.
-/// (Measured with `sqsaga bench sqs` on moto, 300 sagas: commands per
-/// `SendMessageBatch` rose from 4.7 to about 6, requests per step fell from
-/// 0.97 to 0.93-0.95. More is not to be had there: moto serves about three
-/// orchestrator polls a second, so rounds rarely overlap.)
+/// Sends committed outboxes right after their commit, every saga's at once
+/// and alongside every other concurrent `commit`'s: the SQS batcher merges
+/// whatever arrives within its window into one `SendMessageBatch` per
+/// queue, and no commit waits for another's sends. (Measured with `sqsaga
+/// bench sqs` on moto: delivering in rounds, one round at a time, held each
+/// round's batches open for entries the next round could not add until the
+/// round ended; see the README's Benchmarks section.)
 struct Delivery {
     queue: Arc<dyn Queue>,
-    /// The round task's inbox; replaced if its runtime went away.
-    tx: std::sync::Mutex<Option<mpsc::UnboundedSender<DeliveryJob>>>,
-}
-
-/// One `commit`'s committed outboxes, and where their outcomes go.
-struct DeliveryJob {
-    items: Vec<(String, u64, Vec<OutboxMessage>)>,
-    /// Per item: sent (and clear attempted), or left pending.
-    reply: oneshot::Sender<Vec<bool>>,
 }
 
 impl Delivery {
-    /// Delivers `items` in the next round; per item, whether it was sent.
+    /// Delivers `items` (each sent, then cleared); per item, whether it was sent.
     async fn submit(&self, store: &DynamoStore, items: Vec<(String, u64, Vec<OutboxMessage>)>) -> Vec<bool> {
-        let count = items.len();
-        let (reply, rx) = oneshot::channel();
-        let mut job = DeliveryJob { items, reply };
-        for _ in 0..2 {
-            match self.sender(store).send(job) {
-                Ok(()) => break,
-                Err(mpsc::error::SendError(back)) => {
-                    job = back;
-                    *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                }
-            }
-        }
-        // No answer (the task is gone): everything stays pending, the safe reading.
-        rx.await.unwrap_or_else(|_| vec![false; count])
-    }
-
-    fn sender(&self, store: &DynamoStore) -> mpsc::UnboundedSender<DeliveryJob> {
-        let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = tx.as_ref().filter(|t| !t.is_closed()) {
-            return t.clone();
-        }
-        let (t, rx) = mpsc::unbounded_channel();
-        // The task's store has no delivery of its own: no cycle keeps it alive.
-        let plain = DynamoStore { delivery: None, ..store.clone() };
-        tokio::spawn(delivery_rounds(plain, self.queue.clone(), rx));
-        *tx = Some(t.clone());
-        t
-    }
-}
-
-async fn delivery_rounds(store: DynamoStore, queue: Arc<dyn Queue>, mut rx: mpsc::UnboundedReceiver<DeliveryJob>) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while let Ok(job) = rx.try_recv() {
-            jobs.push(job);
-        }
-        let mut results: Vec<Vec<bool>> = jobs.iter().map(|j| vec![false; j.items.len()]).collect();
+        let mut results = vec![false; items.len()];
         let mut sends = JoinSet::new();
-        for (j, job) in jobs.iter_mut().enumerate() {
-            for (k, (id, revision, outbox)) in std::mem::take(&mut job.items).into_iter().enumerate() {
-                let (store, queue) = (store.clone(), queue.clone());
-                sends.spawn(async move { (j, k, store.deliver(queue.as_ref(), &id, revision, outbox).await) });
-            }
+        // The tasks' store has no delivery of its own: no cycle keeps it alive.
+        let plain = store.without_delivery();
+        for (k, (id, revision, outbox)) in items.into_iter().enumerate() {
+            let (store, queue) = (plain.clone(), self.queue.clone());
+            sends.spawn(async move { (k, store.deliver(queue.as_ref(), &id, revision, outbox).await) });
         }
         while let Some(joined) = sends.join_next().await {
-            if let Ok((j, k, sent)) = joined
-                && let Some(slot) = results.get_mut(j).and_then(|r| r.get_mut(k))
+            // A task that panicked leaves its outbox pending: the safe reading.
+            if let Ok((k, sent)) = joined
+                && let Some(slot) = results.get_mut(k)
             {
                 *slot = sent;
             }
         }
-        for (job, result) in jobs.into_iter().zip(results) {
-            // The committer may have given up waiting; its outboxes are then the sweeper's.
-            let _ = job.reply.send(result);
-        }
+        results
     }
 }
 
@@ -277,7 +227,7 @@ impl DynamoStore {
 
     /// Sends committed outboxes through `queue` from `commit` itself.
     pub fn with_delivery(mut self, queue: Arc<dyn Queue>) -> Self {
-        self.delivery = Some(Arc::new(Delivery { queue, tx: std::sync::Mutex::new(None) }));
+        self.delivery = Some(Arc::new(Delivery { queue }));
         self
     }
 
