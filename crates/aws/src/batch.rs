@@ -565,20 +565,25 @@ mod tests {
         });
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_lone_message_on_an_idle_queue_waits_only_the_base_window() {
+    /// `earlier` entries, then a pause of `quiet`, then one entry alone:
+    /// the size of its batch and how long the batch waited.
+    async fn lone_entry_after(earlier: usize, quiet: Duration) -> (usize, Duration) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut arrivals = Arrivals::default();
-        // Traffic long ago does not make the queue busy now.
-        for _ in 0..20 {
+        for _ in 0..earlier {
             arrivals.record(Instant::now());
         }
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::sleep(quiet).await;
         tx.send(pending(0)).unwrap();
         let started = Instant::now();
         let batch = next_batch(&mut rx, &mut None, Window { base: BASE, busy: BUSY }, &mut arrivals).await.unwrap();
-        assert_eq!(batch.len(), 1);
-        assert_eq!(started.elapsed(), BASE);
+        (batch.len(), started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_message_on_an_idle_queue_waits_only_the_base_window() {
+        // Traffic long ago does not make the queue busy now.
+        assert_eq!(lone_entry_after(20, Duration::from_secs(10)).await, (1, BASE));
     }
 
     #[tokio::test(start_paused = true)]
@@ -600,15 +605,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_recent_entry_does_not_make_a_queue_busy() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut arrivals = Arrivals::default();
-        arrivals.record(Instant::now());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        tx.send(pending(0)).unwrap();
-        let started = Instant::now();
-        let batch = next_batch(&mut rx, &mut None, Window { base: BASE, busy: BUSY }, &mut arrivals).await.unwrap();
-        assert_eq!(batch.len(), 1);
-        assert_eq!(started.elapsed(), BASE);
+        assert_eq!(lone_entry_after(1, Duration::from_millis(100)).await, (1, BASE));
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,18 +20,11 @@
 //! read) before answering.
 //!
 //! The outbox lives in the saga item, so state and commands commit in one
-//! conditional write. Then, with a delivery queue (as `AwsBackend` builds
-//! it), `commit` itself sends the outboxes of its committed writes — all at
-//! once, beside every concurrent `commit`'s (see `Delivery`), so the SQS
-//! batcher merges them into few `SendMessageBatch` requests — clears them,
-//! and reports
-//! `outbox_pending: false`; an outbox it could not send is reported
-//! `outbox_pending: true` and stays in the item. Without a delivery queue
-//! every outbox is reported pending and the orchestrator sends it and calls
-//! `clear_outbox`. Either way the orchestrator's sweeper re-sends what a
-//! crash left behind. (Why the store delivers: its rounds merge the outboxes
-//! of every concurrent `commit`, across pollers; the orchestrator's own
-//! delivery merges those of one received batch only.)
+//! conditional write; every committed outbox is reported `outbox_pending`,
+//! and the orchestrator sends it — the outboxes of a whole received batch
+//! at once, so the SQS batcher merges them into few `SendMessageBatch`
+//! requests — and then calls `clear_outbox`. The orchestrator's sweeper
+//! re-sends what a failed send or a crash left behind.
 //! A later write appends its own outbox instead of replacing a pending one,
 //! so no command is lost to a write that raced the sender.
 //!
@@ -52,7 +45,7 @@ use aws_sdk_dynamodb::types::{
 use serde::{Deserialize, Serialize};
 use sqsaga_core::Millis;
 use sqsaga_core::machine::{SagaInstance, SagaStatus};
-use sqsaga_queue::{OutgoingMessage, Queue};
+use sqsaga_queue::OutgoingMessage;
 use sqsaga_store::{
     HistoryEntry, OutboxMessage, PendingOutbox, SagaRecord, SagaStore, SagaSummary, SagaWrite, StoreError, WriteOutcome,
 };
@@ -93,43 +86,6 @@ pub struct DynamoStore {
     table: Arc<str>,
     /// Where requests go, for error messages.
     endpoint: Arc<str>,
-    /// Where committed outboxes are sent from `commit`; `None` leaves them
-    /// pending for the caller (see the module doc).
-    delivery: Option<Arc<Delivery>>,
-}
-
-/// Sends committed outboxes right after their commit, every saga's at once
-/// and alongside every other concurrent `commit`'s: the SQS batcher merges
-/// whatever arrives within its window into one `SendMessageBatch` per
-/// queue, and no commit waits for another's sends. (Measured with `sqsaga
-/// bench sqs` on moto: delivering in rounds, one round at a time, held each
-/// round's batches open for entries the next round could not add until the
-/// round ended; see the README's Benchmarks section.)
-struct Delivery {
-    queue: Arc<dyn Queue>,
-}
-
-impl Delivery {
-    /// Delivers `items` (each sent, then cleared); per item, whether it was sent.
-    async fn submit(&self, store: &DynamoStore, items: Vec<(String, u64, Vec<OutboxMessage>)>) -> Vec<bool> {
-        let mut results = vec![false; items.len()];
-        let mut sends = JoinSet::new();
-        // The tasks' store has no delivery of its own: no cycle keeps it alive.
-        let plain = store.without_delivery();
-        for (k, (id, revision, outbox)) in items.into_iter().enumerate() {
-            let (store, queue) = (plain.clone(), self.queue.clone());
-            sends.spawn(async move { (k, store.deliver(queue.as_ref(), &id, revision, outbox).await) });
-        }
-        while let Some(joined) = sends.join_next().await {
-            // A task that panicked leaves its outbox pending: the safe reading.
-            if let Ok((k, sent)) = joined
-                && let Some(slot) = results.get_mut(k)
-            {
-                *slot = sent;
-            }
-        }
-        results
-    }
 }
 
 /// An outbox message as stored in the item (`msgs` JSON).
@@ -222,43 +178,7 @@ fn build_error(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 impl DynamoStore {
     pub(crate) fn new(client: Client, endpoint: &str, table: &str) -> Self {
-        DynamoStore { client, table: Arc::from(table), endpoint: Arc::from(endpoint), delivery: None }
-    }
-
-    /// Sends committed outboxes through `queue` from `commit` itself.
-    pub fn with_delivery(mut self, queue: Arc<dyn Queue>) -> Self {
-        self.delivery = Some(Arc::new(Delivery { queue }));
-        self
-    }
-
-    /// The same store without a delivery queue: every committed outbox is
-    /// reported pending, for the caller to send and clear.
-    pub fn without_delivery(&self) -> DynamoStore {
-        DynamoStore { delivery: None, ..self.clone() }
-    }
-
-    /// Sends one committed outbox, then clears it; false if it could not be
-    /// sent (it stays pending for the caller and the sweeper).
-    async fn deliver(&self, queue: &dyn Queue, id: &str, revision: u64, outbox: Vec<OutboxMessage>) -> bool {
-        let mut by_queue: Vec<(String, Vec<OutgoingMessage>)> = Vec::new();
-        for m in outbox {
-            match by_queue.iter_mut().find(|(q, _)| *q == m.queue) {
-                Some((_, messages)) => messages.push(m.message),
-                None => by_queue.push((m.queue, vec![m.message])),
-            }
-        }
-        for (name, messages) in by_queue {
-            for chunk in messages.chunks(sqsaga_queue::MAX_BATCH) {
-                if let Err(e) = queue.send_batch(&name, chunk.to_vec()).await {
-                    tracing::warn!(saga_id = %id, revision, queue = %name, error = %e, "Outbox committed but not sent; it stays pending.");
-                    return false;
-                }
-            }
-        }
-        if let Err(e) = self.clear_outbox(id, revision).await {
-            tracing::warn!(saga_id = %id, revision, error = %e, "Outbox sent but not cleared; the sweeper will re-send it harmlessly.");
-        }
-        true
+        DynamoStore { client, table: Arc::from(table), endpoint: Arc::from(endpoint) }
     }
 
     pub fn table(&self) -> &str {
@@ -821,31 +741,11 @@ impl SagaStore for DynamoStore {
     /// conflicts on its own. If any fails outright the call fails; writes
     /// that did commit keep their outbox pending, and the orchestrator's
     /// sweeper sends it (the retried events are then recognised as applied).
-    /// With a delivery queue, the committed outboxes are then sent, all at
-    /// once, and cleared (module doc).
+    /// Every committed outbox is reported pending: the caller sends it and
+    /// calls `clear_outbox`.
     async fn commit(&self, writes: Vec<SagaWrite>) -> Result<Vec<WriteOutcome>, StoreError> {
-        let outboxes: Vec<Vec<OutboxMessage>> = writes.iter().map(|w| w.outbox.clone()).collect();
-        let ids: Vec<String> = writes.iter().map(|w| w.instance.id.clone()).collect();
         let prepared = writes.into_iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
-        let mut outcomes = self.write_all(prepared).await?;
-        let Some(delivery) = &self.delivery else { return Ok(outcomes) };
-        let mut slots = Vec::new();
-        let mut items = Vec::new();
-        for (i, (outcome, outbox)) in outcomes.iter().zip(outboxes).enumerate() {
-            if let WriteOutcome::Committed { revision, outbox_pending: true } = *outcome {
-                slots.push(i);
-                items.push((ids[i].clone(), revision, outbox));
-            }
-        }
-        if items.is_empty() {
-            return Ok(outcomes);
-        }
-        for (i, sent) in slots.into_iter().zip(delivery.submit(self, items).await) {
-            if let (true, Some(WriteOutcome::Committed { outbox_pending, .. })) = (sent, outcomes.get_mut(i)) {
-                *outbox_pending = false;
-            }
-        }
-        Ok(outcomes)
+        self.write_all(prepared).await
     }
 
     /// Fast path: one conditional update that removes the outbox when it

@@ -96,8 +96,7 @@ impl AwsBackend {
             aws_sdk_dynamodb::Client::from_conf(dynamo_config),
             &endpoint("DynamoDB"),
             &settings.table,
-        )
-        .with_delivery(sqs.clone());
+        );
         Ok(AwsBackend { sqs, store: Arc::new(store), sqs_requests, dynamodb_requests, settings })
     }
 

@@ -88,8 +88,7 @@ impl sqsaga_queue::Queue for Recording {
     }
 }
 
-/// With a store that leaves sending to it (no delivery queue), the
-/// orchestrator sends the commands of every saga a received batch moved on
+/// The orchestrator sends the commands of every saga a received batch moved on
 /// together, so they share one `SendMessageBatch`; one saga after another
 /// would hand the adapter one message per flush window. Every outbox is
 /// cleared after its send.
@@ -110,7 +109,7 @@ async fn a_received_batch_sends_its_sagas_commands_together() {
         received.extend(b.queue().receive(ORCHESTRATOR_QUEUE, Receive::up_to(10)).await.unwrap());
     }
     let recording = Arc::new(Recording { inner: b.queue(), sends: Default::default() });
-    let store: Arc<dyn sqsaga_store::SagaStore> = Arc::new(b.dynamo().without_delivery());
+    let store = b.store();
     let orchestrator = Orchestrator::new(
         defs,
         recording.clone(),

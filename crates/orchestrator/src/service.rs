@@ -761,7 +761,6 @@ impl Orchestrator {
             .collect()
     }
 
-    /// Sends outbox messages, batched per queue.
     /// Sends committed outboxes (several sagas' at once, so their messages
     /// share send batches: one saga at a time would hand the queue adapter
     /// one message per flush window), then clears the outbox of every saga
@@ -786,7 +785,7 @@ impl Orchestrator {
                 by_queue.entry(m.queue.clone()).or_default().push((k, message));
             }
         }
-        let mut sends = tokio::task::JoinSet::new();
+        let mut sends = JoinSet::new();
         for (queue, messages) in by_queue {
             for chunk in messages.chunks(MAX_BATCH) {
                 let owners: Vec<usize> = chunk.iter().map(|(k, _)| *k).collect();
@@ -812,7 +811,7 @@ impl Orchestrator {
                 Err(e) => unsent.iter_mut().for_each(|u| *u = Some(format!("send task failed: {e}"))),
             }
         }
-        let mut clears = tokio::task::JoinSet::new();
+        let mut clears = JoinSet::new();
         for (outbox, unsent) in outboxes.into_iter().zip(unsent) {
             if let Some(error) = unsent {
                 tracing::warn!(saga_id = %outbox.saga_id, error = %error, "Outbox committed but not sent; the sweeper will send it.");

@@ -39,6 +39,7 @@ steps:
 
 struct Setup {
     _dir: tempfile::TempDir,
+    backend: EmbeddedBackend,
     queue: Arc<dyn Queue>,
     store: Arc<dyn SagaStore>,
     defs: Arc<Definitions>,
@@ -52,7 +53,7 @@ async fn setup() -> Setup {
     let defs = Arc::new(defs);
     let queue: Arc<dyn Queue> = backend.queue();
     ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await.unwrap();
-    Setup { _dir: dir, queue, store: backend.store(), defs }
+    Setup { _dir: dir, queue, store: backend.store(), defs, backend }
 }
 
 fn orchestrator(s: &Setup) -> Orchestrator {
@@ -272,14 +273,8 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
 /// write job: the saga commit also deletes the messages it consumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_applied_and_acknowledged_in_one_commit_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = EmbeddedBackend::open(dir.path(), Sync::Full).unwrap();
-    let mut defs = Definitions::default();
-    defs.insert(sqsaga_core::yaml::parse_definition(SAGA).unwrap(), "test").unwrap();
-    let defs = Arc::new(defs);
-    let queue: Arc<dyn Queue> = backend.queue();
-    ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await.unwrap();
-    let s = Setup { _dir: dir, queue: queue.clone(), store: backend.store(), defs };
+    let s = setup().await;
+    let (backend, queue) = (&s.backend, &s.queue);
     let ids: Vec<String> = (0..5).map(|i| format!("one-job-{i}")).collect();
     start(queue.as_ref(), &ids).await;
     let received = queue.receive(ORCHESTRATOR_QUEUE, Receive::up_to(10)).await.unwrap();

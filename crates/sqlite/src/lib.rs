@@ -311,9 +311,11 @@ fn writer_loop(
                 Err(_) => return,
             }
         };
+        // Linger only while busy: after a quiet spell the first job commits at once.
         let started = Instant::now();
         let busy = last_commit.is_some_and(|at| started.duration_since(at) < linger.busy_within);
-        run_batch(&mut conn, first, &receiver, linger, busy, started, &commits, &jobs);
+        let linger_until = busy.then(|| started + linger.max);
+        run_batch(&mut conn, first, &receiver, linger, linger_until, &commits, &jobs);
         last_commit = Some(Instant::now());
         check_foreign(&conn);
     }
@@ -327,18 +329,16 @@ fn send_once<V>(slot: &std::sync::Mutex<Option<tokio::sync::oneshot::Sender<V>>>
 }
 
 /// Runs one group transaction: begins it (IMMEDIATE) with `first`, then
-/// runs every job already waiting and, while the writer is `busy`, every job
-/// that arrives within the linger window — each as it arrives, so the
+/// runs every job already waiting and, until `linger_until` (`None`: not
+/// busy, no linger), every job that arrives — each as it arrives, so the
 /// linger overlaps the jobs' own work instead of adding to it. Commits once
 /// and delivers every result only when the commit outcome is known.
-#[allow(clippy::too_many_arguments, reason = "the writer loop's state, passed down once per batch")]
 fn run_batch(
     conn: &mut Connection,
     first: Job,
     receiver: &mpsc::Receiver<Job>,
     linger: Linger,
-    busy: bool,
-    started: Instant,
+    linger_until: Option<Instant>,
     commits: &AtomicU64,
     jobs: &AtomicU64,
 ) {
@@ -351,7 +351,6 @@ fn run_batch(
             return;
         }
     };
-    let linger_until = started + linger.max;
     let mut deliveries: Vec<Deliver> = Vec::new();
     let mut count: u64 = 0;
     let mut next = Some(first);
@@ -376,10 +375,11 @@ fn run_batch(
             Err(mpsc::TryRecvError::Disconnected) => None,
             Err(mpsc::TryRecvError::Empty) => {
                 let now = Instant::now();
-                if !busy || (count as usize) < linger.min_jobs || now >= linger_until {
-                    None
-                } else {
-                    receiver.recv_timeout(linger.gap.min(linger_until - now)).ok()
+                match linger_until {
+                    Some(until) if (count as usize) >= linger.min_jobs && now < until => {
+                        receiver.recv_timeout(linger.gap.min(until - now)).ok()
+                    }
+                    _ => None,
                 }
             }
         };
