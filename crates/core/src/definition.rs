@@ -40,9 +40,16 @@ pub struct StepDefinition {
     /// which must therefore come after every compensable step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<String>,
-    /// How long the orchestrator waits for a reply to one attempt.
+    /// Run time of one attempt, counted from the moment a worker may start
+    /// it at the latest (see `queue_timeout`), not from dispatch: time a
+    /// command waits in a backlog is not run time.
     #[serde(with = "millis")]
     pub timeout: Duration,
+    /// How long one attempt's command may wait in the worker's queue before
+    /// the worker refuses to start it (no effect; the saga compensates the
+    /// earlier steps). `None`: queue wait is bounded by the saga deadline only.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "millis_opt")]
+    pub queue_timeout: Option<Duration>,
     /// Retries of the action on transient errors.
     pub retry: RetryPolicy,
     /// Retries of the compensation; exhausted means `needs_operator`.
@@ -129,6 +136,24 @@ impl SagaDefinition {
     /// compare termination grace periods against it.
     pub fn longest_step_timeout(&self) -> Duration {
         self.steps.iter().map(|s| s.timeout).max().unwrap_or_default()
+    }
+}
+
+/// Serde helper for optional durations, as integer milliseconds or absent.
+pub mod millis_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
 

@@ -165,6 +165,7 @@ mod tests {
             action: action.to_string(),
             compensation: compensation.map(str::to_string),
             timeout: Duration::from_secs(10),
+            queue_timeout: None,
             retry: RetryPolicy::default(),
             compensation_retry: RetryPolicy::default(),
             contract: format!("{service}/v1"),

@@ -16,6 +16,11 @@
 //!   late redelivery of the action);
 //! - a step timeout or the saga deadline counts as "possibly done": the step
 //!   in flight is compensated;
+//! - queue wait is not run time: an action's command carries its latest start
+//!   time (`not_after`: dispatch + `queue_timeout`, or the saga deadline), the
+//!   worker refuses to start it later ([`EXPIRED_IN_QUEUE`], a refusal: no
+//!   effect), and the reply timer is `not_after + timeout` (never past the
+//!   deadline), so a backlog alone never times a step out;
 //! - compensations retry per their own policy; exhausted (or refused) means
 //!   `needs_operator`, from where [`Event::Resume`] continues compensating.
 
@@ -221,6 +226,11 @@ pub struct CommandSpec {
     pub contract: String,
     /// When the orchestrator stops waiting for the reply.
     pub deadline: Millis,
+    /// Latest time a worker may start the command; past it, the worker
+    /// refuses it unrun ([`EXPIRED_IN_QUEUE`]). Set on actions only:
+    /// `None` (compensations) never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Millis>,
 }
 
 /// How a worker answered a command.
@@ -280,6 +290,12 @@ pub struct Decision {
 /// done — so a step that cannot be undone is never silently left behind a
 /// compensated saga.
 pub const FENCE_COMMAND: &str = "sqsaga.fence";
+
+/// How a worker's refusal of an action that waited in its queue past the
+/// command's `not_after` begins. The refusal is definite (the worker recorded
+/// the action as refused in its barrier before replying, so no redelivery
+/// runs it), hence the step is not compensated, only the earlier ones.
+pub const EXPIRED_IN_QUEUE: &str = "expired in queue";
 
 /// The deterministic id of a command.
 pub fn command_id(saga_id: &str, step: usize, phase: Phase, attempt: u32) -> String {
@@ -652,9 +668,30 @@ fn backoff_ms(policy: &RetryPolicy, saga: &str, step: usize, phase: Phase, next_
 }
 
 /// Sends the next attempt of `phase` for step `i` and arms its reply timeout.
+///
+/// An action may wait in the worker's queue until `not_after` (dispatch +
+/// `queue_timeout`, or the saga deadline when the step sets none) and then
+/// run for `timeout`: the reply timer is `not_after + timeout`, capped by the
+/// deadline. Past it the step is "possibly done", as before.
+///
+/// A compensation never expires (it must run whenever it arrives), and its
+/// timeout only re-sends it. Counting its `timeout` from dispatch would, in a
+/// backlog, re-send it every `timeout` (piling duplicates into the very
+/// backlog that delays it) and burn its attempts into `needs_operator`; a
+/// re-send does not overtake the first copy anyway. So its reply timer allows
+/// the same queue wait an action of the step gets — `queue_timeout`, or the
+/// saga's whole deadline budget — before the `timeout` starts.
 fn dispatch(def: &SagaDefinition, s: &mut SagaInstance, i: usize, phase: Phase, now: Millis) -> CommandSpec {
     let step_def = &def.steps[i];
     let timeout = step_def.timeout.as_millis() as Millis;
+    let queue_wait = step_def.queue_timeout.unwrap_or(def.deadline).as_millis() as Millis;
+    let (not_after, due) = match phase {
+        Phase::Action => {
+            let not_after = now.saturating_add(queue_wait).min(s.deadline_at);
+            (Some(not_after), not_after.saturating_add(timeout).min(s.deadline_at))
+        }
+        Phase::Compensation => (None, now.saturating_add(queue_wait).saturating_add(timeout)),
+    };
     let st = &mut s.steps[i];
     let (attempt, command, status) = match phase {
         Phase::Action => {
@@ -668,7 +705,7 @@ fn dispatch(def: &SagaDefinition, s: &mut SagaInstance, i: usize, phase: Phase, 
         }
     };
     st.status = status;
-    st.due_at = Some(now + timeout);
+    st.due_at = Some(due);
     st.started_at.get_or_insert(now);
     CommandSpec {
         command_id: command_id(&s.id, i, phase, attempt),
@@ -679,6 +716,7 @@ fn dispatch(def: &SagaDefinition, s: &mut SagaInstance, i: usize, phase: Phase, 
         phase,
         attempt,
         contract: step_def.contract.clone(),
-        deadline: now + timeout,
+        deadline: due,
+        not_after,
     }
 }

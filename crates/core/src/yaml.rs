@@ -26,11 +26,11 @@ use crate::duration::{format_duration, parse_duration};
 pub const SAGA_KEYS: &[&str] = &["name", "version", "description", "deadline", "defaults", "steps"];
 /// Keys of one entry of `steps`.
 pub const STEP_KEYS: &[&str] =
-    &["name", "service", "action", "compensation", "timeout", "contract", "retry", "compensationRetry"];
+    &["name", "service", "action", "compensation", "timeout", "queueTimeout", "contract", "retry", "compensationRetry"];
 /// Keys of a retry policy (`retry`, `compensationRetry`, in steps and in `defaults`).
 pub const RETRY_KEYS: &[&str] = &["maxAttempts", "initialBackoff", "maxBackoff", "multiplier", "jitter"];
 /// Keys of the `defaults` section.
-pub const DEFAULTS_KEYS: &[&str] = &["timeout", "retry", "compensationRetry"];
+pub const DEFAULTS_KEYS: &[&str] = &["timeout", "queueTimeout", "retry", "compensationRetry"];
 
 /// Step timeout when neither the step nor `defaults` sets one.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -434,6 +434,7 @@ impl PartialRetry {
 #[derive(Default)]
 struct Defaults {
     timeout: Option<Duration>,
+    queue_timeout: Option<Duration>,
     retry: PartialRetry,
     compensation_retry: PartialRetry,
 }
@@ -525,6 +526,12 @@ impl Checker<'_> {
         if let Some(n) = fields.get("timeout") {
             match self.step_timeout(n, "defaults.timeout", deadline) {
                 Some((d, _)) => defaults.timeout = Some(d),
+                None => ok = false,
+            }
+        }
+        if let Some(n) = fields.get("queueTimeout") {
+            match self.step_timeout(n, "defaults.queueTimeout", deadline) {
+                Some((d, _)) => defaults.queue_timeout = Some(d),
                 None => ok = false,
             }
         }
@@ -624,6 +631,10 @@ impl Checker<'_> {
             Some(n) => self.step_timeout(n, &format!("{path}.timeout"), deadline).map(Some),
             None => Some(None),
         };
+        let queue_timeout = match fields.get("queueTimeout") {
+            Some(n) => self.step_timeout(n, &format!("{path}.queueTimeout"), deadline).map(|(d, _)| Some(d)),
+            None => Some(None),
+        };
         let contract = self.required(&fields, "contract").and_then(|n| self.contract(n, &format!("{path}.contract")));
         let retry = match fields.get("retry") {
             Some(n) => self.retry(n, &format!("{path}.retry"), &defaults.retry, &default_retry()),
@@ -639,14 +650,15 @@ impl Checker<'_> {
             None => Some(PartialRetry::default()),
         };
 
+        let timeouts = own_timeout.zip(queue_timeout);
         let definition =
-            match (name.clone(), service, action, compensation, own_timeout, contract, retry, compensation_retry) {
+            match (name.clone(), service, action, compensation, timeouts, contract, retry, compensation_retry) {
                 (
                     Some(name),
                     Some(service),
                     Some(action),
                     Some(compensation),
-                    Some(own_timeout),
+                    Some((own_timeout, queue_timeout)),
                     Some(contract),
                     Some(retry),
                     Some(compensation_retry),
@@ -656,6 +668,7 @@ impl Checker<'_> {
                     action,
                     compensation,
                     timeout: own_timeout.map(|(d, _)| d).or(defaults.timeout).unwrap_or(DEFAULT_STEP_TIMEOUT),
+                    queue_timeout: queue_timeout.or(defaults.queue_timeout),
                     retry: retry.or(&defaults.retry).resolve(&default_retry()),
                     compensation_retry: compensation_retry
                         .or(&defaults.compensation_retry)

@@ -268,6 +268,21 @@ fn each_problem_kind_is_reported_where_it_is() {
             vec![(4, 22, "defaults.timeout: 2m must be shorter than the saga deadline 1m")],
         ),
         (
+            "zero queueTimeout",
+            insert(10, &["    queueTimeout: 0s"]),
+            vec![(10, 19, "steps[0].queueTimeout: must be longer than zero")],
+        ),
+        (
+            "queueTimeout not shorter than the deadline",
+            insert(10, &["    queueTimeout: 90s"]),
+            vec![(10, 19, "steps[0].queueTimeout: 1m30s must be shorter than the saga deadline 1m")],
+        ),
+        (
+            "default queueTimeout not shorter than the deadline",
+            insert(4, &["defaults: { queueTimeout: 1m }"]),
+            vec![(4, 27, "defaults.queueTimeout: 1m must be shorter than the saga deadline 1m")],
+        ),
+        (
             "built-in timeout not shorter than the deadline",
             replace(3, &["deadline: 30s"]),
             vec![(3, 11, "deadline: 30s is not longer than the default step timeout 30s used by steps `a`, `b`")],
@@ -325,7 +340,11 @@ fn each_problem_kind_is_reported_where_it_is() {
         (
             "unknown defaults key",
             insert(4, &["defaults: { deadline: 1m }"]),
-            vec![(4, 13, "defaults: unknown key `deadline`; allowed keys: timeout, retry, compensationRetry")],
+            vec![(
+                4,
+                13,
+                "defaults: unknown key `deadline`; allowed keys: timeout, queueTimeout, retry, compensationRetry",
+            )],
         ),
         // YAML itself.
         ("syntax error", replace(6, &["    service: [svc-a"]), vec![(7, 11, "YAML syntax error")]),
@@ -424,6 +443,7 @@ fn a_valid_file_becomes_the_expected_definition_with_defaults_applied() {
         "deadline: 1h",
         "defaults:",
         "  timeout: 45s",
+        "  queueTimeout: 5m",
         "  retry: { maxAttempts: 4, initialBackoff: 1s }",
         "  compensationRetry: { jitter: 0 }",
         "steps:",
@@ -437,6 +457,7 @@ fn a_valid_file_becomes_the_expected_definition_with_defaults_applied() {
         "    action: ledger.settle",
         "    contract: ledger/v10",
         "    timeout: 1m30s",
+        "    queueTimeout: 2m",
         "    retry: { maxBackoff: 1m, multiplier: 3 }",
         "    compensationRetry: { maxAttempts: 2 }",
     ]);
@@ -453,6 +474,8 @@ fn a_valid_file_becomes_the_expected_definition_with_defaults_applied() {
                 action: "wallet.hold".into(),
                 compensation: Some("wallet.release".into()),
                 timeout: Duration::from_secs(45),
+                // defaults.queueTimeout.
+                queue_timeout: Some(Duration::from_secs(300)),
                 // defaults.retry over the built-in policy.
                 retry: policy(4, 1_000, 10_000, 2.0, 0.2),
                 // defaults.compensationRetry over the built-in compensation policy (10 attempts).
@@ -465,6 +488,7 @@ fn a_valid_file_becomes_the_expected_definition_with_defaults_applied() {
                 action: "ledger.settle".into(),
                 compensation: None,
                 timeout: Duration::from_secs(90),
+                queue_timeout: Some(Duration::from_secs(120)),
                 // Field by field: the step's own, then defaults, then built-in.
                 retry: policy(4, 1_000, 60_000, 3.0, 0.2),
                 compensation_retry: policy(2, 200, 10_000, 2.0, 0.0),

@@ -7,17 +7,20 @@ use serde_json::json;
 use sqsaga_core::Millis;
 use sqsaga_core::definition::{RetryPolicy, SagaDefinition, StepDefinition};
 use sqsaga_core::machine::{
-    Action, Event, Outcome, Phase, Reply, SagaInstance, SagaStatus, StepStatus, command_id, decide, parse_command_id,
-    start,
+    Action, EXPIRED_IN_QUEUE, Event, Outcome, Phase, Reply, SagaInstance, SagaStatus, StepStatus, command_id, decide,
+    parse_command_id, start,
 };
 
+/// A step whose command may wait 5 s in the worker's queue and then run for
+/// 5 s: its reply timer strikes 10 s after dispatch.
 fn step(name: &str, compensable: bool) -> StepDefinition {
     StepDefinition {
         name: name.to_string(),
         service: name.to_string(),
         action: format!("{name}.do"),
         compensation: compensable.then(|| format!("{name}.undo")),
-        timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(5),
+        queue_timeout: Some(Duration::from_secs(5)),
         retry: RetryPolicy {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(100),
@@ -47,6 +50,17 @@ fn order_saga() -> SagaDefinition {
     }
 }
 
+/// `order_saga` with no `queueTimeout`: queue wait is bounded by the 60 s
+/// deadline only, and each step runs for at most 10 s once started.
+fn order_saga_without_queue_timeout() -> SagaDefinition {
+    let mut def = order_saga();
+    for step in &mut def.steps {
+        step.queue_timeout = None;
+        step.timeout = Duration::from_secs(10);
+    }
+    def
+}
+
 /// One scripted input. Replies answer the step's current attempt unless an
 /// explicit attempt is given (to test stale replies).
 #[derive(Clone, Copy)]
@@ -58,6 +72,8 @@ enum Ev {
     CompTransient(usize),
     CompRefuse(usize),
     StaleOk(usize, u32),
+    /// The worker's refusal of an action that waited in its queue past `not_after`.
+    Expired(usize),
     /// The barrier's answer to a fence: did the in-doubt action run?
     Fence(usize, bool),
     /// Advance the clock by this many ms and wake.
@@ -103,6 +119,10 @@ fn run_with(def: &SagaDefinition, script: &[Ev]) -> Run {
             Ev::CompTransient(s) => reply(s, Phase::Compensation, None, transient()),
             Ev::CompRefuse(s) => reply(s, Phase::Compensation, None, refused()),
             Ev::StaleOk(s, a) => reply(s, Phase::Action, Some(a), ok()),
+            Ev::Expired(s) => {
+                let reason = format!("{EXPIRED_IN_QUEUE} after 5.2s (latest start 200 ms ago)");
+                reply(s, Phase::Action, None, Outcome::Refused { reason })
+            }
             Ev::Fence(s, ran) => {
                 let output = if ran {
                     json!({"fence": "already_ran", "output": {"sent": true}})
@@ -138,7 +158,11 @@ fn record(log: &mut Vec<String>, actions: &[Action]) {
 
 /// The table: name, script, final status, dispatched commands.
 fn check(name: &str, script: &[Ev], status: SagaStatus, log: &[&str]) -> Run {
-    let r = run(script);
+    check_with(&order_saga(), name, script, status, log)
+}
+
+fn check_with(def: &SagaDefinition, name: &str, script: &[Ev], status: SagaStatus, log: &[&str]) -> Run {
+    let r = run_with(def, script);
     assert_eq!(r.state.status, status, "{name}: status");
     assert_eq!(r.log, log, "{name}: dispatched commands");
     r
@@ -369,4 +393,91 @@ fn state_round_trips_through_json() {
     let text = serde_json::to_string(&r.state).unwrap();
     let back: SagaInstance = serde_json::from_str(&text).unwrap();
     assert_eq!(back, r.state);
+}
+
+// ---------------------------------------------------------------------------
+// Backlog: queue wait is not run time.
+
+#[test]
+fn a_backlog_longer_than_the_step_timeout_but_within_the_deadline_times_nothing_out() {
+    let def = order_saga_without_queue_timeout();
+    // Step 1's command waits 45 s in a backlog (its timeout is 10 s), then runs.
+    let r = check_with(&def, "backlog", &[Ok(0), Wait(45_000), Ok(1), Ok(2)], Completed, &["a0#1", "a1#1", "a2#1"]);
+    assert_eq!(r.unchanged, 1, "the wake during the backlog is a no-op");
+    // A compensation waits in a backlog too: it is not re-sent after its 10 s timeout.
+    let r = check_with(
+        &def,
+        "comp backlog",
+        &[Ok(0), Refuse(1), Wait(45_000), CompOk(0)],
+        Compensated,
+        &["a0#1", "a1#1", "c0#1"],
+    );
+    assert_eq!(r.unchanged, 1, "no duplicate compensation piled into the backlog");
+}
+
+#[test]
+fn with_a_queue_timeout_the_reply_timer_is_queue_wait_plus_run_time() {
+    // 5 s in the queue + 5 s of run time: no timeout at 9 s, a timeout at 10 s.
+    let r = check("within", &[Ok(0), Wait(9_000), Ok(1), Ok(2)], Completed, &["a0#1", "a1#1", "a2#1"]);
+    assert_eq!(r.unchanged, 1);
+    check("past", &[Ok(0), Wait(10_000), CompOk(1), CompOk(0)], Compensated, &["a0#1", "a1#1", "c1#1", "c0#1"]);
+}
+
+#[test]
+fn queue_timeout_exceeded_the_workers_expiry_refusal_compensates_the_earlier_steps_only() {
+    let r = check("expired", &[Ok(0), Wait(6_000), Expired(1), CompOk(0)], Compensated, &["a0#1", "a1#1", "c0#1"]);
+    assert_eq!(r.state.steps[1].status, StepStatus::Refused, "no effect: not compensated");
+    assert!(r.state.reason.as_deref().is_some_and(|why| why.contains(EXPIRED_IN_QUEUE)), "{:?}", r.state.reason);
+    check("expired first", &[Expired(0)], Compensated, &["a0#1"]);
+    check(
+        "expired last",
+        &[Ok(0), Ok(1), Expired(2), CompOk(1), CompOk(0)],
+        Compensated,
+        &["a0#1", "a1#1", "a2#1", "c1#1", "c0#1"],
+    );
+}
+
+#[test]
+fn the_saga_deadline_still_compensates_a_backlogged_step() {
+    let def = order_saga_without_queue_timeout();
+    let r = check_with(
+        &def,
+        "deadline",
+        &[Ok(0), Wait(59_000), Wait(1_000), CompOk(1), CompOk(0)],
+        Compensated,
+        &["a0#1", "a1#1", "c1#1", "c0#1"],
+    );
+    assert_eq!(r.state.reason.as_deref(), Some("saga deadline passed"));
+    assert_eq!(r.unchanged, 1, "the wake before the deadline is a no-op");
+}
+
+#[test]
+fn commands_carry_their_latest_start_time() {
+    // (definition, steps answered before, expected not_after and reply deadline of the next action)
+    let with_queue_timeout = order_saga();
+    let without = order_saga_without_queue_timeout();
+    let short_deadline = SagaDefinition { deadline: Duration::from_secs(7), ..order_saga() };
+    let cases: [(&str, &SagaDefinition, Millis, Option<Millis>, Millis); 3] = [
+        ("queue timeout: dispatch + 5 s, then 5 s to run", &with_queue_timeout, 0, Some(5_000), 10_000),
+        ("no queue timeout: the saga deadline bounds both", &without, 0, Some(60_000), 60_000),
+        ("queue timeout past the deadline: capped by it", &short_deadline, 3_000, Some(7_000), 7_000),
+    ];
+    for (name, def, at, not_after, deadline) in cases {
+        let mut d = start(def, "s", json!({}), 0);
+        if at > 0 {
+            let ok = Outcome::Succeeded { output: json!({}) };
+            let reply = Reply { step: 0, phase: Phase::Action, attempt: 1, outcome: ok, worker: None };
+            d = decide(def, &d.state, &Event::Reply(reply), at);
+        }
+        let [Action::Dispatch(c)] = d.actions.as_slice() else { panic!("{name}: {:?}", d.actions) };
+        assert_eq!((c.not_after, c.deadline), (not_after, deadline), "{name}");
+    }
+    // A compensation never expires.
+    let def = order_saga();
+    let reply = |step, outcome| Event::Reply(Reply { step, phase: Phase::Action, attempt: 1, outcome, worker: None });
+    let d = start(&def, "s", json!({}), 0);
+    let d = decide(&def, &d.state, &reply(0, Outcome::Succeeded { output: json!({}) }), 1);
+    let d = decide(&def, &d.state, &reply(1, Outcome::Refused { reason: "no".into() }), 2);
+    let [Action::Dispatch(c)] = d.actions.as_slice() else { panic!("{:?}", d.actions) };
+    assert_eq!((c.phase, c.not_after), (Phase::Compensation, None));
 }

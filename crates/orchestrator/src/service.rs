@@ -743,6 +743,7 @@ impl Orchestrator {
                     contract: spec.contract.clone(),
                     payload: payload.clone(),
                     deadline: spec.deadline,
+                    not_after: spec.not_after,
                     sent_at: now,
                     reply_to: self.inner.options.queue.clone(),
                     conforming: self.inner.fleet.stamp(&spec.service, &spec.contract),

@@ -18,6 +18,8 @@ use sqsaga_protocol::{Envelope, ReplyMessage, StartSaga, WorkerInfo};
 use sqsaga_queue::{ATTR_REASON, OutgoingMessage, Queue, QueueSpec, Receive, dlq_name};
 use sqsaga_store::SagaStore;
 
+/// Each step's reply timer strikes 800 ms after dispatch: 400 ms of queue
+/// wait allowed, then 400 ms of run time.
 const SAGA: &str = r#"
 name: pair
 version: 1
@@ -28,13 +30,15 @@ steps:
     action: alpha.do
     compensation: alpha.undo
     contract: alpha/v1
-    timeout: 800ms
+    queueTimeout: 400ms
+    timeout: 400ms
   - name: second
     service: beta
     action: beta.do
     compensation: beta.undo
     contract: beta/v1
-    timeout: 800ms
+    queueTimeout: 400ms
+    timeout: 400ms
 "#;
 
 struct Setup {

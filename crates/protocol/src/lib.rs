@@ -81,6 +81,11 @@ pub struct Command {
     pub payload: Value,
     /// The orchestrator stops waiting at this time; work after it is wasted.
     pub deadline: Millis,
+    /// Latest time a worker may start an action: one received later is
+    /// refused unrun (`expired in queue`), so queue wait never turns into
+    /// "possibly done". Absent (compensations, older orchestrators): no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Millis>,
     pub sent_at: Millis,
     /// Queue the reply goes to.
     pub reply_to: String,
@@ -217,6 +222,7 @@ mod tests {
             contract: "inventory/v1".into(),
             payload: serde_json::json!({"input": {"sku": "A"}}),
             deadline: 10,
+            not_after: Some(5),
             sent_at: 1,
             reply_to: "orchestrator".into(),
             conforming: None,
@@ -224,6 +230,18 @@ mod tests {
         assert_eq!(Envelope::decode(&c.encode()), Ok(c.clone()));
         match decode_worker_message(&c.encode()) {
             Ok(WorkerMessage::Command(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_command_without_not_after_still_parses_as_unlimited() {
+        // As an orchestrator from before `not_after` existed wrote it.
+        let body = r#"{"type":"command","command_id":"s1:0:a:1","saga_id":"s1","saga":"create_order","version":1,
+            "step":0,"step_name":"reserve_stock","command":"inventory.reserve","phase":"action","attempt":1,
+            "contract":"inventory/v1","payload":{},"deadline":10,"sent_at":1,"reply_to":"orchestrator"}"#;
+        match decode_worker_message(body) {
+            Ok(WorkerMessage::Command(c)) => assert_eq!(c.not_after, None),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -40,8 +40,10 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
     }
 }
 
-/// Step timeout of the test definition: a saga started at `t` is due at `t + 5 s`.
-const STEP_TIMEOUT_MS: Millis = 5_000;
+/// Queue wait allowed and run time of the test definition's steps: a saga
+/// started at `t` is due at `t + 2 s + 3 s = t + 5 s`.
+const QUEUE_TIMEOUT_MS: Millis = 2_000;
+const STEP_TIMEOUT_MS: Millis = 3_000;
 
 /// How long a case waits for an index to catch up. DynamoDB's secondary
 /// indexes are eventually consistent (usually well under a second behind
@@ -88,7 +90,8 @@ pub async fn run_all(store: &dyn SagaStore, queue: &dyn Queue, prefix: &str) -> 
     if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
 }
 
-/// A two-step saga whose steps run on `service`, 5 s per attempt, 60 s overall.
+/// A two-step saga whose steps run on `service`, 5 s per attempt (queue wait
+/// and run time), 60 s overall.
 pub fn definition(service: &str) -> SagaDefinition {
     let step = |name: &str| StepDefinition {
         name: name.to_string(),
@@ -96,6 +99,7 @@ pub fn definition(service: &str) -> SagaDefinition {
         action: format!("{service}.{name}"),
         compensation: Some(format!("{service}.undo_{name}")),
         timeout: Duration::from_millis(STEP_TIMEOUT_MS),
+        queue_timeout: Some(Duration::from_millis(QUEUE_TIMEOUT_MS)),
         retry: RetryPolicy::default(),
         compensation_retry: RetryPolicy::default(),
         contract: format!("{service}/v1"),

@@ -9,6 +9,11 @@
 //!   should it still arrive (a "hanging" action, redelivered after a step
 //!   timeout), is refused instead of taking effect after its undo.
 //! - A compensation of a refused action is a no-op: a refusal had no effect.
+//! - An action received after its latest start time (`not_after`: it waited
+//!   in the queue too long) is refused without running the handler, and the
+//!   refusal is recorded like any other, so a redelivery (say, to a sibling
+//!   whose clock is behind) gets the same answer and the orchestrator can
+//!   take "no effect" as definite. Compensations never expire.
 //!
 //! The step key is the step *name* (`CommandContext::step`): the command's
 //! `step_name` for sqsaga commands, the action command name for seed-shaped
@@ -19,12 +24,13 @@
 //! queues or replies.
 
 use std::panic::AssertUnwindSafe;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqsaga_core::machine::{Outcome, Phase};
+use sqsaga_core::duration::format_duration;
+use sqsaga_core::machine::{EXPIRED_IN_QUEUE, Outcome, Phase};
 use sqsaga_sqlite::SqliteError;
 
 use crate::{CommandContext, Handler, HandlerError};
@@ -78,11 +84,14 @@ pub struct BarrierOutcome {
     pub null_compensation: bool,
     /// An action arrived after its compensation: refused, no effect.
     pub hanging: bool,
+    /// An action arrived after its latest start time: refused unrun (and
+    /// recorded), no effect.
+    pub expired: bool,
 }
 
 impl BarrierOutcome {
     fn fresh(outcome: Outcome) -> Self {
-        BarrierOutcome { outcome, duplicate: false, null_compensation: false, hanging: false }
+        BarrierOutcome { outcome, duplicate: false, null_compensation: false, hanging: false, expired: false }
     }
 }
 
@@ -161,6 +170,21 @@ fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
+/// Why an action must not start at `now` (ms since the epoch): it waited in
+/// the queue past its latest start time. `None` when it may start.
+fn expiry(ctx: &CommandContext, now: i64) -> Option<String> {
+    let now = u64::try_from(now).unwrap_or(0);
+    let not_after = ctx.not_after?;
+    if ctx.phase != Phase::Action || now <= not_after {
+        return None;
+    }
+    let ago = |t: u64| format_duration(Duration::from_millis(now.saturating_sub(t)));
+    Some(match ctx.sent_at {
+        Some(sent) => format!("{EXPIRED_IN_QUEUE} after {} (latest start was {} ago)", ago(sent), ago(not_after)),
+        None => format!("{EXPIRED_IN_QUEUE}: latest start was {} ago", ago(not_after)),
+    })
+}
+
 /// Runs the handler inside a nested savepoint so a refusal keeps the barrier
 /// row but none of the handler's writes. A panic is caught: it would
 /// otherwise take down the database writer thread shared by every command.
@@ -223,7 +247,15 @@ fn run_action(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext)
             duplicate: !hanging,
             null_compensation: false,
             hanging,
+            expired: false,
         });
+    }
+    // After the lookup: an action that already ran answers with what it
+    // did, however late its redelivery comes.
+    if let Some(reason) = expiry(ctx, now_millis()) {
+        let recorded = Recorded::Refused { reason };
+        record(tx, ctx, Phase::Action, &recorded)?;
+        return Ok(BarrierOutcome { expired: true, ..BarrierOutcome::fresh(recorded.to_outcome()) });
     }
     let recorded = match call_handler(tx, handler, ctx) {
         Ok(output) => Recorded::Succeeded { output },
@@ -249,6 +281,7 @@ pub(crate) fn fence(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Barrie
             duplicate: true,
             null_compensation: false,
             hanging: false,
+            expired: false,
         });
     }
     let prevented = Recorded::Succeeded { output: serde_json::json!({ "fence": "prevented" }) };
@@ -263,7 +296,13 @@ pub(crate) fn fence(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Barrie
         }
     };
     record(tx, ctx, Phase::Compensation, &recorded)?;
-    Ok(BarrierOutcome { outcome: recorded.to_outcome(), duplicate: false, null_compensation, hanging: false })
+    Ok(BarrierOutcome {
+        outcome: recorded.to_outcome(),
+        duplicate: false,
+        null_compensation,
+        hanging: false,
+        expired: false,
+    })
 }
 
 fn run_compensation(
@@ -277,6 +316,7 @@ fn run_compensation(
             duplicate: true,
             null_compensation: false,
             hanging: false,
+            expired: false,
         });
     }
     let nothing_to_undo = Recorded::Succeeded { output: Value::Null };
@@ -290,6 +330,7 @@ fn run_compensation(
                 duplicate: false,
                 null_compensation: true,
                 hanging: false,
+                expired: false,
             })
         }
         Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => {

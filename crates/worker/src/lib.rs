@@ -11,6 +11,7 @@
 //! command carries everything a worker needs.
 
 use serde_json::Value;
+use sqsaga_core::Millis;
 use sqsaga_core::machine::Phase;
 
 pub mod barrier;
@@ -62,6 +63,12 @@ pub struct CommandContext {
     /// `{"input": <saga input>, "outputs": {<step>: <output>}}` for sqsaga
     /// commands; the seed message's payload as it came otherwise.
     pub payload: Value,
+    /// Latest time the action may start (ms since the epoch): past it the
+    /// barrier refuses it unrun and records the refusal. `None` (seed
+    /// messages, compensations, older orchestrators): no limit.
+    pub not_after: Option<Millis>,
+    /// When the orchestrator sent the command, to say how long it waited.
+    pub sent_at: Option<Millis>,
 }
 
 impl CommandContext {

@@ -41,6 +41,7 @@ fn job_result(result: Result<BarrierOutcome, JobError>, ctx: &CommandContext) ->
             duplicate: false,
             null_compensation: false,
             hanging: false,
+            expired: false,
         }),
         Err(JobError::Sql(e)) => Err(WorkerError::Sqlite(e)),
         Err(JobError::Corrupt(cause)) => {

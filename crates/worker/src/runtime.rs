@@ -479,6 +479,9 @@ fn plan(inner: &Inner, message: &ReceivedMessage) -> Plan {
                 phase: c.phase,
                 attempt: c.attempt,
                 payload: c.payload.clone(),
+                // Compensations never expire, whatever the message says.
+                not_after: c.not_after.filter(|_| c.phase == Phase::Action),
+                sent_at: Some(c.sent_at),
             };
             let id = c.command_id.clone();
             Plan::Run(Box::new(Job::new(message, ctx, Some(c), id)))
@@ -512,6 +515,8 @@ fn plan(inner: &Inner, message: &ReceivedMessage) -> Plan {
                 phase,
                 attempt: message.receive_count,
                 payload: s.payload,
+                not_after: None,
+                sent_at: None,
             };
             Plan::Run(Box::new(Job::new(message, ctx, None, message.message_id.clone())))
         }
@@ -689,6 +694,9 @@ fn record_outcome(stats: &WorkerStats, job: &Job, outcome: &BarrierOutcome) {
     if outcome.hanging {
         WorkerStats::add(&stats.hanging, 1);
     }
+    if outcome.expired {
+        WorkerStats::add(&stats.expired, 1);
+    }
     let (saga_id, step, command_id, attempt) = (&ctx.saga_id, &ctx.step, &job.id, ctx.attempt);
     let command = &ctx.command;
     let trace_id = job.trace_id();
@@ -706,6 +714,7 @@ fn record_outcome(stats: &WorkerStats, job: &Job, outcome: &BarrierOutcome) {
                 %saga_id, %step, %command_id, attempt, %command, %reason, %trace_id,
                 duplicate = outcome.duplicate,
                 hanging = outcome.hanging,
+                expired = outcome.expired,
                 "Command refused."
             );
         }

@@ -34,6 +34,9 @@ pub struct WorkerStats {
     pub null_compensations: AtomicU64,
     /// Actions refused because their compensation came first.
     pub hanging: AtomicU64,
+    /// Actions refused unrun because they waited in the queue past their
+    /// latest start time (`not_after`).
+    pub expired: AtomicU64,
     /// Messages received and not yet finished (gauge).
     pub in_flight: AtomicU64,
     /// Messages handed back unstarted at shutdown (visibility 0).
@@ -80,6 +83,7 @@ pub struct StatsSnapshot {
     pub duplicates: u64,
     pub null_compensations: u64,
     pub hanging: u64,
+    pub expired: u64,
     pub in_flight: u64,
     pub released: u64,
     pub refused_nonconforming: u64,
@@ -120,6 +124,7 @@ impl WorkerStats {
             duplicates: load(&self.duplicates),
             null_compensations: load(&self.null_compensations),
             hanging: load(&self.hanging),
+            expired: load(&self.expired),
             in_flight: load(&self.in_flight),
             released: load(&self.released),
             refused_nonconforming: load(&self.refused_nonconforming),

@@ -305,3 +305,60 @@ async fn a_transient_failure_in_a_batch_rolls_back_that_command_only() {
     assert_eq!(recorded(&p, "t-1", Phase::Action).await, None);
     assert!(recorded(&p, "t-2", Phase::Action).await.is_some());
 }
+
+/// An action for step "add" whose latest start time was `not_after`.
+fn action_not_after(saga: &str, not_after: u64) -> CommandContext {
+    CommandContext { not_after: Some(not_after), sent_at: Some(1), ..ctx(saga, Phase::Action, json!({"amount": 5})) }
+}
+
+/// A `not_after` long past (1 ms after the epoch).
+const LONG_AGO: u64 = 2;
+
+#[tokio::test]
+async fn an_expired_action_is_refused_unrun_recorded_and_refused_again_on_redelivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    let first = run(&p, action_not_after("s1", LONG_AGO)).await;
+    let Outcome::Refused { reason } = &first.outcome else { panic!("{first:?}") };
+    assert!(reason.starts_with(sqsaga_core::machine::EXPIRED_IN_QUEUE), "{reason}");
+    assert!(first.expired && !first.duplicate);
+    assert_eq!(probes.action_calls.load(Ordering::SeqCst), 0, "the handler must not run");
+    assert_eq!(recorded(&p, "s1", Phase::Action).await, Some(Recorded::Refused { reason: reason.clone() }));
+    // A redelivery, even one that looks fresh (a sibling whose clock is behind), gets the recorded refusal.
+    let again = run(&p, action_not_after("s1", u64::MAX)).await;
+    assert_eq!(again.outcome, first.outcome);
+    assert!(again.duplicate);
+    assert_eq!(probes.action_calls.load(Ordering::SeqCst), 0);
+    // The refusal had no effect: the compensation has nothing to undo.
+    let comp = run(&p, ctx("s1", Phase::Compensation, json!({"amount": 5}))).await;
+    assert_eq!(comp.outcome, succeeded(Value::Null));
+    assert_eq!(probes.compensation_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(ledger_state(&p).await, (0, 0));
+}
+
+#[tokio::test]
+async fn an_action_within_its_latest_start_time_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    let ran = run(&p, action_not_after("s1", u64::MAX)).await;
+    assert_eq!(ran.outcome, succeeded(json!({"added": 5})));
+    assert!(!ran.expired);
+    // A late redelivery of an action that ran answers with what it did, not an expiry.
+    let late = run(&p, action_not_after("s1", LONG_AGO)).await;
+    assert_eq!(late.outcome, succeeded(json!({"added": 5})));
+    assert!(late.duplicate && !late.expired);
+    assert_eq!(probes.action_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_compensation_never_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, probes) = ledger(&dir.path().join("ledger.db"));
+    run(&p, ctx("s1", Phase::Action, json!({"amount": 5}))).await;
+    let comp = CommandContext { not_after: Some(LONG_AGO), ..ctx("s1", Phase::Compensation, json!({"amount": 5})) };
+    let undone = run(&p, comp).await;
+    assert!(matches!(undone.outcome, Outcome::Succeeded { .. }), "{undone:?}");
+    assert!(!undone.expired);
+    assert_eq!(probes.compensation_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(ledger_state(&p).await, (0, 2), "added, then undone");
+}

@@ -474,3 +474,40 @@ async fn failed_reply_leaves_the_message_and_the_redelivery_is_answered_from_the
     assert_eq!(ledger_state(&w.participant).await, (4, 1));
     w.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_waited_past_its_latest_start_is_refused_unrun_and_so_is_its_redelivery() {
+    let w = start(embedded(), options()).await;
+    let q = w.queue.as_ref();
+    let expired = sqsaga_protocol::Command { not_after: Some(1), ..command("s1", Phase::Action, json!({"amount": 5})) };
+    send(q, "ledger", body(expired.clone())).await;
+    let first = reply_of(&collect(q, "orchestrator", 1).await[0]);
+    let Outcome::Refused { reason } = &first.outcome else { panic!("{first:?}") };
+    assert!(reason.starts_with(sqsaga_core::machine::EXPIRED_IN_QUEUE), "{reason}");
+    // Redelivered (a duplicate, or a sibling's copy): the barrier answers the same.
+    send(q, "ledger", body(expired)).await;
+    let again = reply_of(&collect(q, "orchestrator", 1).await[0]);
+    assert_eq!(again.outcome, first.outcome);
+    let stats = w.stats.clone();
+    eventually("both deletes", || stats.processed.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 0, "the handler never ran");
+    assert_eq!(w.stats.expired.load(Ordering::SeqCst), 1);
+    assert_eq!(ledger_state(&w.participant).await, (0, 0));
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_runs_however_late_it_arrives() {
+    let w = start(embedded(), options()).await;
+    let q = w.queue.as_ref();
+    send(q, "ledger", body(command("s1", Phase::Action, json!({"amount": 5})))).await;
+    collect(q, "orchestrator", 1).await;
+    // Even a message that claims a latest start time long past.
+    let late = sqsaga_protocol::Command { not_after: Some(1), ..command("s1", Phase::Compensation, json!({})) };
+    send(q, "ledger", body(late)).await;
+    let reply = reply_of(&collect(q, "orchestrator", 1).await[0]);
+    assert_eq!(reply.outcome, Outcome::Succeeded { output: json!({"removed": 5}) });
+    assert_eq!(w.stats.expired.load(Ordering::SeqCst), 0);
+    assert_eq!(ledger_state(&w.participant).await, (0, 2));
+    w.shutdown().await;
+}

@@ -23,6 +23,8 @@ fn ctx(saga: &str, step: &str, command: &str, phase: Phase, attempt: u32, input:
         phase,
         attempt,
         payload: json!({"input": input, "outputs": {}}),
+        not_after: None,
+        sent_at: None,
     }
 }
 

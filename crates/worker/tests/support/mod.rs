@@ -287,6 +287,8 @@ pub fn ctx(saga: &str, phase: Phase, input: Value) -> CommandContext {
         phase,
         attempt: 1,
         payload: json!({"input": input, "outputs": {}}),
+        not_after: None,
+        sent_at: None,
     }
 }
 
@@ -309,6 +311,7 @@ pub fn command(saga: &str, phase: Phase, input: Value) -> Command {
         contract: "ledger/v1".to_string(),
         payload: json!({"input": input, "outputs": {}}),
         deadline: u64::MAX,
+        not_after: None,
         sent_at: 0,
         reply_to: "orchestrator".to_string(),
         conforming: None,
