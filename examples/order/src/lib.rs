@@ -15,14 +15,16 @@ use std::path::{Path, PathBuf};
 use sqsaga_sqlite::Sync;
 use sqsaga_worker::{Participant, WorkerError};
 
+mod causes;
 mod demo;
 mod input;
 mod invariants;
 mod participants;
 
+pub use causes::{Cause, CompensationCauses, compensation_causes};
 pub use demo::{DemoData, generate_orders, seed_data};
 pub use invariants::{InvariantReport, check_invariants};
-pub use participants::{inventory, notification, payment};
+pub use participants::{injected_failure, inventory, notification, payment};
 
 /// Contracts, as the saga definition names them.
 pub const INVENTORY_CONTRACT: &str = "inventory/v1";
