@@ -5,6 +5,9 @@
 //! timeout. Before queue wait stopped counting as run time, the same run
 //! compensated every order (issue 12: 500 of 500 with workers 10 s late).
 //!
+//! With a `queueTimeout` shorter than the lateness, the workers refuse every
+//! expired command unrun, and the sagas compensate with no effect anywhere.
+//!
 //! The mix is a pure function of the seed: the notification's injected
 //! failures are drawn per (seed, order, attempt), and the scarce SKU has no
 //! stock at all, so which orders run out of it does not depend on the order
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqsaga_core::machine::SagaStatus;
+use sqsaga_core::machine::{SagaInstance, SagaStatus};
 use sqsaga_embedded::{EmbeddedBackend, Sync};
 use sqsaga_orchestrator::{
     Definitions, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorOptions, SystemClock, ensure_queues,
@@ -52,8 +55,10 @@ struct Ended {
     invariants: InvariantReport,
 }
 
-fn definitions() -> Arc<Definitions> {
-    let yaml = include_str!("../create_order.yaml");
+/// The order saga as shipped: no `queueTimeout`.
+const ORDER_SAGA: &str = include_str!("../create_order.yaml");
+
+fn definitions(yaml: &str) -> Arc<Definitions> {
     let mut defs = Definitions::default();
     defs.insert(sqsaga_core::yaml::parse_definition(yaml).unwrap(), "create_order.yaml").unwrap();
     Arc::new(defs)
@@ -67,13 +72,39 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'sta
     }
 }
 
-/// Loads the orders into a running orchestrator, starts the workers
+/// Polls the store until `done` holds for the sagas `ids` (all of them
+/// loaded), within [`BUDGET`]; returns their instances by id.
+async fn wait_for(
+    store: &dyn SagaStore,
+    ids: &[String],
+    what: &str,
+    done: impl Fn(&SagaInstance) -> bool,
+) -> BTreeMap<String, SagaInstance> {
+    let since = Instant::now();
+    loop {
+        let records = store.load(ids).await.unwrap();
+        let ready = records.iter().filter(|r| done(&r.instance)).count();
+        if ready == ids.len() {
+            return records.into_iter().map(|r| (r.instance.id.clone(), r.instance)).collect();
+        }
+        assert!(since.elapsed() < BUDGET, "{what}: {ready} of {} after {BUDGET:?}", ids.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Loads the orders into a running orchestrator (saga `yaml`), waits until
+/// every saga has dispatched its first command, starts the workers
 /// `lateness` later, and waits (polling the store) until every saga ended.
-async fn run_orders(dir: &Path, orders: &[(String, Value)], lateness: Duration) -> BTreeMap<String, SagaStatus> {
+async fn run_orders(
+    dir: &Path,
+    yaml: &str,
+    orders: &[(String, Value)],
+    lateness: Duration,
+) -> BTreeMap<String, SagaInstance> {
     let backend = EmbeddedBackend::open(dir, Sync::Normal).unwrap();
     let queue: Arc<dyn Queue> = backend.queue();
     let store: Arc<dyn SagaStore> = backend.store();
-    let defs = definitions();
+    let defs = definitions(yaml);
     ensure_queues(queue.as_ref(), &defs, &QueueSpec::named("template")).await.unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -109,6 +140,8 @@ async fn run_orders(dir: &Path, orders: &[(String, Value)], lateness: Duration) 
         queue.send_batch(ORCHESTRATOR_QUEUE, batch).await.unwrap();
     }
 
+    let ids: Vec<String> = orders.iter().map(|(id, _)| id.clone()).collect();
+    wait_for(store.as_ref(), &ids, "sagas started", |_| true).await;
     // The deliberate lateness: the workers are not there yet (a slow
     // rollout, a traffic spike); the commands wait in their queues.
     tokio::time::sleep(lateness).await;
@@ -123,30 +156,19 @@ async fn run_orders(dir: &Path, orders: &[(String, Value)], lateness: Duration) 
         tasks.spawn(async move { worker.run(shutdown).await.unwrap() });
     }
 
-    let ids: Vec<String> = orders.iter().map(|(id, _)| id.clone()).collect();
-    let since = Instant::now();
-    let statuses = loop {
-        let records = store.load(&ids).await.unwrap();
-        if records.len() == ids.len() && records.iter().all(|r| r.instance.status.is_terminal()) {
-            break records.into_iter().map(|r| (r.instance.id.clone(), r.instance)).collect::<BTreeMap<_, _>>();
-        }
-        let unfinished = ids.len() - records.iter().filter(|r| r.instance.status.is_terminal()).count();
-        assert!(since.elapsed() < BUDGET, "{unfinished} of {} sagas unfinished after {BUDGET:?}", ids.len());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let ended = wait_for(store.as_ref(), &ids, "sagas ended", |s| s.status.is_terminal()).await;
     stop.send(true).unwrap();
-    while let Some(ended) = tasks.join_next().await {
-        ended.unwrap();
+    while let Some(task) = tasks.join_next().await {
+        task.unwrap();
     }
-    let causes = compensation_causes(statuses.values());
-    assert_eq!(causes.timeout, 0, "sagas compensated because of time ({lateness:?} late):\n{causes}");
-    statuses.into_iter().map(|(id, s)| (id, s.status)).collect()
+    ended
 }
 
-/// Runs the demo orders with workers `lateness` late, in a fresh directory.
-async fn run(lateness: Duration) -> Ended {
+/// Runs `n` demo orders of saga `yaml` with workers `lateness` late, in a
+/// fresh directory.
+async fn run(yaml: &str, n: usize, lateness: Duration) -> Ended {
     let dir = tempfile::tempdir().unwrap();
-    let (mut initial, inputs) = generate_orders(ORDERS, SEED);
+    let (mut initial, inputs) = generate_orders(n, SEED);
     // No stock of the scarce SKU: every order for it is refused, whatever
     // the order the workers take them in.
     for (sku, units) in &mut initial.stock {
@@ -157,11 +179,9 @@ async fn run(lateness: Duration) -> Ended {
     seed_data(dir.path(), &initial).unwrap();
     let orders: Vec<(String, Value)> =
         inputs.into_iter().enumerate().map(|(i, input)| (format!("order-{i:05}"), input)).collect();
-    let statuses = run_orders(dir.path(), &orders, lateness).await;
-    let backend = EmbeddedBackend::open(dir.path(), Sync::Normal).unwrap();
-    let ids: Vec<String> = orders.iter().map(|(id, _)| id.clone()).collect();
-    let records = backend.store().load(&ids).await.unwrap();
-    let causes = compensation_causes(records.iter().map(|r| &r.instance));
+    let ended = run_orders(dir.path(), yaml, &orders, lateness).await;
+    let causes = compensation_causes(ended.values());
+    let statuses: BTreeMap<String, SagaStatus> = ended.into_iter().map(|(id, s)| (id, s.status)).collect();
     let sagas: Vec<(String, SagaStatus, Value)> =
         orders.iter().map(|(id, input)| (id.clone(), statuses[id], input.clone())).collect();
     let invariants = check_invariants(dir.path(), &sagas, &initial).unwrap();
@@ -196,13 +216,29 @@ async fn workers_started_30_s_late_end_every_order_as_workers_already_running_do
     assert!(count(&expected, SagaStatus::Compensated) > ORDERS / 10, "the mix should have compensations");
     assert_eq!(SERVICES.len(), 3);
 
-    let on_time = run(Duration::ZERO).await;
+    let on_time = run(ORDER_SAGA, ORDERS, Duration::ZERO).await;
     assert!(on_time.invariants.ok, "{}", on_time.invariants);
     assert_eq!(on_time.statuses, expected, "the on-time run's mix is the seed's");
 
-    let late = run(LATENESS).await;
+    let late = run(ORDER_SAGA, ORDERS, LATENESS).await;
     assert!(late.invariants.ok, "{}", late.invariants);
     assert_eq!(late.causes.timeout, 0, "{}", late.causes);
     assert_eq!(late.causes, on_time.causes, "same causes, late or not");
     assert_eq!(late.statuses, on_time.statuses, "every order ends as it did with the workers on time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_queue_timeout_late_workers_refuse_every_expired_command_and_nothing_takes_effect() {
+    // The same saga with 1 s allowed in the queue; the workers come 2 s after
+    // every saga dispatched its first step.
+    let yaml = ORDER_SAGA.replacen("defaults:\n", "defaults:\n  queueTimeout: 1s\n", 1);
+    assert_ne!(yaml, ORDER_SAGA);
+    let n = 40;
+    let late = run(&yaml, n, Duration::from_secs(2)).await;
+    assert!(late.invariants.ok, "{}", late.invariants);
+    assert_eq!(late.invariants.stock_final, late.invariants.stock_initial, "no stock moved");
+    assert!(late.statuses.values().all(|s| *s == SagaStatus::Compensated), "{:?}", late.statuses);
+    let expected =
+        CompensationCauses { compensated: n, timeout: n, expired_in_queue: n, ..CompensationCauses::default() };
+    assert_eq!(late.causes, expected, "{}", late.causes);
 }
