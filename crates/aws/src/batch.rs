@@ -1,4 +1,4 @@
-//! The send and delete batchers of [`SqsQueue`](crate::SqsQueue): one task
+//! The send and delete batchers of the SQS queue adapter: one task
 //! per queue URL and kind, fed through a channel by every caller.
 //!
 //! A batcher takes the first entry, then whatever else is already waiting,
@@ -36,7 +36,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::FailureKind;
-use crate::sqs::{Ctx, STALE_RECEIPT, SqsOptions, delay_seconds, message_attributes, queue_error};
+use crate::settings::SqsOptions;
+use crate::wire::{Ctx, STALE_RECEIPT, delay_seconds, message_attributes, queue_error};
 
 /// Attempts per entry that SQS failed on its side (`SenderFault: false`).
 pub(crate) const ENTRY_ATTEMPTS: u32 = 4;
@@ -369,7 +370,7 @@ where
     while !todo.is_empty() {
         let batch: Vec<E> = todo.iter().map(|(_, e)| e.clone()).collect();
         match request(ctx.clone(), url.to_string(), batch).await {
-            Err(f) if f.kind == FailureKind::Client && todo.len() > 1 && !f.is(crate::sqs::NO_SUCH_QUEUE) => {
+            Err(f) if f.kind == FailureKind::Client && todo.len() > 1 && !f.is(crate::wire::NO_SUCH_QUEUE) => {
                 // One entry may have spoiled the batch: find it by sending each alone.
                 for (i, e) in std::mem::take(&mut todo) {
                     let outcome = request(ctx.clone(), url.to_string(), vec![e]).await;

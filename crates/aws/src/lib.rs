@@ -1,7 +1,8 @@
 //! The AWS backend: [`SqsQueue`] (Amazon SQS) behind the `Queue` port and
 //! [`DynamoStore`] (DynamoDB) behind the `SagaStore` port, through the
-//! official AWS SDK for Rust; plus [`provision`] (queues, DLQs, policies,
-//! the table) and [`bench_sqs`], the SQS request-accounting benchmark.
+//! official AWS SDK for Rust. Provisioning lives in `sqsaga-runtime`, the
+//! request-accounting benchmark in `sqsaga-bench`: this crate knows the
+//! ports and the SDK, nothing of the services that use them.
 //!
 //! [`AwsBackend`] builds both adapters from one SDK configuration with
 //! request counters attached. Everything here is an adapter: it knows the
@@ -11,15 +12,14 @@
 //! endpoint from `AWS_TEST_ENDPOINT_URL`.
 
 mod batch;
-pub mod bench;
 mod dynamo;
 mod error;
 mod gate;
 pub mod heartbeat;
-pub mod provision;
 mod requests;
 mod settings;
 mod sqs;
+mod wire;
 
 use std::sync::Arc;
 
@@ -27,14 +27,16 @@ use aws_config::SdkConfig;
 use sqsaga_queue::Queue;
 use sqsaga_store::SagaStore;
 
-pub use bench::{BenchError, BenchSqsOptions, BenchSqsReport, bench_sqs};
 pub use dynamo::{DynamoStore, TableStatus};
 pub use error::AwsError;
 pub use heartbeat::VisibilityHeartbeat;
-pub use provision::{ProvisionLine, ProvisionOptions, ResourceKind, provision, teardown};
 pub use requests::{DYNAMODB_REQUESTS_METRIC, RequestCounter, RequestSnapshot, SQS_REQUESTS_METRIC};
-pub use settings::{AwsSettings, DEFAULT_QUEUE_PREFIX, DEFAULT_TABLE, retry_config, timeout_config};
-pub use sqs::{DLQ_RETENTION, EnsuredQueue, MAX_MESSAGE_ATTRIBUTES, SqsOptions, SqsQueue, Sse};
+pub use settings::{
+    AwsSettings, DEFAULT_BUSY_DELETE_WINDOW, DEFAULT_BUSY_FLUSH_WINDOW, DEFAULT_QUEUE_PREFIX, DEFAULT_RECEIVE_LINGER,
+    DEFAULT_TABLE, SqsOptions, retry_config, timeout_config,
+};
+pub use sqs::{DLQ_RETENTION, EnsuredQueue, SqsQueue, Sse};
+pub use wire::MAX_MESSAGE_ATTRIBUTES;
 
 /// Both adapters on one SDK configuration, with their request counters.
 #[derive(Clone)]
@@ -134,9 +136,33 @@ impl AwsBackend {
         &self.settings
     }
 
-    /// Both request counters in Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        self.sqs_requests.render(out);
-        self.dynamodb_requests.render(out);
+    /// Deletes every queue whose name starts with the backend's queue
+    /// prefix, and its table: for tests and the benchmark, which make their
+    /// own (`bench<random>-...`). Never call it on a production prefix.
+    pub async fn teardown(&self) -> Result<(), AwsError> {
+        let prefix = &self.settings.queue_prefix;
+        if prefix.is_empty() {
+            return Err(AwsError::Settings("refusing to delete every queue: the queue prefix is empty".to_string()));
+        }
+        let client = self.sqs.client();
+        let urls: Vec<String> = client
+            .list_queues()
+            .queue_name_prefix(prefix)
+            .max_results(1000)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| AwsError::Settings(format!("cannot list queues with prefix {prefix}: {e}")))?;
+        for url in urls {
+            if let Err(e) = client.delete_queue().queue_url(&url).send().await {
+                tracing::warn!(queue_url = %url, error = %e, "Cannot delete a queue.");
+            }
+        }
+        if let Err(e) = self.store.client().delete_table().table_name(self.store.table()).send().await {
+            tracing::warn!(table = %self.store.table(), error = %e, "Cannot delete the table.");
+        }
+        Ok(())
     }
 }

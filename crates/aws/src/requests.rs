@@ -5,8 +5,9 @@
 //! Counting happens in an SDK interceptor, once per *attempt*: a call the
 //! SDK retried twice counts three times, as AWS bills it. Exposed as
 //! `sqsaga_sqs_requests_total{action="SendMessageBatch"}` (and
-//! `sqsaga_dynamodb_requests_total`) in Prometheus text format, and as a
-//! [`RequestSnapshot`] for the benchmark.
+//! `sqsaga_dynamodb_requests_total`) by the runtime, which renders the
+//! [`RequestSnapshot`] under [`RequestCounter::metric`]; the benchmark reads
+//! the same snapshots.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,6 @@ use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use serde::Serialize;
-use sqsaga_http::metrics::{MetricsSource, Text};
 
 /// Metric of SQS requests by action.
 pub const SQS_REQUESTS_METRIC: &str = "sqsaga_sqs_requests_total";
@@ -71,25 +71,19 @@ impl RequestCounter {
         RequestSnapshot { by_action: counts.clone() }
     }
 
-    /// Appends the family in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        let snapshot = self.snapshot();
-        let mut text = Text::new(out);
-        for (action, n) in &snapshot.by_action {
-            text.counter(self.metric, self.help, &[("action", action)], *n);
-        }
-        text.finish();
+    /// Metric family name (`sqsaga_sqs_requests_total`).
+    pub fn metric(&self) -> &'static str {
+        self.metric
+    }
+
+    /// `# HELP` text of the family.
+    pub fn help(&self) -> &'static str {
+        self.help
     }
 
     /// The SDK interceptor that feeds this counter.
     pub(crate) fn interceptor(self: &Arc<Self>) -> CountingInterceptor {
         CountingInterceptor { counter: self.clone() }
-    }
-}
-
-impl MetricsSource for RequestCounter {
-    fn render(&self, out: &mut String) {
-        RequestCounter::render(self, out);
     }
 }
 
@@ -150,20 +144,6 @@ impl Intercept for CountingInterceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn render_writes_one_family_with_a_sample_per_action() {
-        let c = RequestCounter::sqs();
-        c.record("SendMessageBatch");
-        c.record("SendMessageBatch");
-        c.record("ReceiveMessage");
-        let mut out = String::new();
-        c.render(&mut out);
-        assert!(out.contains("# TYPE sqsaga_sqs_requests_total counter"), "{out}");
-        assert!(out.contains("sqsaga_sqs_requests_total{action=\"SendMessageBatch\"} 2"), "{out}");
-        assert!(out.contains("sqsaga_sqs_requests_total{action=\"ReceiveMessage\"} 1"), "{out}");
-        assert_eq!(out.matches("# TYPE").count(), 1, "{out}");
-    }
 
     #[test]
     fn snapshots_subtract() {

@@ -74,10 +74,10 @@ impl Default for AwsSettings {
             // Long enough for the other pollers' sends of the same moment to
             // join, short enough that a lone message is not held back.
             flush_window: Duration::from_millis(5),
-            busy_flush_window: crate::sqs::DEFAULT_BUSY_FLUSH_WINDOW,
-            busy_delete_window: crate::sqs::DEFAULT_BUSY_DELETE_WINDOW,
+            busy_flush_window: DEFAULT_BUSY_FLUSH_WINDOW,
+            busy_delete_window: DEFAULT_BUSY_DELETE_WINDOW,
             max_batches_in_flight: 2,
-            receive_linger: crate::sqs::DEFAULT_RECEIVE_LINGER,
+            receive_linger: DEFAULT_RECEIVE_LINGER,
             naive: false,
         }
     }
@@ -114,4 +114,56 @@ pub fn retry_config(max_attempts: u32) -> RetryConfig {
 /// no read or operation timeout.
 pub fn timeout_config() -> TimeoutConfig {
     TimeoutConfig::builder().connect_timeout(Duration::from_secs(3)).build()
+}
+
+/// Default [`SqsOptions::busy_flush_window`].
+pub const DEFAULT_BUSY_FLUSH_WINDOW: Duration = Duration::from_millis(1000);
+/// Default [`SqsOptions::busy_delete_window`].
+pub const DEFAULT_BUSY_DELETE_WINDOW: Duration = Duration::from_millis(2000);
+/// Default [`SqsOptions::receive_linger`].
+pub const DEFAULT_RECEIVE_LINGER: Duration = Duration::from_millis(1000);
+
+/// How an [`SqsQueue`](crate::SqsQueue) behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqsOptions {
+    /// Prefix of physical queue names: logical `inventory` is `<prefix>inventory`.
+    pub prefix: String,
+    /// Explicit logical name → queue URL, ahead of the prefix.
+    pub queue_urls: BTreeMap<String, String>,
+    /// KMS key for SSE-KMS on queues `ensure` creates; `None` = SSE-SQS.
+    pub kms_key: Option<String>,
+    /// How long a batcher waits for more entries after the first.
+    pub flush_window: Duration,
+    /// How long a send batch may wait to fill on a busy queue: one whose
+    /// entries of the last such window would fill it (batch.rs). An idle
+    /// queue's lone message waits only `flush_window`.
+    pub busy_flush_window: Duration,
+    /// The same for delete batches. Longer than for sends: a delete holds
+    /// back no message, only its caller.
+    pub busy_delete_window: Duration,
+    /// One request per message (no batching, no merging): the benchmark's baseline.
+    pub naive: bool,
+    /// Batch requests in flight at once per queue and kind (send, delete).
+    pub max_in_flight: usize,
+    /// After a long poll that got some messages but fewer than it asked
+    /// for, how long the next one waits so what arrives meanwhile comes in
+    /// one receive (see `gate.rs`). Zero turns the linger off (the gate
+    /// still lets one long poll run at a time on a queue that is not backlogged).
+    pub receive_linger: Duration,
+}
+
+impl Default for SqsOptions {
+    fn default() -> Self {
+        SqsOptions {
+            prefix: DEFAULT_QUEUE_PREFIX.to_string(),
+            queue_urls: BTreeMap::new(),
+            kms_key: None,
+            flush_window: Duration::from_millis(5),
+            busy_flush_window: DEFAULT_BUSY_FLUSH_WINDOW,
+            busy_delete_window: DEFAULT_BUSY_DELETE_WINDOW,
+            naive: false,
+            max_in_flight: 2,
+            receive_linger: DEFAULT_RECEIVE_LINGER,
+        }
+    }
 }

@@ -37,13 +37,13 @@
 //!
 //! This file knows the `Queue` port and the SQS SDK, nothing of sagas.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use serde_json::{Value, json};
 use sqsaga_queue::{
     Depth, MAX_BATCH, MAX_WAIT, OutgoingMessage, Queue, QueueError, QueueSpec, Receive, ReceivedMessage, dlq_name,
@@ -54,9 +54,9 @@ use crate::batch::{self, Batcher, EntryError, Pending};
 use crate::error::Failure;
 use crate::gate::ReceiveGate;
 use crate::requests::RequestCounter;
+use crate::settings::SqsOptions;
+use crate::wire::{Ctx, NO_SUCH_QUEUE, check_message, delay_seconds, message_attributes, queue_error};
 
-/// SQS: at most 10 message attributes per message.
-pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
 /// Retention of every DLQ: the SQS maximum, 14 days, so an operator has two
 /// weeks to look at a poison message before it is gone.
 pub const DLQ_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -64,69 +64,8 @@ pub const DLQ_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 const MAX_QUEUE_NAME: usize = 80;
 /// SQS: visibility timeouts are at most 12 hours.
 const MAX_VISIBILITY_SECS: u64 = 43_200;
-/// Default [`SqsOptions::busy_flush_window`].
-pub const DEFAULT_BUSY_FLUSH_WINDOW: Duration = Duration::from_millis(1000);
-/// Default [`SqsOptions::busy_delete_window`].
-pub const DEFAULT_BUSY_DELETE_WINDOW: Duration = Duration::from_millis(2000);
-/// Default [`SqsOptions::receive_linger`].
-pub const DEFAULT_RECEIVE_LINGER: Duration = Duration::from_millis(1000);
-
-/// Error codes meaning "no such queue" (query and JSON protocols).
-pub(crate) const NO_SUCH_QUEUE: &[&str] = &["AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"];
-/// Error codes meaning "this receipt handle is no longer current".
-pub(crate) const STALE_RECEIPT: &[&str] = &[
-    "ReceiptHandleIsInvalid",
-    "AWS.SimpleQueueService.ReceiptHandleIsInvalid",
-    "MessageNotInflight",
-    "AWS.SimpleQueueService.MessageNotInflight",
-];
 /// Error codes of a CreateQueue whose name exists with other attributes.
 const QUEUE_EXISTS: &[&str] = &["QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"];
-
-/// How an [`SqsQueue`] behaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SqsOptions {
-    /// Prefix of physical queue names: logical `inventory` is `<prefix>inventory`.
-    pub prefix: String,
-    /// Explicit logical name → queue URL, ahead of the prefix.
-    pub queue_urls: BTreeMap<String, String>,
-    /// KMS key for SSE-KMS on queues `ensure` creates; `None` = SSE-SQS.
-    pub kms_key: Option<String>,
-    /// How long a batcher waits for more entries after the first.
-    pub flush_window: Duration,
-    /// How long a send batch may wait to fill on a busy queue: one whose
-    /// entries of the last such window would fill it (batch.rs). An idle
-    /// queue's lone message waits only `flush_window`.
-    pub busy_flush_window: Duration,
-    /// The same for delete batches. Longer than for sends: a delete holds
-    /// back no message, only its caller.
-    pub busy_delete_window: Duration,
-    /// One request per message (no batching, no merging): the benchmark's baseline.
-    pub naive: bool,
-    /// Batch requests in flight at once per queue and kind (send, delete).
-    pub max_in_flight: usize,
-    /// After a long poll that got some messages but fewer than it asked
-    /// for, how long the next one waits so what arrives meanwhile comes in
-    /// one receive (see `gate.rs`). Zero turns the linger off (the gate
-    /// still lets one long poll run at a time on a queue that is not backlogged).
-    pub receive_linger: Duration,
-}
-
-impl Default for SqsOptions {
-    fn default() -> Self {
-        SqsOptions {
-            prefix: crate::settings::DEFAULT_QUEUE_PREFIX.to_string(),
-            queue_urls: BTreeMap::new(),
-            kms_key: None,
-            flush_window: Duration::from_millis(5),
-            busy_flush_window: DEFAULT_BUSY_FLUSH_WINDOW,
-            busy_delete_window: DEFAULT_BUSY_DELETE_WINDOW,
-            naive: false,
-            max_in_flight: 2,
-            receive_linger: DEFAULT_RECEIVE_LINGER,
-        }
-    }
-}
 
 /// Server-side encryption of a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,35 +109,6 @@ struct Inner {
     gates: Mutex<HashMap<String, Arc<ReceiveGate>>>,
     /// Requests by action (fed by the client's interceptor).
     requests: Arc<RequestCounter>,
-}
-
-/// What the batcher tasks need: no reference back to the queue, so they end
-/// when the queue is dropped (their channel closes).
-#[derive(Clone)]
-pub(crate) struct Ctx {
-    pub client: Client,
-    /// Where requests go, for error messages ("cannot reach SQS at ...").
-    pub endpoint: Arc<str>,
-}
-
-impl Ctx {
-    pub(crate) fn failure<E>(&self, e: &aws_sdk_sqs::error::SdkError<E>) -> Failure
-    where
-        E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        Failure::of(e, "SQS", &self.endpoint)
-    }
-}
-
-/// The generic mapping of a failed SQS call about `queue`.
-pub(crate) fn queue_error(f: Failure, queue: &str) -> QueueError {
-    if f.is(NO_SUCH_QUEUE) {
-        QueueError::NoSuchQueue(queue.to_string())
-    } else if f.is(STALE_RECEIPT) {
-        QueueError::StaleReceipt(f.message)
-    } else {
-        f.into_queue()
-    }
 }
 
 impl SqsQueue {
@@ -742,58 +652,6 @@ fn limit_from_policy(policy: &str) -> Option<u32> {
     };
     let n = u32::try_from(n).ok()?;
     (n >= 2).then(|| n - 1)
-}
-
-/// The port's limits plus SQS's own: at most 10 attributes, names SQS
-/// accepts, non-empty values.
-pub(crate) fn check_message(m: &OutgoingMessage) -> Result<(), QueueError> {
-    m.check()?;
-    if m.attributes.len() > MAX_MESSAGE_ATTRIBUTES {
-        return Err(QueueError::Invalid(format!(
-            "{} message attributes: SQS allows at most {MAX_MESSAGE_ATTRIBUTES}",
-            m.attributes.len()
-        )));
-    }
-    for (name, value) in &m.attributes {
-        let lower = name.to_ascii_lowercase();
-        let ok = !name.is_empty()
-            && name.len() <= 256
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            && !name.starts_with('.')
-            && !name.ends_with('.')
-            && !name.contains("..")
-            && !lower.starts_with("aws.")
-            && !lower.starts_with("amazon.");
-        if !ok {
-            return Err(QueueError::Invalid(format!(
-                "message attribute name `{name}` is not valid for SQS (letters, digits, `_`, `-`, `.`; at most 256; \
-                 not starting with `AWS.` or `Amazon.`)"
-            )));
-        }
-        if value.is_empty() {
-            return Err(QueueError::Invalid(format!("message attribute `{name}` is empty: SQS requires a value")));
-        }
-    }
-    Ok(())
-}
-
-/// Our attributes as SQS String attributes.
-pub(crate) fn message_attributes(m: &OutgoingMessage) -> Result<HashMap<String, MessageAttributeValue>, QueueError> {
-    m.attributes
-        .iter()
-        .map(|(k, v)| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v.clone())
-                .build()
-                .map(|value| (k.clone(), value))
-                .map_err(|e| QueueError::Invalid(format!("message attribute `{k}`: {e}")))
-        })
-        .collect()
-}
-
-pub(crate) fn delay_seconds(m: &OutgoingMessage) -> i32 {
-    m.delay.as_secs().min(sqsaga_queue::MAX_DELAY.as_secs()) as i32
 }
 
 /// An SQS message as the port's; messages without id, receipt or body

@@ -12,7 +12,7 @@ async fn queue_contract_runs_all_on_sqs() {
     if let Err(e) = sqsaga_queue::contract::run_all(&*b.queue(), "q").await {
         panic!("{e}");
     }
-    sqsaga_aws::teardown(&b).await.unwrap();
+    b.teardown().await.unwrap();
 }
 
 /// The store keeps every committed outbox pending until cleared: the
@@ -24,5 +24,5 @@ async fn store_contract_runs_all_on_dynamodb() {
     if let Err(e) = sqsaga_store::contract::run_all(&*b.store(), &*b.queue(), "s").await {
         panic!("{e}");
     }
-    sqsaga_aws::teardown(&b).await.unwrap();
+    b.teardown().await.unwrap();
 }

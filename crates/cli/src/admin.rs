@@ -1,5 +1,6 @@
-//! Operator commands: `validate`, `graph`, `start`, `sagas list|show|resume`
-//! and `dlq list|redrive`. Thin: they parse arguments, call a port, print.
+//! Operator commands: `validate`, `graph`, `provision`, `start`, `sagas
+//! list|show|resume` and `dlq list|redrive`. Thin: they parse arguments,
+//! call a port, print.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +14,37 @@ use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
 use sqsaga_protocol::{ATTR_SIGNATURE, Envelope, ResumeSaga, StartSaga, TraceParent};
 use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, MAX_BATCH, OutgoingMessage, Queue, Receive, dlq_name};
 
-use crate::{DataDir, sealing};
+use sqsaga_runtime::identity::short;
+use sqsaga_runtime::sealing;
+use sqsaga_runtime::{Opened, Overrides};
+
+use crate::DataDir;
+
+/// Arguments of `sqsaga provision`.
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Saga definition file or directory (repeatable): one queue is made per service they name.
+    #[arg(long = "definition", required = true)]
+    definitions: Vec<PathBuf>,
+    /// Receives after which a message goes to its DLQ; default `max_receive_count` of the configuration (5).
+    #[arg(long)]
+    max_receive_count: Option<u32>,
+    /// KMS key (id, alias or ARN) for SSE-KMS on queues and table; SSE-SQS and the AWS-managed table key otherwise.
+    #[arg(long)]
+    kms_key: Option<String>,
+    /// Queue name prefix; default `queue_prefix` of the configuration (`sqsaga-`).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// DynamoDB table; default `table` of the configuration (`sqsaga-sagas`).
+    #[arg(long)]
+    table: Option<String>,
+    /// JSON config file (the Chef path); also `SQSAGA_CONFIG`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the result as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
@@ -89,12 +120,45 @@ pub enum DlqCommand {
 
 /// The configured backend (`SQSAGA_BACKEND`, embedded by default). An
 /// embedded data dir must already exist: a typo should not create an empty one.
-async fn open(data: &DataDir) -> Result<crate::serve::Opened> {
-    let settings = crate::serve::settings_for(&data.data_dir, None)?;
+async fn open(data: &DataDir) -> Result<(Opened, sqsaga_config::Settings)> {
+    let settings = sqsaga_runtime::resolve(&overrides(data))?;
     if settings.backend == sqsaga_config::Backend::Embedded && !data.data_dir.exists() {
         bail!("data dir {} does not exist (set --data-dir or SQSAGA_DATA_DIR)", data.data_dir.display());
     }
-    crate::serve::open_backend(&settings).await
+    Ok((sqsaga_runtime::open_backend(&settings).await?, settings))
+}
+
+fn overrides(data: &DataDir) -> Overrides {
+    Overrides { data_dir: Some(data.data_dir.clone()), ..Overrides::default() }
+}
+
+/// `sqsaga provision`.
+pub async fn provision(args: ProvisionArgs) -> Result<ExitCode> {
+    let mut settings = sqsaga_runtime::resolve(&Overrides { config: args.config.clone(), ..Overrides::default() })?;
+    settings.queue_prefix = args.prefix.unwrap_or(settings.queue_prefix);
+    settings.table = args.table.unwrap_or(settings.table);
+    let max_receive_count = args.max_receive_count.unwrap_or(settings.max_receive_count);
+    if max_receive_count == 0 {
+        bail!("--max-receive-count must be at least 1: a queue without redrive never sheds a poison message");
+    }
+    let definitions = sqsaga_orchestrator::Definitions::load(&args.definitions)?;
+    let backend = sqsaga_aws::AwsBackend::connect(sqsaga_runtime::aws_settings(&settings)).await?;
+    let options = sqsaga_runtime::ProvisionOptions {
+        max_receive_count,
+        kms_key: args.kms_key,
+        visibility_timeout: settings.visibility_timeout,
+        ..sqsaga_runtime::ProvisionOptions::default()
+    };
+    let lines = sqsaga_runtime::provision(&backend, &definitions, &options).await.context("provisioning failed")?;
+    for line in &lines {
+        println!("{line}");
+    }
+    let created = lines.iter().filter(|l| l.created).count();
+    println!("{created} created, {} found", lines.len() - created);
+    if args.json {
+        println!("{}", serde_json::to_string(&json!({ "resources": lines, "created": created }))?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn validate(files: &[PathBuf]) -> Result<ExitCode> {
@@ -159,8 +223,24 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         Some(text) => TraceParent::parse(text).context("--traceparent")?,
         None => sealing::new_trace(),
     };
-    let backend = open(&args.data).await?;
-    let signing = sealing::signing_for(&args.data.data_dir)?;
+    let (backend, settings) = open(&args.data).await?;
+    // Refused here, at once, rather than dead-lettered by the orchestrator later.
+    let definitions = crate::definitions(&settings)?;
+    let found = match args.version {
+        Some(v) => definitions.get(&args.saga, v),
+        None => definitions.latest(&args.saga),
+    };
+    if found.is_none() {
+        let mut known: Vec<String> = definitions.all().iter().map(|d| format!("`{}` v{}", d.name, d.version)).collect();
+        known.dedup();
+        bail!(
+            "no saga `{}`{} in the definitions (known: {}); set SQSAGA_DEFINITIONS to the orchestrator's definitions",
+            args.saga,
+            args.version.map(|v| format!(" version {v}")).unwrap_or_default(),
+            known.join(", ")
+        );
+    }
+    let signing = sqsaga_runtime::signing(&settings);
     let id = args.id.unwrap_or_else(|| format!("{}-{}", args.saga, uuid::Uuid::new_v4().simple()));
     let start = Envelope::Start(StartSaga {
         saga_id: id.clone(),
@@ -186,7 +266,7 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
                     )
                 })?),
             };
-            let store = open(&data).await?.store;
+            let store = open(&data).await?.0.store;
             let rows = store.list(status, limit).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
@@ -199,7 +279,7 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SagasCommand::Show { data, id, json } => {
-            let store = open(&data).await?.store;
+            let store = open(&data).await?.0.store;
             let Some(record) = store.load(std::slice::from_ref(&id)).await?.into_iter().next() else {
                 bail!("no saga `{id}`");
             };
@@ -241,12 +321,21 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SagasCommand::Resume { data, id } => {
-            let backend = open(&data).await?;
-            let signing = sealing::signing_for(&data.data_dir)?;
+            let (backend, settings) = open(&data).await?;
+            let signing = sqsaga_runtime::signing(&settings);
+            let Some(record) = backend.store.load(std::slice::from_ref(&id)).await?.into_iter().next() else {
+                bail!("no saga `{id}`");
+            };
+            if record.instance.status != SagaStatus::NeedsOperator {
+                bail!(
+                    "saga `{id}` is {}, not needs_operator: only a saga whose compensation failed can be resumed",
+                    record.instance.status
+                );
+            }
             // The resume joins the saga's own trace, when the saga has one.
-            let record = backend.store.load(std::slice::from_ref(&id)).await?.into_iter().next();
             let trace = record
-                .and_then(|r| r.instance.trace)
+                .instance
+                .trace
                 .and_then(|t| TraceParent::parse(&t).ok())
                 .map(|t| t.child(&format!("resume:{}", sqsaga_orchestrator::clock::now_ms())));
             let resume = Envelope::Resume(ResumeSaga {
@@ -261,14 +350,10 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
     }
 }
 
-fn short(fingerprint: &str) -> &str {
-    &fingerprint[..fingerprint.len().min(12)]
-}
-
 pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
     match command {
         DlqCommand::List { data, queue, json } => {
-            let q = open(&data).await?.queue;
+            let q = open(&data).await?.0.queue;
             let messages = peek_all(q.as_ref(), &dlq_name(&queue)).await?;
             if json {
                 let rows: Vec<Value> = messages
@@ -295,8 +380,9 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Redrive { data, queue } => {
-            let q = open(&data).await?.queue;
-            let signing = sealing::signing_for(&data.data_dir)?;
+            let (opened, settings) = open(&data).await?;
+            let q = opened.queue;
+            let signing = sqsaga_runtime::signing(&settings);
             // A genuine message that waited in the DLQ longer than the
             // signature's max age would be rejected as stale again: it is
             // re-signed now. Unsigned and forged ones move as they are.

@@ -1,25 +1,26 @@
 //! `sqsaga`: one binary for the orchestrator, the workers, the demo and the
-//! operator's tools. `main` only parses arguments, sets up logging and hands
-//! over to a subcommand module; the work lives in the library crates.
+//! operator's tools. `main` parses arguments, sets up logging and hands over
+//! to `sqsaga_runtime` (processes), `sqsaga_order` (the demo),
+//! `sqsaga_bench` (benchmarks) and `sqsaga_lint_deploy`; the modules here
+//! only turn arguments into calls and results into printed lines.
 
 mod admin;
-mod aws_cmd;
 mod demo;
 mod fleet;
 mod lint_deploy;
-mod logging;
-mod readiness;
-mod sealing;
-mod serve;
-mod signals;
-mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use sqsaga_runtime::{Overrides, RuntimeError, logging};
 
-/// Sagas on Amazon SQS: orchestrator, workers, demo and tools.
+/// Sagas on Amazon SQS: a durable orchestrator (YAML definitions, outbox,
+/// timers, retries, compensation), workers with an idempotency barrier in
+/// each service's own database, and a drift guard that keeps a drifted
+/// worker from running steps. Runs on an embedded SQLite backend or on SQS +
+/// DynamoDB.
 #[derive(Debug, Parser)]
 #[command(name = "sqsaga", version, about, long_about = None)]
 struct Cli {
@@ -35,15 +36,56 @@ pub struct DataDir {
     pub data_dir: PathBuf,
 }
 
+/// Flags shared by every configured process. Everything else comes from the
+/// environment and the config file (see README, Configuration).
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// JSON config file (Chef's /etc/sqsaga/config.json); also `SQSAGA_CONFIG`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Embedded data directory; overrides `SQSAGA_DATA_DIR` and `data_dir`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct OrchestratorArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Participant service to run (inventory, payment, notification); overrides `SQSAGA_SERVICE`.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Probability that a notification attempt fails transiently (demo participant).
+    #[arg(long, default_value_t = 0.2)]
+    pub failure_rate: f64,
+    /// Seed of the injected failures.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Test knob: every handler sleeps this long (e.g. `2s`) inside its local
+    /// transaction before doing its work, so tests can stop a worker mid-step.
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub handler_delay: Option<std::time::Duration>,
+    /// Drift drills: serve without this contract's handlers (repeatable), as
+    /// a build lacking it would; its fingerprint says so.
+    #[arg(long, hide = true)]
+    pub without_contract: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the order saga end to end on the embedded backend, with failures injected.
+    /// Run the order saga end to end (1000 orders by default) with failures injected, then check the invariants.
     Demo(demo::DemoArgs),
     /// Run the orchestrator service.
-    Orchestrator(serve::OrchestratorArgs),
+    Orchestrator(OrchestratorArgs),
     /// Run a worker of one of the order saga's participant services.
-    Worker(serve::WorkerArgs),
-    /// Configuration tools.
+    Worker(WorkerArgs),
+    /// Configuration tools: `check` (the effective configuration) and `docs` (the reference).
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
@@ -60,7 +102,7 @@ enum Command {
         file: PathBuf,
     },
     /// Create the queues (with DLQs, redrive, SSE) and the DynamoDB table the definitions need, idempotently.
-    Provision(aws_cmd::ProvisionArgs),
+    Provision(admin::ProvisionArgs),
     /// Start one saga.
     Start(admin::StartArgs),
     /// Inspect and resume sagas.
@@ -75,7 +117,7 @@ enum Command {
         #[command(subcommand)]
         command: admin::DlqCommand,
     },
-    /// Benchmarks.
+    /// Benchmarks: embedded (steps/s), sqs (requests per step), drift (time to a verdict).
     Bench {
         #[command(subcommand)]
         command: demo::BenchCommand,
@@ -87,10 +129,13 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print the effective configuration (secrets redacted) and its hash; exit 2 on any problem.
-    Check(serve::ConfigArgs),
+    Check(ConfigArgs),
     /// Print the configuration reference (docs/configuration.md), generated from the settings table.
-    #[command(hide = true)]
     Docs,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    sqsaga_core::duration::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -111,16 +156,20 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::demo(args).await,
-            Command::Orchestrator(args) => serve::orchestrator(args).await,
-            Command::Worker(args) => serve::worker(args).await,
-            Command::Config { command: ConfigCommand::Check(args) } => serve::config_check(args),
+            Command::Orchestrator(args) => orchestrator(args).await,
+            Command::Worker(args) => worker(args).await,
+            Command::Config { command: ConfigCommand::Check(args) } => {
+                let settings = resolve(&args, None)?;
+                println!("{}", settings.redacted_report());
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Config { command: ConfigCommand::Docs } => {
                 print!("{}", sqsaga_config::docs::reference_markdown());
                 Ok(ExitCode::SUCCESS)
             }
             Command::Validate { files } => admin::validate(&files),
             Command::Graph { file } => admin::graph(&file),
-            Command::Provision(args) => aws_cmd::provision(args).await,
+            Command::Provision(args) => admin::provision(args).await,
             Command::Start(args) => admin::start(args).await,
             Command::Sagas { command } => admin::sagas(command).await,
             Command::Dlq { command } => admin::dlq(command).await,
@@ -131,12 +180,82 @@ fn main() -> ExitCode {
     });
     // Spans still buffered are exported now, while the runtime that sends
     // them is alive (a no-op unless OTLP export was configured).
-    telemetry::shutdown();
+    sqsaga_runtime::telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<RuntimeError>() {
+                Some(r) => ExitCode::from(r.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// Settings from flags, the environment and the config file; every problem
+/// named (exit code 2 through [`RuntimeError::Config`]).
+fn resolve(config: &ConfigArgs, service: Option<&str>) -> Result<sqsaga_config::Settings, RuntimeError> {
+    sqsaga_runtime::resolve(&Overrides {
+        config: config.config.clone(),
+        data_dir: config.data_dir.clone(),
+        service: service.map(str::to_string),
+        backend: None,
+    })
+}
+
+/// Logging, and trace export when an OTLP endpoint is configured.
+fn init_logging(settings: &sqsaga_config::Settings, service: &str) -> Result<(), RuntimeError> {
+    let otlp = settings.otlp_endpoint.as_deref().map(|endpoint| (endpoint, service));
+    logging::init_process(settings.log_level.as_str(), otlp).map_err(|e| RuntimeError::config(e.to_string()))
+}
+
+/// The saga definitions the settings name, or the built-in order saga.
+fn definitions(settings: &sqsaga_config::Settings) -> anyhow::Result<sqsaga_orchestrator::Definitions> {
+    match &settings.definitions {
+        Some(path) => Ok(sqsaga_orchestrator::Definitions::load(std::slice::from_ref(path))?),
+        None => Ok(sqsaga_order::run::definitions()?),
+    }
+}
+
+async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
+    let settings = resolve(&args.config, None)?;
+    init_logging(&settings, "orchestrator")?;
+    // Signals first: a SIGTERM during start-up must also end in a clean exit.
+    let shutdown = sqsaga_runtime::on_signals();
+    let defs = Arc::new(definitions(&settings)?);
+    let listener = sqsaga_runtime::bind(settings.http_addr).await?;
+    sqsaga_runtime::run_orchestrator(settings, defs, listener, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    // Before hashing the executable: siblings started together report (nearly) the same start.
+    let started_at = sqsaga_orchestrator::clock::now_ms();
+    let settings = resolve(&args.config, args.service.as_deref())?;
+    init_logging(&settings, settings.service.as_deref().unwrap_or("worker"))?;
+    let shutdown = sqsaga_runtime::on_signals();
+    let Some(service) = settings.service.clone() else {
+        Err(RuntimeError::config("no service: set --service, SQSAGA_SERVICE or `service` in the config file"))?
+    };
+    if !sqsaga_order::SERVICES.contains(&service.as_str()) {
+        Err(RuntimeError::config(format!(
+            "service `{service}`: this binary implements {}",
+            sqsaga_order::SERVICES.join(", ")
+        )))?;
+    }
+    let sync = sqsaga_sqlite::Sync::Full;
+    let mut participant =
+        sqsaga_order::open_participant(&settings.data_dir, &service, sync, args.failure_rate, args.seed)?;
+    if let Some(delay) = args.handler_delay {
+        tracing::warn!(delay_ms = delay.as_millis() as u64, "Test knob --handler-delay: every handler sleeps first.");
+        participant.delay_handlers(delay);
+    }
+    for contract in &args.without_contract {
+        let removed = participant.remove_contract(contract);
+        tracing::warn!(contract = %contract, removed, "Drill knob --without-contract: handlers of this contract are not served.");
+    }
+    let listener = sqsaga_runtime::bind(settings.http_addr).await?;
+    sqsaga_runtime::run_worker(settings, Arc::new(participant), listener, shutdown, started_at).await?;
+    Ok(ExitCode::SUCCESS)
 }

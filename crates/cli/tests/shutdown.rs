@@ -1,8 +1,9 @@
-//! Graceful shutdown of a real `sqsaga worker` process: SIGTERM arrives while
-//! a slow step runs. The step must finish, be replied to and deleted; what
-//! the worker received after the signal must be handed back unstarted
-//! (visible again at once, not after the visibility timeout); and the
-//! process must exit 0 within its drain budget.
+//! Graceful shutdown of a real `sqsaga worker` process. SIGTERM while a slow
+//! step runs: the step must finish, be replied to and deleted; the worker
+//! stops receiving at once (an idle long poll is dropped), so what arrives
+//! afterwards stays on the queue for a sibling; and the process exits 0
+//! within its drain budget. SIGTERM to an idle worker: it exits within a
+//! second, not after its 20 s long poll.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod support;
@@ -58,9 +59,9 @@ async fn sigterm_mid_step_finishes_the_step_releases_the_rest_and_exits_zero() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     worker.sigterm();
     let signalled = Instant::now();
-    // Two more commands arrive while the worker drains: the idle poller's
-    // long poll returns them, and they must be handed back unstarted.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two more commands arrive while the worker drains: its idle poller
+    // stopped receiving at the signal, so it never takes them.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let late = vec![OutgoingMessage::new(reserve("late-1", "A")), OutgoingMessage::new(reserve("late-2", "A"))];
     queue.send_batch("inventory", late).await.unwrap();
 
@@ -86,8 +87,8 @@ async fn sigterm_mid_step_finishes_the_step_releases_the_rest_and_exits_zero() {
         .collect();
     assert_eq!(ids, vec!["slow:0:a:1".to_string()], "logs:\n{logs}");
 
-    // The late ones are visible again at once (not in flight for 120 s),
-    // received exactly once by the worker, and never run.
+    // The late ones are visible (not in flight for 120 s), were never
+    // received by the stopping worker, and never ran.
     let d = queue.depth("inventory").await.unwrap();
     assert_eq!((d.visible, d.in_flight), (2, 0), "logs:\n{logs}");
     let again = queue.receive("inventory", Receive::up_to(10)).await.unwrap();
@@ -99,7 +100,30 @@ async fn sigterm_mid_step_finishes_the_step_releases_the_rest_and_exits_zero() {
         })
         .collect();
     bodies.sort();
-    assert_eq!(bodies, vec![("late-1".to_string(), 2), ("late-2".to_string(), 2)]);
-    assert!(logs.contains("Message released unstarted."), "logs:\n{logs}");
+    assert_eq!(bodies, vec![("late-1".to_string(), 1), ("late-2".to_string(), 1)]);
     assert!(logs.contains("Worker exited cleanly."), "logs:\n{logs}");
+}
+
+/// An idle worker sits in a 20 s long poll; SIGTERM must not wait it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_exits_within_a_second_of_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    stock(&data, "A", 1);
+    let data_arg = data.display().to_string();
+    let mut worker = Proc::spawn(
+        &["worker", "--service", "inventory", "--data-dir", &data_arg],
+        &[("SQSAGA_CONCURRENCY", "4"), ("SQSAGA_WAIT_TIME", "20s")],
+    );
+    let addr = worker.http_addr();
+    eventually("the worker to be ready", Duration::from_secs(30), || support::get(addr, "/readyz").status == 200);
+    // Ready means the pollers started: each is in its 20 s long poll.
+    worker.sigterm();
+    let signalled = Instant::now();
+    let status = worker.wait_exit(Duration::from_secs(10));
+    let took = signalled.elapsed();
+    let logs = worker.logs();
+    let Some(status) = status else { panic!("the idle worker did not exit; logs:\n{logs}") };
+    assert_eq!(status.code(), Some(0), "exit status {status}; logs:\n{logs}");
+    assert!(took < Duration::from_secs(1), "an idle worker took {took:?} to exit; logs:\n{logs}");
 }

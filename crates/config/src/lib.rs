@@ -14,6 +14,7 @@
 //! This crate knows nothing of queues, stores or HTTP: it only turns strings
 //! into checked, typed settings.
 
+mod choices;
 pub mod docs;
 mod error;
 mod resolve;
@@ -23,10 +24,11 @@ mod spec;
 
 use std::collections::BTreeMap;
 
+pub use choices::{Backend, DriftMode, LogLevel};
 pub use error::{ConfigErrors, ConfigProblem};
 pub use resolve::Sources;
 pub use secret::Secret;
-pub use settings::{Backend, DriftMode, LogLevel, Origin, Settings};
+pub use settings::{Origin, Settings};
 pub use spec::{
     AWS_SDK_ENV_VARS, CONFIG_ENV, CharSet, ENV_PREFIX, Kind, SETTINGS, SettingSpec, known_env_vars, known_file_keys,
     spec, suggest,

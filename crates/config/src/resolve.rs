@@ -19,9 +19,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use sqsaga_core::duration::{DurationError, format_duration, parse_duration};
 
+use crate::choices::{Backend, DriftMode, LogLevel};
 use crate::error::{ConfigErrors, ConfigProblem};
 use crate::secret::Secret;
-use crate::settings::{Backend, DriftMode, LogLevel, Origin, Settings};
+use crate::settings::{Origin, Settings};
 use crate::spec::{
     CONFIG_ENV, CharSet, ENV_PREFIX, Kind, SETTINGS, SettingSpec, known_env_vars, known_file_keys, spec, suggest,
 };

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::settings::{Backend, DriftMode, LogLevel};
+use crate::choices::{Backend, DriftMode, LogLevel};
 
 /// The variable that names the JSON config file (the `--config` flag wins over it).
 pub const CONFIG_ENV: &str = "SQSAGA_CONFIG";

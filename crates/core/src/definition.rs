@@ -5,6 +5,7 @@
 //! live in [`crate::yaml`]; this module owns the types and the rules that do
 //! not depend on where the text came from.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -170,6 +171,15 @@ pub mod millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(d)?))
     }
+}
+
+/// Whether a file found in a definitions directory is loaded as a saga
+/// definition (`*.yaml`/`*.yml`, except `fleet.yaml`); the orchestrator's
+/// loader and `sqsaga lint-deploy` (on a mounted ConfigMap's keys) share it.
+pub fn is_saga_file(path: &Path) -> bool {
+    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    yaml && stem != "fleet"
 }
 
 #[cfg(test)]

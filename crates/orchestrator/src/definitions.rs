@@ -5,7 +5,7 @@
 //! version it started with.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sqsaga_core::definition::SagaDefinition;
@@ -119,11 +119,6 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DefinitionError> {
     Ok(files)
 }
 
-/// Whether a file found in a definitions directory is loaded as a saga
-/// definition (`*.yaml`/`*.yml`, except `fleet.yaml`); `sqsaga lint-deploy`
-/// applies the same rule to a mounted ConfigMap's keys.
-pub fn is_saga_file(path: &Path) -> bool {
-    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    yaml && stem != "fleet"
-}
+/// Which files of a definitions directory are loaded (lives in the core, so
+/// `sqsaga lint-deploy` applies the same rule without depending on this crate).
+pub use sqsaga_core::definition::is_saga_file;

@@ -26,7 +26,7 @@ use sqsaga_queue::Queue;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::runtime::WorkerOptions;
+use crate::options::WorkerOptions;
 use crate::stats::WorkerStats;
 
 /// Whether this worker may run a command, by the drift guard.
@@ -155,9 +155,9 @@ pub(crate) async fn heartbeat_loop(
         if *stop.borrow() {
             return;
         }
-        let now = crate::runtime::now_millis();
+        let now = crate::options::now_millis();
         let heartbeat = drift.heartbeat(options, stats, now);
-        let message = crate::runtime::seal(options, &Envelope::Heartbeat(heartbeat), None);
+        let message = crate::options::seal(options, &Envelope::Heartbeat(heartbeat), None);
         match queue.send(&options.heartbeat_queue, message).await {
             Ok(()) => {
                 let _ = drift.first_heartbeat_at.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);

@@ -16,13 +16,15 @@ use sqsaga_core::machine::Phase;
 
 pub mod barrier;
 mod drift;
+mod options;
 mod participant;
 mod runtime;
 mod stats;
 
 pub use barrier::BarrierOutcome;
+pub use options::WorkerOptions;
 pub use participant::Participant;
-pub use runtime::{Worker, WorkerOptions};
+pub use runtime::Worker;
 pub use stats::{HistogramSnapshot, LATENCY_BUCKETS_SECONDS, StatsSnapshot, WorkerStats};
 
 /// Why a handler did not succeed.

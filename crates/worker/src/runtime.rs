@@ -25,12 +25,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use sqsaga_core::Millis;
 use sqsaga_core::machine::{Outcome, Phase};
 use sqsaga_protocol::{
-    ATTR_SIGNATURE, Command, DecodeError, Envelope, ReplyMessage, Signing, TraceParent, WorkerInfo, WorkerMessage,
+    ATTR_SIGNATURE, Command, DecodeError, Envelope, ReplyMessage, TraceParent, WorkerInfo, WorkerMessage,
     decode_worker_message,
 };
 use sqsaga_queue::{MAX_BATCH, MAX_WAIT, OutgoingMessage, Queue, Receive, ReceivedMessage};
@@ -39,6 +38,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::drift::{Drift, Judgement};
+use crate::options::{WorkerOptions, now_millis, seal};
 use crate::stats::WorkerStats;
 use crate::{BarrierOutcome, CommandContext, Participant, WorkerError};
 
@@ -46,6 +46,10 @@ use crate::{BarrierOutcome, CommandContext, Participant, WorkerError};
 const RECEIVE_BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest pause between failed receives: short enough to notice recovery fast.
 const RECEIVE_BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// How long a receive in progress may finish once shutdown begins: one that
+/// already took messages returns at once (then they are released); an idle
+/// long poll does not, and is dropped.
+const RECEIVE_GRACE: Duration = Duration::from_millis(250);
 /// Pause after an empty receive when no long poll is configured (wait = 0),
 /// so an idle worker does not spin on its queue.
 const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
@@ -57,68 +61,6 @@ const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
 const NONCONFORMING_PAUSE: Duration = Duration::from_secs(1);
 /// Message attribute propagated from a command to its reply.
 const TRACEPARENT: &str = sqsaga_protocol::ATTR_TRACEPARENT;
-
-/// How a worker runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerOptions {
-    /// Service name, reported in every reply (`inventory`).
-    pub service: String,
-    /// This process among its siblings (pod name, host:pid), for the audit.
-    pub instance: String,
-    /// Queue to poll; by convention the service's name.
-    pub queue: String,
-    /// Concurrent pollers, each with up to 10 messages in flight.
-    pub concurrency: usize,
-    /// Long-poll time of a receive (at most 20 s, the SQS maximum).
-    pub wait: Duration,
-    /// How long a received message stays hidden from siblings: longer than
-    /// the slowest handler, or it is delivered twice (harmless, but wasted).
-    pub visibility: Duration,
-    /// Budget to finish in-flight work once shutdown begins.
-    pub drain_timeout: Duration,
-    /// Drift-guard fingerprint of this worker, sent with every reply.
-    pub fingerprint: String,
-    /// Message signing (`SQSAGA_SIGNING_KEY`...): replies are signed and
-    /// commands verified before they run. `None`: signing is off.
-    pub signing: Option<Arc<Signing>>,
-    /// Drift guard: how often a heartbeat (fingerprint and parts, in-flight
-    /// count, quarantine) goes to `heartbeat_queue`; `None` sends none.
-    pub heartbeat_interval: Option<Duration>,
-    /// Where heartbeats go: the orchestrator's queue.
-    pub heartbeat_queue: String,
-    /// The machine (or pod) this worker runs on, for the fleet view.
-    pub host: String,
-    /// The fingerprint's parts (`sqsaga_drift::FingerprintParts` as JSON),
-    /// so the fleet view can say what differs from the siblings.
-    pub fingerprint_parts: serde_json::Value,
-    /// When the process started (ms since the epoch), reported in
-    /// heartbeats: the fleet view tells a rollout (the newer build started
-    /// later) from a fleet started divergent. `None`: when the worker is built.
-    pub started_at: Option<Millis>,
-}
-
-impl WorkerOptions {
-    /// Defaults from the seed: 20 s long polls, 30 s visibility; two pollers
-    /// and a 25 s drain, which fits Kubernetes' 30 s default grace period.
-    pub fn new(service: &str, instance: &str) -> Self {
-        WorkerOptions {
-            service: service.to_string(),
-            instance: instance.to_string(),
-            queue: service.to_string(),
-            concurrency: 2,
-            wait: MAX_WAIT,
-            visibility: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(25),
-            fingerprint: "unknown".to_string(),
-            signing: None,
-            heartbeat_interval: None,
-            heartbeat_queue: "orchestrator".to_string(),
-            host: "unknown".to_string(),
-            fingerprint_parts: serde_json::Value::Null,
-            started_at: None,
-        }
-    }
-}
 
 /// The worker runtime of one participant service.
 pub struct Worker {
@@ -220,10 +162,6 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-pub(crate) fn now_millis() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
-}
-
 /// Sleeps for `d`, or less if shutdown begins. Returns whether to stop.
 async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     if *stop.borrow() {
@@ -256,9 +194,21 @@ async fn poll_loop(inner: Arc<Inner>, poller: usize, mut stop: watch::Receiver<b
             continue;
         }
         let request = if quarantined { Receive { max: 1, ..request } } else { request };
-        // Not raced against shutdown: a receive that already took messages
-        // must return them so they can be released at once (below).
-        match inner.queue.receive(&options.queue, request).await {
+        // Raced against shutdown, with a grace: a receive that already took
+        // messages returns within it, and they are released at once (below);
+        // an idle long poll (up to 20 s) is dropped, so an idle worker exits
+        // at once. Nothing a dropped receive held is lost: at worst it is
+        // redelivered after its visibility timeout.
+        let receive = inner.queue.receive(&options.queue, request);
+        tokio::pin!(receive);
+        let received = tokio::select! {
+            r = &mut receive => r,
+            _ = async { stop.wait_for(|stopped| *stopped).await.is_ok() } => match tokio::time::timeout(RECEIVE_GRACE, &mut receive).await {
+                Ok(r) => r,
+                Err(_) => break,
+            },
+        };
+        match received {
             Err(e) => {
                 warn!(
                     queue = %options.queue,
@@ -389,21 +339,6 @@ fn signature_problem(inner: &Inner, message: &ReceivedMessage) -> Option<String>
         Ok(_) => None,
         Err(e) => Some(format!("signature check failed: {e}")),
     }
-}
-
-/// An outgoing message: `envelope`'s body, signed when signing is on, with
-/// `trace` as its `traceparent`. Every reply (and heartbeat) goes through here.
-pub(crate) fn seal(options: &WorkerOptions, envelope: &Envelope, trace: Option<TraceParent>) -> OutgoingMessage {
-    let body = envelope.encode();
-    let mut out = OutgoingMessage::new(body);
-    if let Some(signing) = &options.signing {
-        let signature = signing.sign(&out.body, now_millis());
-        out = out.with_attribute(ATTR_SIGNATURE, signature);
-    }
-    if let Some(tp) = trace {
-        out = out.with_attribute(TRACEPARENT, tp.to_string());
-    }
-    out
 }
 
 /// What to do with one received message.

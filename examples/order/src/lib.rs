@@ -7,8 +7,10 @@
 //! command and contract names here must match it. Saga inputs carry the
 //! fields `order_id`, `sku`, `qty`, `account` and `amount` (cents).
 //!
-//! This crate knows the worker runtime's `Participant` and nothing of queues,
-//! the orchestrator or its store: the CLI wires them together.
+//! The participants know the worker runtime's `Participant` and nothing of
+//! queues, the orchestrator or its store; [`run`] drives a demo run through
+//! the ports (start requests in, saga records out), on a stack the binary
+//! or a benchmark wires.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,7 @@ mod demo;
 mod input;
 mod invariants;
 mod participants;
+pub mod run;
 
 pub use causes::{Cause, CompensationCauses, compensation_causes};
 pub use demo::{DemoData, generate_orders, seed_data};
@@ -31,12 +34,32 @@ pub const INVENTORY_CONTRACT: &str = "inventory/v1";
 pub const PAYMENT_CONTRACT: &str = "payment/v1";
 pub const NOTIFICATION_CONTRACT: &str = "notification/v1";
 
+/// The order saga definition, built in so the demo and benchmarks need no files.
+pub const ORDER_SAGA: &str = include_str!("../create_order.yaml");
+
 /// Service names: also their queue names and database file stems.
 pub const SERVICES: [&str; 3] = ["inventory", "payment", "notification"];
 
 /// `<data_dir>/<service>.db`.
 pub fn database_path(data_dir: &Path, service: &str) -> PathBuf {
     data_dir.join(format!("{service}.db"))
+}
+
+/// Opens the participant of `service` in `data_dir`.
+pub fn open_participant(
+    data_dir: &Path,
+    service: &str,
+    sync: Sync,
+    notification_failure_rate: f64,
+    seed: u64,
+) -> Result<Participant, OrderError> {
+    let path = database_path(data_dir, service);
+    match service {
+        "inventory" => inventory(&path, sync),
+        "payment" => payment(&path, sync),
+        "notification" => notification(&path, sync, notification_failure_rate, seed),
+        other => Err(OrderError::UnknownService(other.to_string())),
+    }
 }
 
 /// Opens all three participants in `data_dir`, as `(service, participant)`.
@@ -48,14 +71,10 @@ pub fn participants(
 ) -> Result<Vec<(&'static str, Participant)>, OrderError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| OrderError::Io { path: data_dir.display().to_string(), cause: e.to_string() })?;
-    Ok(vec![
-        ("inventory", inventory(&database_path(data_dir, "inventory"), sync)?),
-        ("payment", payment(&database_path(data_dir, "payment"), sync)?),
-        (
-            "notification",
-            notification(&database_path(data_dir, "notification"), sync, notification_failure_rate, seed)?,
-        ),
-    ])
+    SERVICES
+        .iter()
+        .map(|service| Ok((*service, open_participant(data_dir, service, sync, notification_failure_rate, seed)?)))
+        .collect()
 }
 
 /// Errors of the order example.
@@ -67,6 +86,8 @@ pub enum OrderError {
     Io { path: String, cause: String },
     #[error("{path}: {cause}")]
     Sql { path: String, cause: String },
+    #[error("unknown service `{0}`: the order saga's participants are inventory, payment, notification")]
+    UnknownService(String),
     #[error("failure rate {0} is not a probability (0.0 to 1.0)")]
     BadFailureRate(f64),
 }

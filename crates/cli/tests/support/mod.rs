@@ -161,6 +161,7 @@ pub fn reserve(order: &str, sku: &str) -> String {
         contract: "inventory/v1".to_string(),
         payload: json!({"input": {"order_id": order, "sku": sku, "qty": 1}, "outputs": {}}),
         deadline: u64::MAX,
+        not_after: None,
         sent_at: 0,
         reply_to: "orchestrator".to_string(),
         conforming: None,

@@ -1,4 +1,4 @@
-//! `sqsaga bench sqs`: what the batching in [`SqsQueue`](crate::SqsQueue)
+//! `sqsaga bench sqs`: what the batching in [`SqsQueue`](sqsaga_aws::SqsQueue)
 //! saves, in SQS requests — AWS bills SQS per request.
 //!
 //! One run, two phases on fresh queues and a fresh table each: the order
@@ -17,7 +17,6 @@
 //! ten per request at best: 0.6 requests per step. Start requests add
 //! 0.3 / (steps per saga) on top.
 //!
-//! [`OrderStack`] is the in-process stack, also used by the multi-replica test.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,33 +26,24 @@ use std::time::{Duration, Instant};
 use aws_config::SdkConfig;
 use serde::Serialize;
 use serde_json::Value;
+use sqsaga_aws::{AwsBackend, AwsError, AwsSettings, RequestCounter, RequestSnapshot};
 use sqsaga_core::machine::SagaStatus;
-use sqsaga_orchestrator::{
-    Definitions, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorOptions, OrchestratorStats, SystemClock,
-};
-use sqsaga_protocol::{Envelope, StartSaga};
-use sqsaga_queue::{MAX_BATCH, MAX_WAIT, OutgoingMessage, Queue};
+use sqsaga_orchestrator::Definitions;
+use sqsaga_queue::{MAX_BATCH, MAX_WAIT, Queue};
+use sqsaga_runtime::{ProvisionOptions, Stack, StackOptions, provision, teardown};
 use sqsaga_sqlite::Sync;
 use sqsaga_store::SagaStore;
-use sqsaga_worker::{Participant, Worker, WorkerOptions, WorkerStats};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-
-use crate::provision::{ProvisionOptions, provision, teardown};
-use crate::{AwsBackend, AwsError, AwsSettings, RequestSnapshot};
-
-/// The order saga, built in (the same file the demo uses).
-pub const ORDER_SAGA: &str = include_str!("../../../examples/order/create_order.yaml");
+use sqsaga_worker::Participant;
 
 /// Errors of the benchmark and of the in-process stack.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error(transparent)]
     Aws(#[from] AwsError),
-    #[error("saga definitions: {0}")]
-    Definitions(String),
+    #[error(transparent)]
+    Run(#[from] sqsaga_order::run::RunError),
     #[error("order participants: {0}")]
-    Order(String),
+    Order(#[from] sqsaga_order::OrderError),
     #[error("{0}")]
     Io(String),
     #[error("only {finished} of {total} sagas finished within {budget:?}")]
@@ -62,15 +52,6 @@ pub enum BenchError {
     Store(#[from] sqsaga_store::StoreError),
     #[error("queue: {0}")]
     Queue(#[from] sqsaga_queue::QueueError),
-}
-
-/// The built-in order saga definitions.
-pub fn order_definitions() -> Result<Definitions, BenchError> {
-    let def = sqsaga_core::yaml::parse_definition(ORDER_SAGA)
-        .map_err(|p| BenchError::Definitions(sqsaga_core::yaml::format_problems("create_order.yaml", &p)))?;
-    let mut defs = Definitions::default();
-    defs.insert(def, "built-in create_order.yaml").map_err(|e| BenchError::Definitions(e.to_string()))?;
-    Ok(defs)
 }
 
 /// How the benchmark runs.
@@ -181,7 +162,7 @@ pub async fn bench_sqs(
     base: &AwsSettings,
     options: &BenchSqsOptions,
 ) -> Result<BenchSqsReport, BenchError> {
-    let defs = Arc::new(order_definitions()?);
+    let defs = Arc::new(sqsaga_order::run::definitions()?);
     let (batched, idle) = run_phase(sdk, base, &defs, options, false).await?;
     let naive = if options.naive { Some(run_phase(sdk, base, &defs, options, true).await?.0) } else { None };
     let reduction = naive
@@ -225,16 +206,17 @@ async fn run_phase_on(
 ) -> Result<(PhaseReport, Option<IdleReport>), BenchError> {
     provision(backend, defs, &ProvisionOptions::default()).await?;
     let (initial, inputs) = sqsaga_order::generate_orders(options.sagas, options.seed);
-    sqsaga_order::seed_data(dir, &initial).map_err(|e| BenchError::Order(e.to_string()))?;
+    sqsaga_order::seed_data(dir, &initial)?;
     let stack_options = StackOptions {
-        orchestrators: 1,
         orchestrator_pollers: options.orchestrator_pollers,
         worker_pollers: options.worker_pollers,
         wait: MAX_WAIT,
-        failure_rate: 0.0,
-        seed: options.seed,
+        timer_interval: Duration::from_millis(200),
+        drain_timeout: Duration::from_secs(1),
+        ..StackOptions::default()
     };
-    let stack = OrderStack::start(backend.queue(), backend.store(), defs.clone(), dir, &stack_options).await?;
+    let participants = order_participants(dir, 0.0, options.seed)?;
+    let stack = Stack::start(backend.queue(), backend.store(), defs.clone(), &participants, &stack_options);
     let requests = backend.requests();
     let before = requests.snapshot();
     let dynamo_before = backend.dynamodb_requests().snapshot();
@@ -293,35 +275,17 @@ async fn feed(
     }
 }
 
-/// One batch of start requests (at most ten).
+/// Start requests for `ids` with `inputs`.
 async fn start_batch(queue: &dyn Queue, ids: &[String], inputs: &[Value]) -> Result<(), BenchError> {
-    let now = sqsaga_orchestrator::clock::now_ms();
-    let batch = ids
-        .iter()
-        .zip(inputs)
-        .map(|(id, input)| {
-            OutgoingMessage::new(
-                Envelope::Start(StartSaga {
-                    saga_id: id.clone(),
-                    saga: "create_order".to_string(),
-                    version: None,
-                    input: input.clone(),
-                    requested_at: now,
-                })
-                .encode(),
-            )
-        })
-        .collect();
-    queue.send_batch(ORCHESTRATOR_QUEUE, batch).await?;
+    let sagas: Vec<(String, Value)> = ids.iter().cloned().zip(inputs.iter().cloned()).collect();
+    sqsaga_order::run::start_sagas(queue, &sagas, None, sqsaga_orchestrator::clock::now_ms()).await?;
     Ok(())
 }
 
 /// Sends one start request per input, ten per batch; returns the saga ids.
 pub async fn start_orders(queue: &dyn Queue, prefix: &str, inputs: &[Value]) -> Result<Vec<String>, BenchError> {
     let ids: Vec<String> = (0..inputs.len()).map(|i| format!("{prefix}-{i:05}")).collect();
-    for (ids, inputs) in ids.chunks(MAX_BATCH).zip(inputs.chunks(MAX_BATCH)) {
-        start_batch(queue, ids, inputs).await?;
-    }
+    start_batch(queue, &ids, inputs).await?;
     Ok(ids)
 }
 
@@ -343,7 +307,7 @@ pub async fn wait_terminal(store: &dyn SagaStore, total: usize, budget: Duration
     }
 }
 
-async fn measure_idle(requests: &crate::RequestCounter, window: Duration, pollers: usize) -> IdleReport {
+async fn measure_idle(requests: &RequestCounter, window: Duration, pollers: usize) -> IdleReport {
     let before = requests.snapshot();
     let started = Instant::now();
     tokio::time::sleep(window).await;
@@ -377,7 +341,7 @@ async fn phase_report(
         .zip(inputs)
         .map(|(id, input)| (id.clone(), by_id.get(id.as_str()).copied().unwrap_or(SagaStatus::Running), input.clone()))
         .collect();
-    let report = sqsaga_order::check_invariants(dir, &sagas, initial).map_err(|e| BenchError::Order(e.to_string()))?;
+    let report = sqsaga_order::check_invariants(dir, &sagas, initial)?;
     let count = |s: SagaStatus| sagas.iter().filter(|(_, st, _)| *st == s).count();
     let total = requests.total();
     Ok(PhaseReport {
@@ -399,118 +363,19 @@ async fn phase_report(
 }
 
 fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+    sqsaga_order::run::round(x, 3)
 }
 
-/// Knobs of an [`OrderStack`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct StackOptions {
-    /// Orchestrator replicas, all on the same queue and store.
-    pub orchestrators: usize,
-    pub orchestrator_pollers: usize,
-    /// Pollers per participant worker.
-    pub worker_pollers: usize,
-    /// Long-poll wait of every poller.
-    pub wait: Duration,
-    /// Probability that a notification attempt fails transiently.
-    pub failure_rate: f64,
-    pub seed: u64,
-}
-
-/// Orchestrator replicas and the three order participants' workers, in
-/// this process, on the given queue and store.
-pub struct OrderStack {
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-    /// Counters of each orchestrator replica.
-    pub orchestrators: Vec<Arc<OrchestratorStats>>,
-    /// Counters of each worker (inventory, payment, notification).
-    pub workers: Vec<Arc<WorkerStats>>,
-    /// Kept open for the stack's lifetime.
-    _participants: Vec<Arc<Participant>>,
-    pollers: usize,
-}
-
-impl OrderStack {
-    /// Starts everything; participants' databases live in `dir` (seed them first).
-    pub async fn start(
-        queue: Arc<dyn Queue>,
-        store: Arc<dyn SagaStore>,
-        defs: Arc<Definitions>,
-        dir: &Path,
-        o: &StackOptions,
-    ) -> Result<OrderStack, BenchError> {
-        let (stop, stop_rx) = watch::channel(false);
-        let shutdown = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                while !*rx.borrow() {
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
-                }
-            }
-        };
-        let mut tasks = JoinSet::new();
-        let mut orchestrators = Vec::new();
-        for _ in 0..o.orchestrators.max(1) {
-            let orchestrator = Orchestrator::new(
-                defs.clone(),
-                queue.clone(),
-                store.clone(),
-                Arc::new(SystemClock),
-                OrchestratorOptions {
-                    pollers: o.orchestrator_pollers,
-                    wait: o.wait,
-                    timer_interval: Duration::from_millis(200),
-                    sweep_interval: Duration::from_secs(5),
-                    ..OrchestratorOptions::default()
-                },
-            );
-            orchestrators.push(orchestrator.stats());
-            tasks.spawn(orchestrator.run(shutdown()));
-        }
-        let participants = sqsaga_order::participants(dir, Sync::Normal, o.failure_rate, o.seed)
-            .map_err(|e| BenchError::Order(e.to_string()))?;
-        let mut workers = Vec::new();
-        let mut kept = Vec::new();
-        for (service, participant) in participants {
-            let participant = Arc::new(participant);
-            let options = WorkerOptions {
-                concurrency: o.worker_pollers,
-                wait: o.wait,
-                drain_timeout: Duration::from_secs(1),
-                ..WorkerOptions::new(service, &format!("{service}-bench"))
-            };
-            let worker = Worker::new(options, queue.clone(), participant.clone());
-            workers.push(worker.stats());
-            kept.push(participant);
-            let stopped = shutdown();
-            tasks.spawn(async move {
-                if let Err(e) = worker.run(stopped).await {
-                    tracing::error!(error = %e, "Worker stopped with an error.");
-                }
-            });
-        }
-        let pollers = o.orchestrators.max(1) * o.orchestrator_pollers.max(1) + workers.len() * o.worker_pollers.max(1);
-        Ok(OrderStack { stop, tasks, orchestrators, workers, _participants: kept, pollers })
-    }
-
-    /// Commands executed by the workers so far.
-    pub fn steps(&self) -> u64 {
-        self.workers.iter().map(|w| w.snapshot().processed).sum()
-    }
-
-    /// Receive loops running (orchestrators' and workers').
-    pub fn pollers(&self) -> usize {
-        self.pollers
-    }
-
-    /// Stops everything and waits for it (workers drain for at most 1 s).
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
-    }
+/// The three order participants in `dir`, shared by their workers.
+pub fn order_participants(
+    dir: &Path,
+    failure_rate: f64,
+    seed: u64,
+) -> Result<Vec<(String, Arc<Participant>)>, BenchError> {
+    Ok(sqsaga_order::participants(dir, Sync::Normal, failure_rate, seed)?
+        .into_iter()
+        .map(|(service, p)| (service.to_string(), Arc::new(p)))
+        .collect())
 }
 
 /// A fresh directory for participants' databases under the system temp dir.
@@ -518,4 +383,37 @@ pub fn temp_dir(tag: &str) -> Result<PathBuf, BenchError> {
     let dir = std::env::temp_dir().join(format!("sqsaga-{tag}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::Io(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)
+}
+
+impl std::fmt::Display for BenchSqsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = &self.batched;
+        writeln!(
+            f,
+            "  batched: {} steps, {} SQS requests: {:.3} per step   (target <= {TARGET_REQUESTS_PER_STEP})",
+            b.steps, b.total_requests, b.requests_per_step
+        )?;
+        writeln!(f, "           {:?}", b.requests)?;
+        if let Some(n) = &self.naive {
+            writeln!(
+                f,
+                "  naive:   {} steps, {} SQS requests: {:.3} per step",
+                n.steps, n.total_requests, n.requests_per_step
+            )?;
+            writeln!(f, "           {:?}", n.requests)?;
+        }
+        if let Some(r) = self.reduction {
+            writeln!(f, "  naive / batched: {r:.2}x fewer requests   (target >= {TARGET_REDUCTION})")?;
+        }
+        if let Some(i) = &self.idle {
+            writeln!(
+                f,
+                "  idle:    {} long polls by {} pollers in {:.0} s: {:.2} per poller per minute   (target <= {TARGET_IDLE_PER_MINUTE})",
+                i.receives, i.pollers, i.window_s, i.requests_per_poller_per_minute
+            )?;
+        }
+        let invariants = b.invariants_ok && self.naive.as_ref().is_none_or(|n| n.invariants_ok);
+        writeln!(f, "  invariants: {}", if invariants { "ok" } else { "VIOLATED" })?;
+        writeln!(f, "  targets: {}", if self.targets_met() { "met" } else { "MISSED" })
+    }
 }

@@ -22,6 +22,7 @@
 
 #![allow(clippy::unwrap_used, reason = "a failure is the test failing")]
 
+#[path = "../../aws/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -33,9 +34,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sqsaga_aws::bench::{OrderStack, StackOptions, order_definitions, start_orders, temp_dir, wait_terminal};
-use sqsaga_aws::{ProvisionOptions, provision};
+use sqsaga_bench::sqs::{order_participants, start_orders, temp_dir, wait_terminal};
 use sqsaga_core::machine::{SagaStatus, StepStatus};
+use sqsaga_runtime::{ProvisionOptions, Stack, StackOptions, provision};
 
 const SAGAS: usize = 40;
 
@@ -76,7 +77,7 @@ impl Queue for Duplicating {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_orchestrator_replicas_lose_no_update_and_duplicate_no_transition() {
     let b = common::backend().await;
-    let defs = Arc::new(order_definitions().unwrap());
+    let defs = Arc::new(sqsaga_order::run::definitions().unwrap());
     provision(&b, &defs, &ProvisionOptions::default()).await.unwrap();
     let dir = temp_dir("replicas").unwrap();
     let (initial, inputs) = sqsaga_order::generate_orders(SAGAS, 11);
@@ -86,11 +87,12 @@ async fn two_orchestrator_replicas_lose_no_update_and_duplicate_no_transition() 
         orchestrator_pollers: 4,
         worker_pollers: 2,
         wait: Duration::from_secs(2),
-        failure_rate: 0.2,
-        seed: 11,
+        timer_interval: Duration::from_millis(200),
+        drain_timeout: Duration::from_secs(1),
     };
     let queue: Arc<dyn Queue> = Arc::new(Duplicating(b.queue()));
-    let stack = OrderStack::start(queue.clone(), b.store(), defs, &dir, &options).await.unwrap();
+    let participants = order_participants(&dir, 0.2, 11).unwrap();
+    let stack = Stack::start(queue.clone(), b.store(), defs, &participants, &options);
     let ids = start_orders(queue.as_ref(), "replica", &inputs).await.unwrap();
     let finished = wait_terminal(b.store().as_ref(), SAGAS, Duration::from_secs(240)).await;
     let replicas: Vec<(u64, u64, u64)> = stack
@@ -169,5 +171,5 @@ async fn two_orchestrator_replicas_lose_no_update_and_duplicate_no_transition() 
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(statuses.get(&SagaStatus::Completed).is_some_and(|n| *n > 0), "no saga completed: {statuses:?}");
     let _ = std::fs::remove_dir_all(&dir);
-    sqsaga_aws::teardown(&b).await.unwrap();
+    b.teardown().await.unwrap();
 }

@@ -3,53 +3,23 @@
 //! SIGTERM on `systemctl stop` (then SIGKILL after `TimeoutStopSec`); a
 //! person at a terminal sends SIGINT. All three mean: stop taking work,
 //! finish what is in flight within the drain budget, exit 0.
+//!
+//! Shutdown is a [`CancellationToken`]: every long-running part takes a
+//! clone and stops when it is cancelled; tests and the demo cancel it by
+//! hand.
 
-use tokio::sync::watch;
+pub use tokio_util::sync::CancellationToken;
 
-/// A shutdown signal that many tasks can wait on.
-#[derive(Clone)]
-pub struct Shutdown {
-    rx: watch::Receiver<bool>,
-}
-
-impl Shutdown {
-    /// Resolves once shutdown was requested.
-    pub async fn wait(mut self) {
-        while !*self.rx.borrow() {
-            if self.rx.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// A handle that can trigger shutdown by hand (the demo, tests).
-#[derive(Clone)]
-pub struct Trigger {
-    tx: watch::Sender<bool>,
-}
-
-impl Trigger {
-    pub fn fire(&self) {
-        let _ = self.tx.send(true);
-    }
-}
-
-/// A shutdown pair not tied to signals.
-pub fn manual() -> (Trigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
-    (Trigger { tx }, Shutdown { rx })
-}
-
-/// Shutdown on SIGTERM or SIGINT.
-pub fn on_signals() -> Shutdown {
-    let (trigger, shutdown) = manual();
+/// A token cancelled on SIGTERM or SIGINT.
+pub fn on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("Shutdown signal received; draining.");
-        trigger.fire();
+        trigger.cancel();
     });
-    shutdown
+    token
 }
 
 #[cfg(unix)]

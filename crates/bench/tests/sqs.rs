@@ -6,11 +6,13 @@
 
 #![allow(clippy::unwrap_used, reason = "a failure is the test failing")]
 
+#[path = "../../aws/tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
 
-use sqsaga_aws::{AwsSettings, BenchSqsOptions, bench_sqs};
+use sqsaga_aws::AwsSettings;
+use sqsaga_bench::{BenchSqsOptions, bench_sqs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bench_sqs_runs_both_phases_and_naive_costs_more() {
@@ -100,10 +102,10 @@ async fn a_received_batch_sends_its_sagas_commands_together() {
     use sqsaga_queue::Receive;
 
     let b = common::backend().await;
-    let defs = Arc::new(sqsaga_aws::bench::order_definitions().unwrap());
-    sqsaga_aws::provision(&b, &defs, &sqsaga_aws::ProvisionOptions::default()).await.unwrap();
+    let defs = Arc::new(sqsaga_order::run::definitions().unwrap());
+    sqsaga_runtime::provision(&b, &defs, &sqsaga_runtime::ProvisionOptions::default()).await.unwrap();
     let (_, inputs) = sqsaga_order::generate_orders(5, 3);
-    let ids = sqsaga_aws::bench::start_orders(b.queue().as_ref(), "together", &inputs).await.unwrap();
+    let ids = sqsaga_bench::sqs::start_orders(b.queue().as_ref(), "together", &inputs).await.unwrap();
     let mut received = Vec::new();
     while received.len() < ids.len() {
         received.extend(b.queue().receive(ORCHESTRATOR_QUEUE, Receive::up_to(10)).await.unwrap());

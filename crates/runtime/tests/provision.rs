@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, reason = "a failure is the test failing")]
 
+#[path = "../../aws/tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
@@ -12,8 +13,17 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{BillingMode, SseStatus};
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use serde_json::Value;
-use sqsaga_aws::bench::order_definitions;
-use sqsaga_aws::{AwsBackend, ProvisionOptions, provision};
+use sqsaga_aws::AwsBackend;
+use sqsaga_runtime::{ProvisionOptions, provision};
+
+/// The order saga's definitions: the queues they name are what provision makes.
+fn order_definitions() -> Result<sqsaga_orchestrator::Definitions, sqsaga_orchestrator::DefinitionError> {
+    let yaml = include_str!("../../../examples/order/create_order.yaml");
+    let def = sqsaga_core::yaml::parse_definition(yaml).unwrap();
+    let mut defs = sqsaga_orchestrator::Definitions::default();
+    defs.insert(def, "create_order.yaml")?;
+    Ok(defs)
+}
 
 async fn attributes(b: &AwsBackend, queue: &str) -> HashMap<A, String> {
     b.sqs().attributes(queue, &[A::All]).await.unwrap()
@@ -140,7 +150,7 @@ async fn provision_creates_once_and_the_services_report_what_it_made() {
     let want: Vec<(String, Vec<String>)> =
         want.iter().map(|(n, k)| (n.to_string(), k.iter().map(|s| s.to_string()).collect())).collect();
     assert_eq!(indexes, want);
-    sqsaga_aws::teardown(&b).await.unwrap();
+    b.teardown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,5 +167,5 @@ async fn provision_with_a_kms_key_encrypts_queues_with_it() {
         assert_eq!(attrs.get(&A::KmsMasterKeyId).map(String::as_str), Some(key), "{q}: {attrs:?}");
         assert_ne!(attrs.get(&A::SqsManagedSseEnabled).map(String::as_str), Some("true"), "{q}: {attrs:?}");
     }
-    sqsaga_aws::teardown(&b).await.unwrap();
+    b.teardown().await.unwrap();
 }

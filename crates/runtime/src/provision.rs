@@ -13,8 +13,7 @@ use serde::Serialize;
 use sqsaga_orchestrator::{Definitions, ORCHESTRATOR_QUEUE};
 use sqsaga_queue::QueueSpec;
 
-use crate::dynamo::TableStatus;
-use crate::{AwsBackend, AwsError, Sse};
+use sqsaga_aws::{AwsBackend, AwsError, Sse, TableStatus};
 
 /// What to provision, beyond the names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,41 +112,7 @@ pub async fn provision(
     Ok(lines)
 }
 
-/// Deletes every queue whose name starts with the backend's queue prefix,
-/// and its table: for tests and the benchmark, which make their own
-/// (`bench<random>-...`). Never call it on a production prefix.
+/// Deletes the backend's queues and table (see [`AwsBackend::teardown`]).
 pub async fn teardown(backend: &AwsBackend) -> Result<(), AwsError> {
-    let prefix = &backend.settings().queue_prefix;
-    if prefix.is_empty() {
-        return Err(AwsError::Settings("refusing to delete every queue: the queue prefix is empty".to_string()));
-    }
-    let sqs = backend.sqs();
-    let client = sqs.client();
-    let mut next: Option<String> = None;
-    let mut urls = Vec::new();
-    loop {
-        let out = client
-            .list_queues()
-            .queue_name_prefix(prefix)
-            .max_results(1000)
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| AwsError::Settings(format!("cannot list queues with prefix {prefix}: {e}")))?;
-        urls.extend(out.queue_urls.unwrap_or_default());
-        next = out.next_token;
-        if next.is_none() {
-            break;
-        }
-    }
-    for url in urls {
-        if let Err(e) = client.delete_queue().queue_url(&url).send().await {
-            tracing::warn!(queue_url = %url, error = %e, "Cannot delete a queue.");
-        }
-    }
-    let store = backend.dynamo();
-    if let Err(e) = store.client().delete_table().table_name(store.table()).send().await {
-        tracing::warn!(table = %store.table(), error = %e, "Cannot delete the table.");
-    }
-    Ok(())
+    backend.teardown().await
 }

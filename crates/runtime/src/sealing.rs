@@ -1,40 +1,10 @@
-//! What the binary puts on messages besides their body: the signing policy
-//! built from the resolved settings (for the orchestrator, the workers and
-//! the operator commands alike), fresh W3C trace contexts for the sagas the
-//! CLI starts, and [`seal`], which stamps both on an outgoing message.
+//! What a sender outside the orchestrator and the workers (the operator
+//! commands, the demo, the benchmarks) puts on messages besides their body:
+//! fresh W3C trace contexts for the sagas it starts, and [`seal`], which
+//! stamps a trace and a signature (policy from `settings::signing`).
 
-use std::path::Path;
-use std::sync::Arc;
-
-use anyhow::{Result, bail};
-use sqsaga_config::Settings;
-use sqsaga_protocol::{ATTR_SIGNATURE, ATTR_TRACEPARENT, Signer, Signing, TraceParent};
+use sqsaga_protocol::{ATTR_SIGNATURE, ATTR_TRACEPARENT, Signing, TraceParent};
 use sqsaga_queue::OutgoingMessage;
-
-use crate::serve::{ConfigArgs, resolve};
-
-/// The signing policy of `settings`; `None` when no key is configured
-/// (the configuration check refuses `require_signature` without a key).
-pub fn signing(settings: &Settings) -> Option<Arc<Signing>> {
-    let key = settings.signing_key.as_ref()?;
-    let previous = settings.signing_key_previous.as_ref();
-    Some(Arc::new(Signing {
-        signer: Signer::new(key.expose().as_bytes(), previous.map(|p| p.expose().as_bytes())),
-        max_age: settings.signature_max_age,
-        require: settings.require_signature,
-    }))
-}
-
-/// The signing policy for a one-shot command (`start`, `sagas resume`,
-/// `demo load`, `dlq redrive`) working on `data_dir`: the same environment
-/// and config file as the processes, every problem printed.
-pub fn signing_for(data_dir: &Path) -> Result<Option<Arc<Signing>>> {
-    let args = ConfigArgs { config: None, data_dir: Some(data_dir.to_path_buf()) };
-    match resolve(&args, None) {
-        Ok(settings) => Ok(signing(&settings)),
-        Err(_) => bail!("invalid configuration (problems listed above); the message was not sent"),
-    }
-}
 
 /// A new trace with a random trace id, for a saga the CLI starts.
 pub fn new_trace() -> TraceParent {
@@ -66,6 +36,8 @@ pub fn seal(body: String, signing: Option<&Signing>, trace: Option<TraceParent>)
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use sqsaga_protocol::Signer;
 
     use super::*;
 

@@ -16,7 +16,7 @@ use sqsaga_http::Probe;
 use sqsaga_queue::Queue;
 use sqsaga_store::SagaStore;
 
-use crate::signals;
+use crate::shutdown::CancellationToken;
 
 /// How often the processes check their backend: often enough that
 /// Kubernetes sees an outage within a probe period or two (its default
@@ -63,16 +63,14 @@ pub fn spawn(
     probe: Probe,
     watched: Watched,
     interval: Duration,
-    shutdown: signals::Shutdown,
+    shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let stop = shutdown.wait();
-        tokio::pin!(stop);
         loop {
             check(&probe, &watched).await;
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = &mut stop => return,
+                _ = shutdown.cancelled() => return,
             }
         }
     })
@@ -148,12 +146,12 @@ mod tests {
         queue.down.store(true, Ordering::SeqCst);
         let probe = Probe::new();
         probe.register_loop("readiness", Duration::from_secs(30));
-        let (trigger, shutdown) = signals::manual();
+        let shutdown = CancellationToken::new();
         let app = sqsaga_http::router(probe.clone(), Vec::new());
         let addr = "127.0.0.1:0".parse().unwrap();
-        let (addr, http) = sqsaga_http::serve(addr, app, shutdown.clone().wait()).await.unwrap();
+        let (addr, http) = sqsaga_http::serve(addr, app, shutdown.clone().cancelled_owned()).await.unwrap();
         let watched = Watched { queue: queue.clone(), queue_name: "orchestrator".into(), store: None };
-        let task = spawn(probe.clone(), watched, Duration::from_millis(20), shutdown);
+        let task = spawn(probe.clone(), watched, Duration::from_millis(20), shutdown.clone());
 
         let p = probe.clone();
         eventually("unready", move || !p.is_ready()).await;
@@ -174,7 +172,7 @@ mod tests {
         assert_eq!(status, 200, "{body}");
         assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], "ready");
 
-        trigger.fire();
+        shutdown.cancel();
         task.await.unwrap();
         http.await.unwrap().unwrap();
     }

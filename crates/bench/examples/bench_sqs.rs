@@ -1,7 +1,7 @@
 //! Runs the SQS request-accounting benchmark against the endpoint in
 //! `AWS_ENDPOINT_URL` (or real AWS with the default credential chain) and
 //! prints the report as JSON — the same library call `sqsaga bench sqs`
-//! makes. `cargo run --release -p sqsaga-aws --example bench_sqs -- [sagas] [idle_secs]`
+//! makes. `cargo run --release -p sqsaga-bench --example bench_sqs -- [sagas] [idle_secs]`
 //!
 //! Tuning knobs for experiments, from the environment: `BENCH_IN_FLIGHT`
 //! (batch requests in flight per queue), `BENCH_WINDOW_MS` (flush window),
@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use sqsaga_aws::{AwsSettings, BenchSqsOptions, bench_sqs};
+use sqsaga_aws::AwsSettings;
+use sqsaga_bench::{BenchSqsOptions, bench_sqs};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

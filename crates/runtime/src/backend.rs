@@ -1,0 +1,136 @@
+//! The configured backend: the embedded one (SQLite files in the data dir)
+//! or AWS (SQS + DynamoDB), opened from the settings behind the two ports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sqsaga_aws::{AwsBackend, AwsSettings, RequestCounter};
+use sqsaga_config::{Backend, Settings};
+use sqsaga_embedded::{EmbeddedBackend, Sync};
+use sqsaga_http::metrics::{MetricsSource, Text};
+use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
+use sqsaga_queue::{Queue, QueueSpec};
+use sqsaga_store::SagaStore;
+
+use crate::RuntimeError;
+
+/// The queue and store of the configured backend.
+pub struct Opened {
+    pub queue: Arc<dyn Queue>,
+    pub store: Arc<dyn SagaStore>,
+    /// The SQLite backend, when that is the one (commit counts for benchmarks).
+    pub embedded: Option<EmbeddedBackend>,
+    /// The AWS backend, when that is the one (provisioning, request counts).
+    pub aws: Option<AwsBackend>,
+}
+
+impl Opened {
+    /// Backend-specific metrics (`sqsaga_sqs_requests_total` and
+    /// `sqsaga_dynamodb_requests_total` on AWS).
+    pub fn metrics(&self) -> Vec<Arc<dyn MetricsSource>> {
+        match &self.aws {
+            Some(aws) => vec![Arc::new(AwsRequests(aws.clone()))],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Opens the backend the settings name. The AWS backend makes no request
+/// yet: an unreachable endpoint shows on first use, as an error naming it.
+pub async fn open_backend(settings: &Settings) -> Result<Opened, RuntimeError> {
+    match settings.backend {
+        Backend::Embedded => {
+            std::fs::create_dir_all(&settings.data_dir).map_err(|source| RuntimeError::File {
+                what: "cannot create the data dir",
+                path: settings.data_dir.clone(),
+                source,
+            })?;
+            let backend = EmbeddedBackend::open(&settings.data_dir, Sync::Full)?;
+            Ok(Opened { queue: backend.queue(), store: backend.store(), embedded: Some(backend), aws: None })
+        }
+        Backend::Aws => {
+            let backend = AwsBackend::connect(aws_settings(settings)).await?;
+            Ok(Opened { queue: backend.queue(), store: backend.store(), embedded: None, aws: Some(backend) })
+        }
+    }
+}
+
+/// The AWS backend's settings from the process configuration. Explicit
+/// queue URLs map onto logical names: `queue_url` is this process's input
+/// queue (its service's, or the orchestrator's when no service is set),
+/// `dlq_url` that queue's DLQ, `orchestrator_queue_url` the orchestrator's.
+pub fn aws_settings(settings: &Settings) -> AwsSettings {
+    let mut urls = BTreeMap::new();
+    let input = settings.service.clone().unwrap_or_else(|| ORCHESTRATOR_QUEUE.to_string());
+    if let Some(url) = &settings.queue_url {
+        urls.insert(input.clone(), url.clone());
+    }
+    if let Some(url) = &settings.dlq_url {
+        urls.insert(sqsaga_queue::dlq_name(&input), url.clone());
+    }
+    if let Some(url) = &settings.orchestrator_queue_url {
+        urls.insert(ORCHESTRATOR_QUEUE.to_string(), url.clone());
+    }
+    AwsSettings {
+        region: settings.region.clone(),
+        endpoint_url: settings.endpoint_url.clone(),
+        queue_prefix: settings.queue_prefix.clone(),
+        queue_urls: urls,
+        table: settings.table.clone(),
+        ..AwsSettings::default()
+    }
+}
+
+/// The spec of queue `name` under the configured visibility and redrive.
+pub fn queue_spec(settings: &Settings, name: &str) -> QueueSpec {
+    QueueSpec {
+        visibility_timeout: settings.visibility_timeout,
+        max_receive_count: settings.max_receive_count,
+        ..QueueSpec::named(name)
+    }
+}
+
+/// `sqsaga_sqs_requests_total{action}` and the DynamoDB counterpart.
+struct AwsRequests(AwsBackend);
+
+impl MetricsSource for AwsRequests {
+    fn render(&self, out: &mut String) {
+        render_requests(&[&self.0.requests(), &self.0.dynamodb_requests()], out);
+    }
+}
+
+/// One counter family per request counter, a sample per action.
+fn render_requests(counters: &[&RequestCounter], out: &mut String) {
+    let mut text = Text::new(out);
+    for counter in counters {
+        for (action, n) in &counter.snapshot().by_action {
+            text.counter(counter.metric(), counter.help(), &[("action", action)], *n);
+        }
+    }
+    text.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counters_render_one_family_with_a_sample_per_action() {
+        let c = RequestCounter::sqs();
+        c.record("SendMessageBatch");
+        c.record("SendMessageBatch");
+        c.record("ReceiveMessage");
+        let d = RequestCounter::dynamodb();
+        d.record("UpdateItem");
+        let mut out = String::new();
+        render_requests(&[&c, &d], &mut out);
+        assert!(out.contains("# TYPE sqsaga_sqs_requests_total counter"), "{out}");
+        assert!(out.contains("sqsaga_sqs_requests_total{action=\"SendMessageBatch\"} 2"), "{out}");
+        assert!(out.contains("sqsaga_sqs_requests_total{action=\"ReceiveMessage\"} 1"), "{out}");
+        assert!(out.contains("sqsaga_dynamodb_requests_total{action=\"UpdateItem\"} 1"), "{out}");
+        assert_eq!(out.matches("# TYPE").count(), 2, "{out}");
+        if let Err(e) = sqsaga_http::metrics::validate_exposition(&out) {
+            panic!("{e:?}\n{out}");
+        }
+    }
+}

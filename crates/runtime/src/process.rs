@@ -1,0 +1,140 @@
+//! The long-running processes: [`run_orchestrator`] and [`run_worker`].
+//! Each takes resolved settings, the HTTP listener it serves `/healthz`,
+//! `/readyz` and `/metrics` on (bound by the caller: tests pass port 0), and
+//! a shutdown token; it opens the backend, runs until the token is
+//! cancelled, then drains within the configured budget and returns.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqsaga_config::Settings;
+use sqsaga_core::Millis;
+use sqsaga_http::metrics::MetricsSource;
+use sqsaga_http::{Probe, router, serve_on};
+use sqsaga_orchestrator::{Definitions, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorOptions, SystemClock};
+use sqsaga_worker::{Participant, Worker, WorkerOptions};
+use tokio::net::TcpListener;
+
+use crate::RuntimeError;
+use crate::backend::{open_backend, queue_spec};
+use crate::fleet::{OrchestratorFleet, forward_quarantine, worker_metrics};
+use crate::identity::{fingerprint, heartbeat_fields};
+use crate::metrics::{BuildInfo, OrchestratorMetrics, WorkerMetrics};
+use crate::readiness::{self, Watched};
+use crate::settings::signing;
+use crate::shutdown::CancellationToken;
+
+/// Binds the HTTP port; the error names the setting to change.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, RuntimeError> {
+    TcpListener::bind(addr).await.map_err(|source| RuntimeError::Listen { addr, source })
+}
+
+/// Runs the orchestrator for `definitions` until `shutdown` is cancelled.
+pub async fn run_orchestrator(
+    settings: Settings,
+    definitions: Arc<Definitions>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let fleet = OrchestratorFleet::setup(&settings, &definitions)?;
+    let opened = open_backend(&settings).await?;
+    sqsaga_orchestrator::ensure_queues(opened.queue.as_ref(), &definitions, &queue_spec(&settings, "template")).await?;
+    let fp = fingerprint(&settings, Vec::new());
+    let probe = Probe::new();
+    probe.set_info("service", serde_json::json!("orchestrator"));
+    probe.set_info("fingerprint", serde_json::json!(fp.id));
+    probe.register_loop("readiness", Duration::from_secs(30));
+    let orchestrator = Orchestrator::new(
+        definitions,
+        opened.queue.clone(),
+        opened.store.clone(),
+        Arc::new(SystemClock),
+        OrchestratorOptions {
+            signing: signing(&settings),
+            pollers: settings.concurrency,
+            wait: settings.wait_time,
+            visibility: settings.visibility_timeout,
+            ..OrchestratorOptions::default()
+        },
+    )
+    .with_fleet(fleet.monitor.clone());
+    let counts = Arc::new(Mutex::new(BTreeMap::new()));
+    let sources: Vec<Arc<dyn MetricsSource>> = vec![
+        Arc::new(BuildInfo { service: "orchestrator".into(), fingerprint: fp.id.clone() }),
+        Arc::new(OrchestratorMetrics { stats: orchestrator.stats(), counts: counts.clone() }),
+        fleet.metrics(),
+    ];
+    let sources = [sources, opened.metrics()].concat();
+    let app = router(probe.clone(), sources).merge(fleet.route());
+    let (addr, http) = serve_on(listener, app, shutdown.clone().cancelled_owned())?;
+    let fleet_loop = fleet.spawn(probe.clone(), shutdown.clone());
+    tracing::info!(http = %addr, fingerprint = %fp.short(), backend = settings.backend.as_str(), "Orchestrator started.");
+    let watched = Watched {
+        queue: opened.queue.clone(),
+        queue_name: ORCHESTRATOR_QUEUE.to_string(),
+        store: Some((opened.store.clone(), counts)),
+    };
+    let readiness = readiness::spawn(probe, watched, readiness::INTERVAL, shutdown.clone());
+    orchestrator.run(shutdown.cancelled_owned()).await;
+    let _ = readiness.await;
+    let _ = fleet_loop.await;
+    let _ = http.await;
+    tracing::info!("Orchestrator exited cleanly.");
+    Ok(())
+}
+
+/// Runs a worker of `settings.service` with `participant` until `shutdown`
+/// is cancelled. `started_at` is when the process started (before hashing
+/// its executable), so siblings started together report the same start.
+pub async fn run_worker(
+    settings: Settings,
+    participant: Arc<Participant>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    started_at: Millis,
+) -> Result<(), RuntimeError> {
+    let Some(service) = settings.service.clone() else {
+        return Err(RuntimeError::config("no service: set --service, SQSAGA_SERVICE or `service` in the config file"));
+    };
+    let opened = open_backend(&settings).await?;
+    opened.queue.ensure(&queue_spec(&settings, &service)).await?;
+    let fp = fingerprint(&settings, participant.contracts());
+    let probe = Probe::new();
+    probe.set_info("service", serde_json::json!(service));
+    probe.set_info("instance", serde_json::json!(settings.instance_id));
+    probe.set_info("fingerprint", serde_json::json!(fp.id));
+    probe.register_loop("readiness", Duration::from_secs(30));
+    let (host, parts) = heartbeat_fields(&fp);
+    let options = WorkerOptions {
+        concurrency: settings.concurrency,
+        wait: settings.wait_time,
+        visibility: settings.visibility_timeout,
+        drain_timeout: settings.drain_timeout,
+        fingerprint: fp.id.clone(),
+        signing: signing(&settings),
+        heartbeat_interval: Some(settings.heartbeat_interval),
+        host,
+        fingerprint_parts: parts,
+        started_at: Some(started_at),
+        ..WorkerOptions::new(&service, &settings.instance_id)
+    };
+    let worker = Worker::new(options, opened.queue.clone(), participant);
+    let quarantine = forward_quarantine(worker.quarantine(), probe.clone());
+    let sources: Vec<Arc<dyn MetricsSource>> = vec![
+        Arc::new(BuildInfo { service: service.clone(), fingerprint: fp.id.clone() }),
+        Arc::new(WorkerMetrics { service: service.clone(), stats: worker.stats() }),
+        worker_metrics(&service, &worker),
+    ];
+    let sources = [sources, opened.metrics()].concat();
+    let (addr, http) = serve_on(listener, router(probe.clone(), sources), shutdown.clone().cancelled_owned())?;
+    tracing::info!(service = %service, http = %addr, fingerprint = %fp.short(), "Worker started.");
+    let watched = Watched { queue: opened.queue.clone(), queue_name: service.clone(), store: None };
+    let readiness = readiness::spawn(probe, watched, readiness::INTERVAL, shutdown.clone());
+    worker.run(shutdown.cancelled_owned()).await?;
+    let _ = readiness.await;
+    let _ = quarantine.await;
+    let _ = http.await;
+    tracing::info!(service = %service, "Worker exited cleanly.");
+    Ok(())
+}
