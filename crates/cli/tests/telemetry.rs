@@ -90,7 +90,8 @@ async fn spans_of_a_traced_command_are_exported_over_otlp_in_its_trace() {
     let data_arg = data.display().to_string();
     let mut worker = Proc::spawn(
         &["worker", "--service", "inventory", "--data-dir", &data_arg],
-        &[("SQSAGA_WAIT_TIME", "1s"), ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+        // Per-command log lines are at debug.
+        &[("SQSAGA_WAIT_TIME", "1s"), ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("LOG_LEVEL", "debug")],
     );
     let addr = worker.http_addr();
     eventually("the worker to be ready", Duration::from_secs(30), || support::get(addr, "/readyz").status == 200);

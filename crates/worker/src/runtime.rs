@@ -50,6 +50,8 @@ const RECEIVE_BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// already took messages returns at once (then they are released); an idle
 /// long poll does not, and is dropped.
 const RECEIVE_GRACE: Duration = Duration::from_millis(250);
+/// How often the worker logs a summary of what it did (INFO).
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 /// Pause after an empty receive when no long poll is configured (wait = 0),
 /// so an idle worker does not spin on its queue.
 const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
@@ -101,6 +103,11 @@ impl Worker {
         let pollers = inner.options.concurrency.max(1);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        // One INFO line a minute with what was done, instead of one per command.
+        let summary = {
+            let (stats, stop) = (inner.stats.clone(), stop_rx.clone());
+            tokio::spawn(summary_loop(stats, SUMMARY_INTERVAL, stop))
+        };
         // Heartbeats first: the fleet view should know this worker before it takes work.
         let heartbeats = {
             let (i, stop) = (inner.clone(), stop_rx.clone());
@@ -134,6 +141,7 @@ impl Worker {
         }
         let _ = stop_tx.send(true);
         let _ = heartbeats.await;
+        let _ = summary.await;
         let in_flight = inner.stats.in_flight.load(Ordering::Relaxed);
         info!(
             in_flight,
@@ -160,6 +168,31 @@ impl Worker {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Logs, every `every`, what the worker did since the last line (nothing
+/// when it did nothing): per-command lines are at debug, so an INFO log
+/// of a busy worker stays readable.
+async fn summary_loop(stats: Arc<WorkerStats>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut last = stats.snapshot();
+    while !pause(every, &mut stop).await {
+        let now = stats.snapshot();
+        let processed = now.processed.saturating_sub(last.processed);
+        if processed > 0 || now.dead_lettered > last.dead_lettered {
+            info!(
+                processed,
+                refused = now.refused.saturating_sub(last.refused),
+                failed = now.failed.saturating_sub(last.failed),
+                duplicates = now.duplicates.saturating_sub(last.duplicates),
+                expired = now.expired.saturating_sub(last.expired),
+                dead_lettered = now.dead_lettered.saturating_sub(last.dead_lettered),
+                in_flight = now.in_flight,
+                interval_s = every.as_secs(),
+                "Commands handled."
+            );
+        }
+        last = now;
+    }
 }
 
 /// Sleeps for `d`, or less if shutdown begins. Returns whether to stop.
@@ -637,7 +670,7 @@ fn record_outcome(stats: &WorkerStats, job: &Job, outcome: &BarrierOutcome) {
     let trace_id = job.trace_id();
     let _span = job.span.enter();
     match &outcome.outcome {
-        Outcome::Succeeded { .. } => info!(
+        Outcome::Succeeded { .. } => debug!(
             %saga_id, %step, %command_id, attempt, %command, %trace_id,
             duplicate = outcome.duplicate,
             null_compensation = outcome.null_compensation,
@@ -645,7 +678,7 @@ fn record_outcome(stats: &WorkerStats, job: &Job, outcome: &BarrierOutcome) {
         ),
         Outcome::Refused { reason } => {
             WorkerStats::add(&stats.refused, 1);
-            info!(
+            debug!(
                 %saga_id, %step, %command_id, attempt, %command, %reason, %trace_id,
                 duplicate = outcome.duplicate,
                 hanging = outcome.hanging,
