@@ -9,12 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use sqsaga_core::machine::SagaStatus;
 use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
-use sqsaga_protocol::{ATTR_SIGNATURE, Envelope, ResumeSaga, StartSaga, TraceParent};
+use sqsaga_protocol::{ATTR_SIGNATURE, Envelope, StartSaga, TraceParent};
 use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, MAX_BATCH, OutgoingMessage, Queue, Receive, dlq_name};
 
-use sqsaga_runtime::identity::short;
 use sqsaga_runtime::sealing;
 use sqsaga_runtime::{Opened, Overrides};
 
@@ -69,37 +67,6 @@ pub struct StartArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SagasCommand {
-    /// List sagas, newest first.
-    List {
-        #[command(flatten)]
-        data: DataDir,
-        /// Only sagas in this status (running, compensating, completed, compensated, needs_operator).
-        #[arg(long)]
-        status: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one saga: state, steps (with the worker that ran each), history.
-    Show {
-        #[command(flatten)]
-        data: DataDir,
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Ask the orchestrator to retry the compensation of a `needs_operator` saga.
-    Resume {
-        #[command(flatten)]
-        data: DataDir,
-        id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// Show the dead-lettered messages of QUEUE with their failure reason.
     List {
@@ -107,6 +74,7 @@ pub enum DlqCommand {
         data: DataDir,
         /// Source queue (e.g. `inventory`); its DLQ is listed.
         queue: String,
+        /// Print the messages as one JSON array.
         #[arg(long)]
         json: bool,
     },
@@ -114,13 +82,14 @@ pub enum DlqCommand {
     Redrive {
         #[command(flatten)]
         data: DataDir,
+        /// Source queue (e.g. `inventory`): the messages of its DLQ go back to it.
         queue: String,
     },
 }
 
 /// The configured backend (`SQSAGA_BACKEND`, embedded by default). An
 /// embedded data dir must already exist: a typo should not create an empty one.
-async fn open(data: &DataDir) -> Result<(Opened, sqsaga_config::Settings)> {
+pub async fn open(data: &DataDir) -> Result<(Opened, sqsaga_config::Settings)> {
     let settings = sqsaga_runtime::resolve(&overrides(data))?;
     if settings.backend == sqsaga_config::Backend::Embedded && !data.data_dir.exists() {
         bail!("data dir {} does not exist (set --data-dir or SQSAGA_DATA_DIR)", data.data_dir.display());
@@ -176,7 +145,7 @@ pub fn validate(files: &[PathBuf]) -> Result<ExitCode> {
         // `fleet.yaml` next to the sagas is the drift guard's policy.
         if file.file_stem().is_some_and(|s| s == "fleet") {
             match sqsaga_drift::FleetPolicy::parse(&text, sqsaga_drift::Mode::Observe) {
-                Ok(p) => eprintln!("{name}: fleet policy is valid ({} service(s) listed)", p.services.len()),
+                Ok(p) => println!("{name}: fleet policy is valid ({} service(s) listed)", p.services.len()),
                 Err(problems) => {
                     ok = false;
                     print!("{}", sqsaga_core::yaml::format_problems(&name, &problems));
@@ -187,7 +156,7 @@ pub fn validate(files: &[PathBuf]) -> Result<ExitCode> {
         match sqsaga_core::yaml::parse_definitions(&text) {
             Ok(defs) => {
                 for d in defs {
-                    eprintln!("{name}: {} v{} is valid ({} steps)", d.name, d.version, d.steps.len());
+                    println!("{name}: {} v{} is valid ({} steps)", d.name, d.version, d.steps.len());
                 }
             }
             Err(problems) => {
@@ -253,101 +222,6 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
     backend.queue.send(ORCHESTRATOR_QUEUE, message).await?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
-}
-
-pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
-    match command {
-        SagasCommand::List { data, status, limit, json } => {
-            let status = match status.as_deref() {
-                None => None,
-                Some(s) => Some(SagaStatus::parse(s).with_context(|| {
-                    format!(
-                        "unknown status `{s}`: expected running, compensating, completed, compensated or needs_operator"
-                    )
-                })?),
-            };
-            let store = open(&data).await?.0.store;
-            let rows = store.list(status, limit).await?;
-            if json {
-                println!("{}", serde_json::to_string(&rows)?);
-            } else {
-                println!("{:<40} {:<16} {:>3} {:<15}", "ID", "SAGA", "V", "STATUS");
-                for r in rows {
-                    println!("{:<40} {:<16} {:>3} {:<15}", r.id, r.saga, r.version, r.status);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        SagasCommand::Show { data, id, json } => {
-            let store = open(&data).await?.0.store;
-            let Some(record) = store.load(std::slice::from_ref(&id)).await?.into_iter().next() else {
-                bail!("no saga `{id}`");
-            };
-            let history = store.history(&id).await?;
-            let s = &record.instance;
-            if json {
-                let out = json!({ "saga": s, "revision": record.revision, "history": history });
-                println!("{}", serde_json::to_string(&out)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!("saga     {} ({} v{})", s.id, s.saga, s.version);
-            println!("status   {}", s.status);
-            if let Some(reason) = &s.reason {
-                println!("reason   {reason}");
-            }
-            println!("input    {}", s.input);
-            println!("steps");
-            for (i, st) in s.steps.iter().enumerate() {
-                let worker = st
-                    .worker
-                    .as_ref()
-                    .map(|w| format!(" by {} [{}]", w.instance, short(&w.fingerprint)))
-                    .unwrap_or_default();
-                let comp_worker = st
-                    .comp_worker
-                    .as_ref()
-                    .map(|w| format!("; compensated by {} [{}]", w.instance, short(&w.fingerprint)))
-                    .unwrap_or_default();
-                let error = st.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
-                println!(
-                    "  {i}. {:?} attempts={} comp_attempts={}{worker}{comp_worker}{error}",
-                    st.status, st.attempt, st.comp_attempt
-                );
-            }
-            println!("history");
-            for h in history {
-                println!("  {} {:<7} {}", h.at, h.event, h.note);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        SagasCommand::Resume { data, id } => {
-            let (backend, settings) = open(&data).await?;
-            let signing = sqsaga_runtime::signing(&settings);
-            let Some(record) = backend.store.load(std::slice::from_ref(&id)).await?.into_iter().next() else {
-                bail!("no saga `{id}`");
-            };
-            if record.instance.status != SagaStatus::NeedsOperator {
-                bail!(
-                    "saga `{id}` is {}, not needs_operator: only a saga whose compensation failed can be resumed",
-                    record.instance.status
-                );
-            }
-            // The resume joins the saga's own trace, when the saga has one.
-            let trace = record
-                .instance
-                .trace
-                .and_then(|t| TraceParent::parse(&t).ok())
-                .map(|t| t.child(&format!("resume:{}", sqsaga_orchestrator::clock::now_ms())));
-            let resume = Envelope::Resume(ResumeSaga {
-                saga_id: id.clone(),
-                requested_at: sqsaga_orchestrator::clock::now_ms(),
-            });
-            let message = sealing::seal(resume.encode(), signing.as_deref(), trace);
-            backend.queue.send(ORCHESTRATOR_QUEUE, message).await?;
-            println!("resume requested for {id}");
-            Ok(ExitCode::SUCCESS)
-        }
-    }
 }
 
 pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {

@@ -8,6 +8,7 @@ mod admin;
 mod demo;
 mod fleet;
 mod lint_deploy;
+mod sagas;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ use sqsaga_runtime::{Overrides, RuntimeError, logging};
 /// worker from running steps. Runs on an embedded SQLite backend or on SQS +
 /// DynamoDB.
 #[derive(Debug, Parser)]
-#[command(name = "sqsaga", version, about, long_about = None)]
+#[command(name = "sqsaga", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,7 +109,7 @@ enum Command {
     /// Inspect and resume sagas.
     Sagas {
         #[command(subcommand)]
-        command: admin::SagasCommand,
+        command: sagas::SagasCommand,
     },
     /// Show the orchestrator's fleet view: per service the verdict, fingerprints, what differs, quarantined instances.
     Fleet(fleet::FleetArgs),
@@ -171,7 +172,7 @@ fn main() -> ExitCode {
             Command::Graph { file } => admin::graph(&file),
             Command::Provision(args) => admin::provision(args).await,
             Command::Start(args) => admin::start(args).await,
-            Command::Sagas { command } => admin::sagas(command).await,
+            Command::Sagas { command } => sagas::sagas(command).await,
             Command::Dlq { command } => admin::dlq(command).await,
             Command::Fleet(args) => fleet::fleet(args).await,
             Command::Bench { command } => demo::bench(command).await,
@@ -258,4 +259,37 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let listener = sqsaga_runtime::bind(settings.http_addr).await?;
     sqsaga_runtime::run_worker(settings, Arc::new(participant), listener, shutdown, started_at).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand and every argument says what it is for in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "sqsaga", &mut missing);
+        assert!(missing.is_empty(), "without help text:\n{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn the_top_level_help_describes_the_product() {
+        let about = super::Cli::command().get_about().map(|a| a.to_string()).unwrap_or_default();
+        assert!(about.contains("Sagas on Amazon SQS"), "{about}");
+    }
 }
