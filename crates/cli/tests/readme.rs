@@ -1,0 +1,46 @@
+//! The README's multi-process block, run as written: the lines from `sqsaga
+//! demo load` to `sqsaga demo check`, in a fresh directory, with the built
+//! binary first on PATH. It must exit 0 (the invariant check), and every
+//! process must have started (the ports are distinct). The background
+//! processes get SIGTERM afterwards, as the README says to stop them.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::path::Path;
+use std::process::Command;
+
+/// The block: the indented lines from `sqsaga demo load` through `sqsaga demo check`.
+fn multi_process_block(readme: &str) -> Vec<String> {
+    let lines: Vec<&str> = readme.lines().collect();
+    let start =
+        lines.iter().position(|l| l.trim_start().starts_with("sqsaga demo load")).expect("the block's first line");
+    let end = start + lines[start..].iter().position(|l| l.trim_start().starts_with("sqsaga demo check")).unwrap();
+    lines[start..=end].iter().map(|l| l.trim().to_string()).collect()
+}
+
+#[test]
+fn the_readme_multi_process_block_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = multi_process_block(&readme);
+    assert!(block.len() >= 6, "{block:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_sqsaga")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    // The block, then the README's way to stop the background processes.
+    let script =
+        format!("set -e\n{}\nstatus=$?\nkill $(jobs -p) 2>/dev/null || true\nwait\nexit $status\n", block.join("\n"));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", path)
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "script:\n{script}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("invariants: OK"), "{stdout}");
+    assert!(!stderr.contains("Address already in use"), "{stderr}");
+}
