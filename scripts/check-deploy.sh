@@ -7,7 +7,8 @@
 # unit and config agree with what the sqsaga binary reads and serves.
 #
 # Runs on a fresh machine: it installs its Python tools into .venv and Ruby
-# with apt-get when missing. Needs kubectl (for `kubectl kustomize`),
+# and kubectl (Debian's kubernetes-client, for `kubectl kustomize`) with
+# apt-get when missing. Needs
 # python3 and systemd-analyze.
 #
 #   scripts/check-deploy.sh            # all checks
@@ -140,6 +141,11 @@ else
     have_ruby=false
 fi
 
+# kubectl renders the overlays (`kubectl kustomize`): Debian ships it as
+# kubernetes-client.
+if ! command -v kubectl >/dev/null; then
+    apt_install kubernetes-client || true
+fi
 have_kubectl=false
 if command -v kubectl >/dev/null; then have_kubectl=true; fi
 
