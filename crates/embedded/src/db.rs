@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::Connection;
+use sqsaga_core::clock::Clock;
 use sqsaga_queue::QueueError;
 use sqsaga_sqlite::{GroupCommitter, Linger, SqliteError, Sync};
 use sqsaga_store::StoreError;
@@ -109,11 +110,14 @@ pub(crate) struct Shared {
     wakers: Mutex<HashMap<String, Arc<QueueSignal>>>,
     /// Raised by the writer when another process committed to the file.
     pub(crate) changed: Arc<Notify>,
+    /// Where "now" comes from: visibility timeouts, delays, retention and
+    /// `sent_at` stamps are all read from it, never from the wall clock directly.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Shared {
     /// Opens the file, creates the schema and starts the writer and the watcher.
-    pub(crate) fn open(data_dir: &Path, sync: Sync) -> Result<Arc<Shared>, EmbeddedError> {
+    pub(crate) fn open(data_dir: &Path, sync: Sync, clock: Arc<dyn Clock>) -> Result<Arc<Shared>, EmbeddedError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| EmbeddedError::DataDir { path: data_dir.display().to_string(), cause: e.to_string() })?;
         let path = data_dir.join(crate::DB_FILE);
@@ -137,6 +141,7 @@ impl Shared {
             next_reader: AtomicUsize::new(0),
             wakers: Mutex::new(HashMap::new()),
             changed,
+            clock,
         });
         Ok(shared)
     }
@@ -295,9 +300,9 @@ pub(crate) fn for_store<T>(r: Result<Result<T, Fail>, SqliteError>) -> Result<T,
     }
 }
 
-/// Wall-clock milliseconds since the epoch (0 if the clock is before 1970).
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
+/// `clock`'s milliseconds since the epoch as SQLite's `INTEGER`.
+pub(crate) fn now_ms(clock: &dyn Clock) -> i64 {
+    to_sql(clock.now())
 }
 
 /// A duration in milliseconds, saturating.

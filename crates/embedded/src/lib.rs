@@ -20,6 +20,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use sqsaga_core::clock::{Clock, SystemClock};
+
 mod db;
 pub mod queue;
 pub mod store;
@@ -72,7 +74,15 @@ pub struct EmbeddedBackend {
 impl EmbeddedBackend {
     /// Opens (creating the dir and schema if needed) `<data_dir>/sqsaga.db`.
     pub fn open(data_dir: &Path, sync: Sync) -> Result<Self, EmbeddedError> {
-        let shared = db::Shared::open(data_dir, sync)?;
+        EmbeddedBackend::open_with_clock(data_dir, sync, Arc::new(SystemClock))
+    }
+
+    /// Like [`EmbeddedBackend::open`], reading "now" (visibility timeouts,
+    /// delays, retention, send times) from `clock`. Long polls still wait in
+    /// real time; a test that advances a `ManualClock` past a visibility
+    /// timeout sees the message on its next receive.
+    pub fn open_with_clock(data_dir: &Path, sync: Sync, clock: Arc<dyn Clock>) -> Result<Self, EmbeddedError> {
+        let shared = db::Shared::open(data_dir, sync, clock)?;
         Ok(EmbeddedBackend {
             queue: Arc::new(SqliteQueue::new(shared.clone())),
             store: Arc::new(SqliteStore::new(shared.clone())),

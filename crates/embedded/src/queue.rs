@@ -91,8 +91,9 @@ impl SqliteQueue {
     /// Reads the queue's head without a write transaction.
     async fn peek(&self, queue: &str) -> Result<Peek, QueueError> {
         let queue = queue.to_string();
+        let clock = self.shared.clock.clone();
         let read = self.shared.read(move |conn| {
-            let now = now_ms();
+            let now = now_ms(&*clock);
             let (exists, first): (Option<i64>, Option<i64>) = conn
                 .prepare_cached(
                     "SELECT (SELECT 1 FROM queues WHERE name = ?1), \
@@ -115,7 +116,9 @@ impl SqliteQueue {
     /// One receive job: takes what is visible now.
     async fn take(&self, queue: &str, r: Receive) -> Result<Vec<ReceivedMessage>, QueueError> {
         let q = queue.to_string();
-        let job = self.shared.writer.run_in_batch(move |txn| take_visible(txn, &q, r.max, r.visibility, now_ms()));
+        let clock = self.shared.clock.clone();
+        let job =
+            self.shared.writer.run_in_batch(move |txn| take_visible(txn, &q, r.max, r.visibility, now_ms(&*clock)));
         let taken = for_queue(job.await)?;
         if let Some(dlq) = &taken.dead_lettered_to {
             self.shared.wake([(dlq.as_str(), 1)]);
@@ -196,7 +199,8 @@ impl Queue for SqliteQueue {
         }
         let q = queue.to_string();
         let count = messages.len();
-        let job = self.shared.writer.run_in_batch(move |txn| insert_messages(txn, &q, &messages, now_ms()));
+        let clock = self.shared.clock.clone();
+        let job = self.shared.writer.run_in_batch(move |txn| insert_messages(txn, &q, &messages, now_ms(&*clock)));
         for_queue(job.await)?;
         self.shared.wake([(queue, count)]);
         Ok(())
@@ -264,7 +268,7 @@ impl Queue for SqliteQueue {
             }
             let mut until = deadline;
             if let Some(at) = next {
-                let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                let ms = u64::try_from(at.saturating_sub(now_ms(&*self.shared.clock))).unwrap_or(0);
                 until = until.min(now + Duration::from_millis(ms));
             }
             tokio::select! {
@@ -300,11 +304,12 @@ impl Queue for SqliteQueue {
         let (q_to, q_from) = (to.to_string(), from.to_string());
         let count = messages.len();
         let receipts = receipts.to_vec();
+        let clock = self.shared.clock.clone();
         let job = self.shared.writer.run_in_batch(move |txn| -> Result<Vec<QueueError>, Fail> {
             // Both queues are checked before anything is written (no savepoint).
             require_queue(txn, &q_from)?;
             if !messages.is_empty() {
-                insert_messages(txn, &q_to, &messages, now_ms())?;
+                insert_messages(txn, &q_to, &messages, now_ms(&*clock))?;
             }
             if receipts.is_empty() {
                 return Ok(Vec::new());
@@ -330,9 +335,10 @@ impl Queue for SqliteQueue {
             return Err(malformed(receipt));
         };
         let (q, receipt) = (queue.to_string(), receipt.to_string());
+        let clock = self.shared.clock.clone();
         let job = self.shared.writer.run_in_batch(move |txn| -> Result<(), Fail> {
             require_queue(txn, &q)?;
-            let visible_at = now_ms().saturating_add(millis(timeout));
+            let visible_at = now_ms(&*clock).saturating_add(millis(timeout));
             let changed = txn
                 .prepare_cached("UPDATE messages SET visible_at = ?1 WHERE seq = ?2 AND queue = ?3 AND receipt = ?4")?
                 .execute(params![visible_at, seq, q, receipt])?;
@@ -348,9 +354,10 @@ impl Queue for SqliteQueue {
 
     async fn depth(&self, queue: &str) -> Result<Depth, QueueError> {
         let q = queue.to_string();
+        let clock = self.shared.clock.clone();
         let read = self.shared.read(move |conn| {
             require_queue(conn, &q)?;
-            let now = now_ms();
+            let now = now_ms(&*clock);
             let (visible, in_flight, delayed): (i64, i64, i64) = conn
                 .prepare_cached(
                     "SELECT COALESCE(SUM(visible_at <= ?2), 0), \
@@ -380,6 +387,7 @@ impl Queue for SqliteQueue {
         let fallback = message.attributes.clone();
         let reason = truncate(reason, MAX_REASON_BYTES);
         let target = dlq.clone();
+        let clock = self.shared.clock.clone();
         let job = self.shared.writer.run_in_batch(move |txn| -> Result<(), Fail> {
             require_queue(txn, &q)?;
             let dlq_row = require_queue(txn, &dlq)?;
@@ -393,7 +401,7 @@ impl Queue for SqliteQueue {
             let mut attributes = serde_json::from_str::<BTreeMap<String, String>>(&stored).unwrap_or(fallback);
             attributes.insert(ATTR_REASON.to_string(), reason);
             attributes.insert(ATTR_SOURCE.to_string(), q.clone());
-            let now = now_ms();
+            let now = now_ms(&*clock);
             move_to_dlq(txn, seq, &dlq, &attributes, now, now.saturating_add(dlq_row.retention_ms))
         });
         for_queue(job.await)?;

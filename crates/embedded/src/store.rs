@@ -90,6 +90,7 @@ impl SagaStore for SqliteStore {
             return Ok((Vec::new(), Some(Vec::new())));
         }
         let prepared = writes.into_iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
+        let clock = self.shared.clock.clone();
         let job = self.shared.writer.run_in_batch(move |txn| -> Result<_, Fail> {
             // Every queue the job will write to is checked before the first
             // write: the job has no savepoint of its own.
@@ -103,7 +104,7 @@ impl SagaStore for SqliteStore {
             for q in queues {
                 require_queue(txn, q)?;
             }
-            let now = now_ms();
+            let now = now_ms(&*clock);
             let mut outcomes = Vec::with_capacity(prepared.len());
             let mut touched: BTreeMap<String, usize> = BTreeMap::new();
             let mut receipts: Vec<String> = consumed.always;

@@ -269,11 +269,13 @@ async fn redrive_policy_records_reason_and_dead_letter_is_one_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_messages_are_not_delivered() {
-    let (_dir, b) = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(sqsaga_core::clock::ManualClock::at_wall_clock());
+    let b = EmbeddedBackend::open_with_clock(dir.path(), Sync::Full, clock.clone()).unwrap();
     let q = b.queue();
     q.ensure(&QueueSpec { retention: Duration::from_millis(500), ..quick("short") }).await.unwrap();
     q.send("short", OutgoingMessage::new("stale")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    clock.advance(Duration::from_millis(800));
     assert_eq!(q.depth("short").await.unwrap(), Default::default());
     let got = q.receive("short", Receive::up_to(10).wait(Duration::from_millis(300))).await.unwrap();
     assert!(got.is_empty());

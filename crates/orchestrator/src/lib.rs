@@ -11,7 +11,7 @@ pub mod definitions;
 pub mod fleet;
 pub mod service;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use definitions::{DefinitionError, Definitions};
 pub use fleet::FleetMonitor;
 pub use service::{

@@ -447,7 +447,7 @@ impl Orchestrator {
         // forged or stale one is dead-lettered with the reason.
         if let Some(signing) = &self.inner.options.signing {
             let attr = message.attributes.get(ATTR_SIGNATURE).map(String::as_str);
-            if let Err(e) = signing.verify(&message.body, attr, crate::clock::now_ms()) {
+            if let Err(e) = signing.verify(&message.body, attr, self.inner.clock.now()) {
                 return Err(format!("signature check failed: {e}"));
             }
         }

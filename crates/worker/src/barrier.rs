@@ -24,11 +24,12 @@
 //! queues or replies.
 
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqsaga_core::Millis;
 use sqsaga_core::duration::format_duration;
 use sqsaga_core::machine::{EXPIRED_IN_QUEUE, Outcome, Phase};
 use sqsaga_sqlite::SqliteError;
@@ -157,23 +158,18 @@ fn lookup_job(tx: &Connection, ctx: &CommandContext, op: Phase) -> Result<Option
     })
 }
 
-fn record(tx: &Connection, ctx: &CommandContext, op: Phase, outcome: &Recorded) -> Result<(), JobError> {
+fn record(tx: &Connection, ctx: &CommandContext, op: Phase, outcome: &Recorded, now: Millis) -> Result<(), JobError> {
     let text = serde_json::to_string(outcome).map_err(|e| JobError::Corrupt(e.to_string()))?;
     tx.prepare_cached(
         "INSERT INTO sqsaga_barrier (saga_id, step, op, outcome, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![ctx.saga_id, ctx.step, op_name(op), text, now_millis()])?;
+    .execute(params![ctx.saga_id, ctx.step, op_name(op), text, i64::try_from(now).unwrap_or(i64::MAX)])?;
     Ok(())
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 /// Why an action must not start at `now` (ms since the epoch): it waited in
 /// the queue past its latest start time. `None` when it may start.
-fn expiry(ctx: &CommandContext, now: i64) -> Option<String> {
-    let now = u64::try_from(now).unwrap_or(0);
+fn expiry(ctx: &CommandContext, now: Millis) -> Option<String> {
     let not_after = ctx.not_after?;
     if ctx.phase != Phase::Action || now <= not_after {
         return None;
@@ -228,18 +224,26 @@ impl From<rusqlite::Error> for JobErrorOr {
 
 /// Runs `ctx` through the barrier inside `tx`. `Err` means: roll back this
 /// job (a transient handler error or a database failure).
+/// `now` is the time the job runs: it decides whether an action is too late
+/// and stamps the barrier row.
 pub(crate) fn run(
     tx: &Transaction<'_>,
     handler: &dyn Handler,
     ctx: &CommandContext,
+    now: Millis,
 ) -> Result<BarrierOutcome, JobError> {
     match ctx.phase {
-        Phase::Action => run_action(tx, handler, ctx),
-        Phase::Compensation => run_compensation(tx, handler, ctx),
+        Phase::Action => run_action(tx, handler, ctx, now),
+        Phase::Compensation => run_compensation(tx, handler, ctx, now),
     }
 }
 
-fn run_action(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext) -> Result<BarrierOutcome, JobError> {
+fn run_action(
+    tx: &Transaction<'_>,
+    handler: &dyn Handler,
+    ctx: &CommandContext,
+    now: Millis,
+) -> Result<BarrierOutcome, JobError> {
     if let Some(recorded) = lookup_job(tx, ctx, Phase::Action)? {
         let hanging = recorded == Recorded::Prevented;
         return Ok(BarrierOutcome {
@@ -252,9 +256,9 @@ fn run_action(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext)
     }
     // After the lookup: an action that already ran answers with what it
     // did, however late its redelivery comes.
-    if let Some(reason) = expiry(ctx, now_millis()) {
+    if let Some(reason) = expiry(ctx, now) {
         let recorded = Recorded::Refused { reason };
-        record(tx, ctx, Phase::Action, &recorded)?;
+        record(tx, ctx, Phase::Action, &recorded, now)?;
         return Ok(BarrierOutcome { expired: true, ..BarrierOutcome::fresh(recorded.to_outcome()) });
     }
     let recorded = match call_handler(tx, handler, ctx) {
@@ -263,7 +267,7 @@ fn run_action(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext)
         Err(JobErrorOr::Handler(HandlerError::Transient(error))) => return Err(JobError::Transient(error)),
         Err(JobErrorOr::Sql(e)) => return Err(e.into()),
     };
-    record(tx, ctx, Phase::Action, &recorded)?;
+    record(tx, ctx, Phase::Action, &recorded, now)?;
     Ok(BarrierOutcome::fresh(recorded.to_outcome()))
 }
 
@@ -274,7 +278,7 @@ fn run_action(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext)
 /// the reply says `{"fence": "prevented"}`; if it ran, the reply says
 /// `{"fence": "already_ran", "output": ...}` so the orchestrator can treat the
 /// step as done instead of pretending it can be undone.
-pub(crate) fn fence(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<BarrierOutcome, JobError> {
+pub(crate) fn fence(tx: &Transaction<'_>, ctx: &CommandContext, now: Millis) -> Result<BarrierOutcome, JobError> {
     if let Some(recorded) = lookup_job(tx, ctx, Phase::Compensation)? {
         return Ok(BarrierOutcome {
             outcome: recorded.to_outcome(),
@@ -287,7 +291,7 @@ pub(crate) fn fence(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Barrie
     let prevented = Recorded::Succeeded { output: serde_json::json!({ "fence": "prevented" }) };
     let (recorded, null_compensation) = match lookup_job(tx, ctx, Phase::Action)? {
         None => {
-            record(tx, ctx, Phase::Action, &Recorded::Prevented)?;
+            record(tx, ctx, Phase::Action, &Recorded::Prevented, now)?;
             (prevented, true)
         }
         Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => (prevented, false),
@@ -295,7 +299,7 @@ pub(crate) fn fence(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Barrie
             (Recorded::Succeeded { output: serde_json::json!({ "fence": "already_ran", "output": output }) }, false)
         }
     };
-    record(tx, ctx, Phase::Compensation, &recorded)?;
+    record(tx, ctx, Phase::Compensation, &recorded, now)?;
     Ok(BarrierOutcome {
         outcome: recorded.to_outcome(),
         duplicate: false,
@@ -309,6 +313,7 @@ fn run_compensation(
     tx: &Transaction<'_>,
     handler: &dyn Handler,
     ctx: &CommandContext,
+    now: Millis,
 ) -> Result<BarrierOutcome, JobError> {
     if let Some(recorded) = lookup_job(tx, ctx, Phase::Compensation)? {
         return Ok(BarrierOutcome {
@@ -323,8 +328,8 @@ fn run_compensation(
     match lookup_job(tx, ctx, Phase::Action)? {
         None => {
             // Null compensation: the action never ran here. Block it for good.
-            record(tx, ctx, Phase::Action, &Recorded::Prevented)?;
-            record(tx, ctx, Phase::Compensation, &nothing_to_undo)?;
+            record(tx, ctx, Phase::Action, &Recorded::Prevented, now)?;
+            record(tx, ctx, Phase::Compensation, &nothing_to_undo, now)?;
             Ok(BarrierOutcome {
                 outcome: nothing_to_undo.to_outcome(),
                 duplicate: false,
@@ -335,13 +340,13 @@ fn run_compensation(
         }
         Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => {
             // A refusal had no effect: nothing to undo.
-            record(tx, ctx, Phase::Compensation, &nothing_to_undo)?;
+            record(tx, ctx, Phase::Compensation, &nothing_to_undo, now)?;
             Ok(BarrierOutcome::fresh(nothing_to_undo.to_outcome()))
         }
         Some(Recorded::Succeeded { .. }) => match call_handler(tx, handler, ctx) {
             Ok(output) => {
                 let recorded = Recorded::Succeeded { output };
-                record(tx, ctx, Phase::Compensation, &recorded)?;
+                record(tx, ctx, Phase::Compensation, &recorded, now)?;
                 Ok(BarrierOutcome::fresh(recorded.to_outcome()))
             }
             // A refused compensation is not recorded: the saga goes to

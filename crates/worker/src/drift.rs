@@ -155,7 +155,7 @@ pub(crate) async fn heartbeat_loop(
         if *stop.borrow() {
             return;
         }
-        let now = crate::options::now_millis();
+        let now = options.clock.now();
         let heartbeat = drift.heartbeat(options, stats, now);
         let message = crate::options::seal(options, &Envelope::Heartbeat(heartbeat), None);
         match queue.send(&options.heartbeat_queue, message).await {

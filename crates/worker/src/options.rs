@@ -4,14 +4,15 @@
 //! heartbeats (`drift.rs`), which otherwise know nothing of each other.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqsaga_core::Millis;
+use sqsaga_core::clock::{Clock, SystemClock};
 use sqsaga_protocol::{ATTR_SIGNATURE, ATTR_TRACEPARENT, Envelope, Signing, TraceParent};
 use sqsaga_queue::{MAX_WAIT, OutgoingMessage};
 
 /// How a worker runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Service name, reported in every reply (`inventory`).
     pub service: String,
@@ -47,6 +48,11 @@ pub struct WorkerOptions {
     /// heartbeats: the fleet view tells a rollout (the newer build started
     /// later) from a fleet started divergent. `None`: when the worker is built.
     pub started_at: Option<Millis>,
+    /// Where "now" comes from: signature ages, reply and heartbeat
+    /// times, and whether a command waited past its latest start
+    /// (`not_after`). Tests pass a `ManualClock` to expire a command
+    /// without waiting.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl WorkerOptions {
@@ -68,13 +74,9 @@ impl WorkerOptions {
             host: "unknown".to_string(),
             fingerprint_parts: serde_json::Value::Null,
             started_at: None,
+            clock: Arc::new(SystemClock),
         }
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub(crate) fn now_millis() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 /// An outgoing message: `envelope`'s body, signed when signing is on, with
@@ -83,7 +85,7 @@ pub(crate) fn seal(options: &WorkerOptions, envelope: &Envelope, trace: Option<T
     let body = envelope.encode();
     let mut out = OutgoingMessage::new(body);
     if let Some(signing) = &options.signing {
-        let signature = signing.sign(&out.body, now_millis());
+        let signature = signing.sign(&out.body, options.clock.now());
         out = out.with_attribute(ATTR_SIGNATURE, signature);
     }
     if let Some(tp) = trace {

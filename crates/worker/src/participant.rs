@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use sqsaga_core::clock::{Clock, SystemClock};
 use sqsaga_core::machine::{Outcome, Phase};
 use sqsaga_sqlite::{GroupCommitter, Linger, SqliteError, Sync};
 
@@ -58,6 +59,10 @@ pub struct Participant {
     /// Action command name to its compensation's, for seed-shaped messages
     /// that name the action and set `is_compensating`.
     compensations: HashMap<String, String>,
+    /// "Now" for [`Participant::execute_batch`] (whether an action is past its
+    /// latest start; barrier row times). The worker runtime passes its own
+    /// (`WorkerOptions::clock`) to [`Participant::execute_batch_at`].
+    clock: Arc<dyn Clock>,
 }
 
 impl Participant {
@@ -80,6 +85,7 @@ impl Participant {
             committer: GroupCommitter::start(&name, conn, Linger::PARTICIPANT)?,
             commands: HashMap::new(),
             compensations: HashMap::new(),
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -161,6 +167,12 @@ impl Participant {
         self.compensations.get(action).map(String::as_str)
     }
 
+    /// Uses `clock` for commands run through [`Participant::execute`] and
+    /// [`Participant::execute_batch`] (tests: a `ManualClock`).
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.clock = clock;
+    }
+
     /// The database writer: for reads, for tests, and for counting commits.
     pub fn committer(&self) -> &GroupCommitter {
         &self.committer
@@ -189,6 +201,16 @@ impl Participant {
         &self,
         ctxs: Vec<CommandContext>,
     ) -> Vec<(Result<BarrierOutcome, WorkerError>, std::time::Duration)> {
+        self.execute_batch_at(ctxs, self.clock.clone()).await
+    }
+
+    /// [`Participant::execute_batch`] with "now" read from `clock` when the
+    /// job runs (the worker's clock, so one process has one notion of time).
+    pub async fn execute_batch_at(
+        &self,
+        ctxs: Vec<CommandContext>,
+        clock: Arc<dyn Clock>,
+    ) -> Vec<(Result<BarrierOutcome, WorkerError>, std::time::Duration)> {
         let zero = std::time::Duration::ZERO;
         let mut slots: Vec<Option<(Result<BarrierOutcome, WorkerError>, std::time::Duration)>> =
             (0..ctxs.len()).map(|_| None).collect();
@@ -208,12 +230,13 @@ impl Participant {
             // the job, and the group commit rolls the whole batch back.
             let job = self.committer.run_in_batch(move |tx| -> Result<_, SqliteError> {
                 let mut out = Vec::with_capacity(runnable.len());
+                let now = clock.now();
                 for (_, runner, ctx) in &runnable {
                     let started = std::time::Instant::now();
                     let before = tx.total_changes();
                     let result = match runner {
-                        Runner::Fence => barrier::fence(tx, ctx),
-                        Runner::Handler(handler) => barrier::run(tx, handler.as_ref(), ctx),
+                        Runner::Fence => barrier::fence(tx, ctx, now),
+                        Runner::Handler(handler) => barrier::run(tx, handler.as_ref(), ctx, now),
                     };
                     // A transient error rolled its handler's savepoint back;
                     // anything else after a write leaves the batch in doubt.

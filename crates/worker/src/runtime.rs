@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::drift::{Drift, Judgement};
-use crate::options::{WorkerOptions, now_millis, seal};
+use crate::options::{WorkerOptions, seal};
 use crate::stats::WorkerStats;
 use crate::{BarrierOutcome, CommandContext, Participant, WorkerError};
 
@@ -80,7 +80,7 @@ struct Inner {
 
 impl Worker {
     pub fn new(options: WorkerOptions, queue: Arc<dyn Queue>, participant: Arc<Participant>) -> Self {
-        let drift = Drift::new(options.started_at.unwrap_or_else(now_millis));
+        let drift = Drift::new(options.started_at.unwrap_or_else(|| options.clock.now()));
         Worker {
             inner: Arc::new(Inner { options, queue, participant, stats: Arc::new(WorkerStats::default()), drift }),
         }
@@ -368,7 +368,7 @@ fn trace_of(message: &ReceivedMessage) -> Option<TraceParent> {
 fn signature_problem(inner: &Inner, message: &ReceivedMessage) -> Option<String> {
     let signing = inner.options.signing.as_ref()?;
     let attr = message.attributes.get(ATTR_SIGNATURE).map(String::as_str);
-    match signing.verify(&message.body, attr, now_millis()) {
+    match signing.verify(&message.body, attr, inner.options.clock.now()) {
         Ok(_) => None,
         Err(e) => Some(format!("signature check failed: {e}")),
     }
@@ -556,7 +556,7 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
     // One job of the participant's group commit for the whole batch: one
     // hand-off to its writer, one fsync (shared with other pollers' batches).
     let ctxs: Vec<_> = jobs.iter().map(|job| job.ctx.clone()).collect();
-    let results = inner.participant.execute_batch(ctxs).await;
+    let results = inner.participant.execute_batch_at(ctxs, inner.options.clock.clone()).await;
 
     // Decide per job: reply (commands), delete, dead-letter or leave.
     let mut replies: BTreeMap<String, Replies> = BTreeMap::new();
@@ -598,7 +598,7 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
                         instance: inner.options.instance.clone(),
                         fingerprint: inner.options.fingerprint.clone(),
                     },
-                    replied_at: now_millis(),
+                    replied_at: inner.options.clock.now(),
                 };
                 // Same trace, the reply's own span id.
                 let trace = job.trace.map(|t| t.child(&format!("reply:{}", c.command_id)));

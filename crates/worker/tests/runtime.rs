@@ -396,7 +396,9 @@ async fn quarantine_follows_the_conforming_sets_the_worker_is_sent() {
     send(q, "ledger", body(old)).await;
     let stats = w.stats.clone();
     eventually("the release", || stats.refused_nonconforming.load(Ordering::SeqCst) >= 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two more heartbeats: the second was judged after the release.
+    let sent = stats.heartbeats_sent.load(Ordering::SeqCst);
+    eventually("two heartbeats", || stats.heartbeats_sent.load(Ordering::SeqCst) >= sent + 2).await;
     let hb = collect(q, "orchestrator", 1).await.iter().filter_map(heartbeat_of).next_back().expect("a heartbeat");
     assert!(!hb.quarantined, "an old stamp says nothing about this worker");
     assert_eq!(collect(q, "ledger", 1).await.len(), 1, "take the released command away");
@@ -509,5 +511,30 @@ async fn a_compensation_runs_however_late_it_arrives() {
     assert_eq!(reply.outcome, Outcome::Succeeded { output: json!({"removed": 5}) });
     assert_eq!(w.stats.expired.load(Ordering::SeqCst), 0);
     assert_eq!(ledger_state(&w.participant).await, (0, 2));
+    w.shutdown().await;
+}
+
+/// The worker judges lateness by its own clock (`WorkerOptions::clock`): a
+/// command in time when sent is refused once that clock has passed its
+/// latest start, with no waiting in the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lateness_is_judged_by_the_workers_clock() {
+    let clock = Arc::new(sqsaga_core::clock::ManualClock::at(1_000_000));
+    let w = start(embedded(), WorkerOptions { clock: clock.clone(), ..options() }).await;
+    let q = w.queue.as_ref();
+    let on_time =
+        sqsaga_protocol::Command { not_after: Some(1_000_500), ..command("s1", Phase::Action, json!({"amount": 5})) };
+    send(q, "ledger", body(on_time)).await;
+    let reply = reply_of(&collect(q, "orchestrator", 1).await[0]);
+    assert!(matches!(reply.outcome, Outcome::Succeeded { .. }), "{reply:?}");
+    assert_eq!(reply.replied_at, 1_000_000, "replies carry the worker's clock");
+    clock.advance(Duration::from_secs(1));
+    let late =
+        sqsaga_protocol::Command { not_after: Some(1_000_500), ..command("s2", Phase::Action, json!({"amount": 5})) };
+    send(q, "ledger", body(late)).await;
+    let reply = reply_of(&collect(q, "orchestrator", 1).await[0]);
+    let Outcome::Refused { reason } = &reply.outcome else { panic!("{reply:?}") };
+    assert!(reason.starts_with(sqsaga_core::machine::EXPIRED_IN_QUEUE), "{reason}");
+    assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 1, "only the command in time ran");
     w.shutdown().await;
 }
