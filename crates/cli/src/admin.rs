@@ -199,6 +199,11 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         Some(v) => definitions.get(&args.saga, v),
         None => definitions.latest(&args.saga),
     };
+    if let Some(def) = &found
+        && let Err(why) = definitions.check_input(def, &input)
+    {
+        bail!("{why}; nothing was sent");
+    }
     if found.is_none() {
         let mut known: Vec<String> = definitions.all().iter().map(|d| format!("`{}` v{}", d.name, d.version)).collect();
         known.dedup();

@@ -39,6 +39,17 @@ fn start_refuses_an_unknown_saga_naming_the_known_ones() {
 }
 
 #[test]
+fn start_refuses_an_input_that_fails_the_saga_input_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = r#"{"order_id": "o-1", "sku": "A", "qty": 0, "account": "acc-1", "amount": 100}"#;
+    let out = sqsaga(&["start", "--saga", "create_order", "--input", input], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("input does not match create_order v1's input schema: /qty"), "{said}");
+    assert!(said.contains("nothing was sent"), "{said}");
+}
+
+#[test]
 fn finished_sagas_read_well_and_cannot_be_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -26,6 +26,12 @@ pub struct SagaDefinition {
     pub deadline: Duration,
     /// Ordered steps; compensation runs them backwards.
     pub steps: Vec<StepDefinition>,
+    /// JSON Schema every start request's input must satisfy (YAML key
+    /// `input`); `None` accepts any input. Checked by the orchestrator (a
+    /// start whose input fails goes to the DLQ with the reason) and by
+    /// `sqsaga start` before anything is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
 }
 
 /// One local transaction in one participant service.

@@ -176,6 +176,7 @@ mod tests {
     #[test]
     fn two_step_saga_matches_the_documented_output() {
         let def = SagaDefinition {
+            input_schema: None,
             name: "pay".to_string(),
             version: 1,
             description: None,

@@ -23,7 +23,7 @@ use crate::duration::{format_duration, parse_duration};
 
 /// Keys of a saga document. The JSON Schema lists the same keys; a test keeps
 /// the two in step.
-pub const SAGA_KEYS: &[&str] = &["name", "version", "description", "deadline", "defaults", "steps"];
+pub const SAGA_KEYS: &[&str] = &["name", "version", "description", "deadline", "input", "defaults", "steps"];
 /// Keys of one entry of `steps`.
 pub const STEP_KEYS: &[&str] =
     &["name", "service", "action", "compensation", "timeout", "queueTimeout", "contract", "retry", "compensationRetry"];
@@ -330,6 +330,32 @@ fn resolve(s: &Scalar) -> Resolved {
     Resolved::Str
 }
 
+/// A node as JSON, scalars resolved by the YAML core schema (for the
+/// `input` JSON Schema, which is data, not definition syntax).
+fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &node.value {
+        Value::Scalar(s) => match resolve(s) {
+            Resolved::Null => J::Null,
+            Resolved::Bool => J::Bool(s.text.eq_ignore_ascii_case("true")),
+            Resolved::Int(Some(i)) => J::from(i),
+            Resolved::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+            Resolved::Int(None) | Resolved::Str => J::String(s.text.clone()),
+        },
+        Value::Seq(items) => J::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| match &k.value {
+                    Value::Scalar(s) => (s.text.clone(), to_json(v)),
+                    _ => (describe(k), to_json(v)),
+                })
+                .collect(),
+        ),
+        Value::Invalid => J::Null,
+    }
+}
+
 /// `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`
 fn looks_like_float(t: &str) -> bool {
     let t = t.strip_prefix(['-', '+']).unwrap_or(t);
@@ -470,6 +496,11 @@ impl Checker<'_> {
         let name = self.required(&fields, "name").and_then(|n| self.name(n, "name"));
         let version = self.required(&fields, "version").and_then(|n| self.version(n));
         let description = fields.get("description").and_then(|n| self.string(n, "description"));
+        let input_schema = match fields.get("input") {
+            Some(node) if matches!(node.value, Value::Map(_)) => Some(to_json(node)),
+            Some(node) => return self.type_mismatch(node, "input", "a mapping (a JSON Schema of the start input)"),
+            None => None,
+        };
         let deadline = self.required(&fields, "deadline").and_then(|n| self.positive_duration(n, "deadline"));
         let defaults = match fields.get("defaults") {
             Some(node) => self.defaults(node, deadline),
@@ -505,7 +536,7 @@ impl Checker<'_> {
             return None;
         }
         let steps = steps.into_iter().map(|s| s.definition).collect::<Option<Vec<_>>>()?;
-        Some(SagaDefinition { name: name?, version: version?, description, deadline: deadline?, steps })
+        Some(SagaDefinition { name: name?, version: version?, description, deadline: deadline?, steps, input_schema })
     }
 
     fn version(&mut self, node: &Node) -> Option<u32> {

@@ -105,7 +105,11 @@ fn each_problem_kind_is_reported_where_it_is() {
         (
             "unknown top-level key",
             insert(4, &["colour: red"]),
-            vec![(4, 1, "unknown key `colour`; allowed keys: name, version, description, deadline, defaults, steps")],
+            vec![(
+                4,
+                1,
+                "unknown key `colour`; allowed keys: name, version, description, deadline, input, defaults, steps",
+            )],
         ),
         (
             "unknown step key",
@@ -123,6 +127,11 @@ fn each_problem_kind_is_reported_where_it_is() {
             vec![(10, 5, "(did you mean `compensationRetry`?)")],
         ),
         // Wrong types.
+        (
+            "input schema not a mapping",
+            insert(4, &["input: yes"]),
+            vec![(4, 8, "input: expected a mapping (a JSON Schema of the start input)")],
+        ),
         (
             "version not an integer",
             replace(2, &["version: abc"]),
@@ -463,6 +472,7 @@ fn a_valid_file_becomes_the_expected_definition_with_defaults_applied() {
     ]);
     let got = parse_definition(&yaml).unwrap_or_else(|p| panic!("{}", format_problems("valid", &p)));
     let expected = SagaDefinition {
+        input_schema: None,
         name: "pay-later".into(),
         version: 3,
         description: Some("Two steps: one inherits, one overrides.".into()),
@@ -687,4 +697,22 @@ fn the_schema_lists_the_keys_the_parser_accepts() {
         .map(|rest| rest.trim_end_matches('`').to_string())
         .collect();
     assert_eq!(missing, strings(&schema, "/$defs/step/required"));
+}
+
+/// `input` is a JSON Schema written in YAML: it becomes JSON as written,
+/// scalars typed by the YAML core schema.
+#[test]
+fn the_input_schema_becomes_json() {
+    let yaml = insert(
+        4,
+        &["input:", "  type: object", "  required: [qty]", "  properties:", "    qty: { type: integer, minimum: 1 }"],
+    );
+    let def = parse_definition(&yaml).unwrap();
+    let expected = serde_json::json!({
+        "type": "object",
+        "required": ["qty"],
+        "properties": { "qty": { "type": "integer", "minimum": 1 } }
+    });
+    assert_eq!(def.input_schema, Some(expected));
+    assert_eq!(parse_definition(&doc(VALID)).unwrap().input_schema, None);
 }

@@ -42,6 +42,7 @@ fn step(name: &str, compensable: bool) -> StepDefinition {
 /// reserve (compensable) → charge (compensable) → notify (not compensable).
 fn order_saga() -> SagaDefinition {
     SagaDefinition {
+        input_schema: None,
         name: "order".into(),
         version: 1,
         description: None,
@@ -276,6 +277,7 @@ fn succeeded_steps_without_compensation_are_marked_not_compensable() {
     // reserve (compensable) → notify (not) → archive (not): archive refuses;
     // notify definitely ran and cannot be undone; reserve is compensated.
     let def = SagaDefinition {
+        input_schema: None,
         steps: vec![step("reserve", true), step("notify", false), step("archive", false)],
         ..order_saga()
     };

@@ -466,6 +466,7 @@ impl Orchestrator {
                 if s.saga_id.is_empty() {
                     return Err("start request with an empty saga_id".to_string());
                 }
+                self.inner.defs.check_input(&def, &s.input)?;
                 let trace = match message.attributes.get(ATTR_TRACEPARENT).map(|v| TraceParent::parse(v)) {
                     Some(Ok(tp)) => tp,
                     Some(Err(e)) => {

@@ -24,6 +24,7 @@ const SAGA: &str = r#"
 name: pair
 version: 1
 deadline: 1m
+input: { type: object }
 steps:
   - name: first
     service: alpha
@@ -245,6 +246,14 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
             requested_at: 0,
         })
         .encode(),
+        Envelope::Start(StartSaga {
+            saga_id: "y".into(),
+            saga: "pair".into(),
+            version: None,
+            input: json!([1, 2]),
+            requested_at: 0,
+        })
+        .encode(),
         Envelope::Reply(ReplyMessage {
             command_id: "ghost:0:a:1".into(),
             saga_id: "ghost".into(),
@@ -261,12 +270,13 @@ async fn poison_messages_are_dead_lettered_with_a_reason() {
         s.queue.send(ORCHESTRATOR_QUEUE, OutgoingMessage::new(b.clone())).await.unwrap();
     }
     let got = s.queue.receive(ORCHESTRATOR_QUEUE, Receive::up_to(10)).await.unwrap();
-    assert_eq!(got.len(), 3);
+    assert_eq!(got.len(), 4);
     o.handle_messages(got).await;
     let dead = s.queue.receive(&dlq_name(ORCHESTRATOR_QUEUE), Receive::up_to(10)).await.unwrap();
     let mut reasons: Vec<String> = dead.iter().map(|m| m.attributes[ATTR_REASON].clone()).collect();
     reasons.sort();
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("input does not match pair v1's input schema")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("unknown saga `no_such_saga`")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("reply for unknown saga `ghost`")), "{reasons:?}");

@@ -105,6 +105,7 @@ pub fn definition(service: &str) -> SagaDefinition {
         contract: format!("{service}/v1"),
     };
     SagaDefinition {
+        input_schema: None,
         name: "contract_saga".to_string(),
         version: 1,
         description: None,
