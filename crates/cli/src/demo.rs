@@ -216,46 +216,12 @@ fn progress(total: usize, json: bool) -> ProgressBar {
     bar
 }
 
-/// The most violations printed without `--verbose`.
-const VIOLATIONS_SHOWN: usize = 20;
-
 fn print_summary(s: &Summary, json: bool, verbose: bool) -> ExitCode {
-    println!();
-    println!("  sagas            {:>8}", s.sagas);
-    println!("  completed        {:>8}", s.completed);
-    println!("  compensated      {:>8}", s.compensated);
-    println!("  needs_operator   {:>8}", s.needs_operator);
-    println!("  unfinished       {:>8}", s.unfinished);
-    for line in s.causes.to_string().lines() {
-        println!("  {line}");
-    }
-    println!("  elapsed          {:>8.2} s", s.elapsed_s);
-    println!("  sagas/s          {:>8.1}", s.sagas_per_s);
-    println!("  steps/s          {:>8.1}", s.steps_per_s);
-    println!("  step latency p50 {:>8.0} ms", s.p50_ms);
-    println!("  step latency p99 {:>8.0} ms", s.p99_ms);
-    println!("  data dir         {}", s.data_dir);
-    println!();
-    if s.causes.timeout > 0 {
-        println!(
-            "WARNING: {} saga(s) compensated because of time (step timeout, deadline or expired in queue): \
-             that is capacity (a backlog, late or slow workers), not business",
-            s.causes.timeout
-        );
-    }
-    if s.invariants_ok {
-        println!(
-            "invariants: OK (every saga finished; completed orders reserved, charged and confirmed; compensated orders left no trace; stock and money conserved)"
-        );
+    // `{:#}` lists every violation; `{}` the first 20 and a count.
+    if verbose {
+        println!("\n{s:#}")
     } else {
-        println!("invariants: VIOLATED ({} violation(s))", s.violations.len());
-        let shown = if verbose { s.violations.len() } else { VIOLATIONS_SHOWN };
-        for v in s.violations.iter().take(shown) {
-            println!("  - {v}");
-        }
-        if s.violations.len() > shown {
-            println!("  ... and {} more (--verbose lists all)", s.violations.len() - shown);
-        }
+        println!("\n{s}")
     }
     if json {
         println!("{}", serde_json::to_string(s).unwrap_or_default());

@@ -243,6 +243,54 @@ pub async fn summarize(
     })
 }
 
+/// The most violations `Display` lists unless `{:#}` asks for all.
+const VIOLATIONS_SHOWN: usize = 20;
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self;
+        writeln!(f, "  sagas            {:>8}", s.sagas)?;
+        writeln!(f, "  completed        {:>8}", s.completed)?;
+        writeln!(f, "  compensated      {:>8}", s.compensated)?;
+        writeln!(f, "  needs_operator   {:>8}", s.needs_operator)?;
+        writeln!(f, "  unfinished       {:>8}", s.unfinished)?;
+        for line in s.causes.to_string().lines() {
+            writeln!(f, "  {line}")?;
+        }
+        writeln!(f, "  elapsed          {:>8.2} s", s.elapsed_s)?;
+        writeln!(f, "  sagas/s          {:>8.1}", s.sagas_per_s)?;
+        writeln!(f, "  steps/s          {:>8.1}", s.steps_per_s)?;
+        writeln!(f, "  step latency p50 {:>8.0} ms", s.p50_ms)?;
+        writeln!(f, "  step latency p99 {:>8.0} ms", s.p99_ms)?;
+        writeln!(f, "  data dir         {}", s.data_dir)?;
+        writeln!(f)?;
+        if s.causes.timeout > 0 {
+            writeln!(
+                f,
+                "WARNING: {} saga(s) compensated because of time (step timeout, deadline or expired in queue): \
+                 that is capacity (a backlog, late or slow workers), not business",
+                s.causes.timeout
+            )?;
+        }
+        if s.invariants_ok {
+            return write!(
+                f,
+                "invariants: OK (every saga finished; completed orders reserved, charged and confirmed; \
+                 compensated orders left no trace; stock and money conserved)"
+            );
+        }
+        write!(f, "invariants: VIOLATED ({} violation(s))", s.violations.len())?;
+        let shown = if f.alternate() { s.violations.len() } else { VIOLATIONS_SHOWN };
+        for v in s.violations.iter().take(shown) {
+            write!(f, "\n  - {v}")?;
+        }
+        if s.violations.len() > shown {
+            write!(f, "\n  ... and {} more (--verbose lists all)", s.violations.len() - shown)?;
+        }
+        Ok(())
+    }
+}
+
 fn percentile(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
