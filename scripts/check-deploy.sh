@@ -1061,13 +1061,11 @@ def cmd_cfn(path):
         problems.append("SagaTable: key is not id (HASH)")
     # The table DynamoStore expects (crates/aws/src/dynamo.rs, create_table).
     attrs = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
-    want_attrs = {"id": "S", "status": "S", "updated_at": "N", "due_shard": "S", "next_due_at": "N",
-                  "outbox_shard": "S", "outbox_at": "N"}
+    want_attrs = {"id": "S", "due_pk": "S", "wake_at": "N", "end_pk": "S", "ended_at": "N"}
     if attrs != want_attrs:
         problems.append(f"SagaTable: attributes {attrs}, want {want_attrs}")
     gsi = {g["IndexName"]: g for g in table.get("GlobalSecondaryIndexes", [])}
-    want_gsi = {"by_status": ("status", "updated_at", "INCLUDE"), "by_due": ("due_shard", "next_due_at", "KEYS_ONLY"),
-                "by_outbox": ("outbox_shard", "outbox_at", "KEYS_ONLY")}
+    want_gsi = {"by_due": ("due_pk", "wake_at", "INCLUDE"), "by_end": ("end_pk", "ended_at", "INCLUDE")}
     if set(gsi) != set(want_gsi):
         problems.append(f"SagaTable: indexes {sorted(gsi)}, want {sorted(want_gsi)}")
     for name, (hash_key, range_key, projection) in want_gsi.items():
@@ -1077,9 +1075,12 @@ def cmd_cfn(path):
             problems.append(f"SagaTable: GSI {name} is not ({hash_key}, {range_key})")
         if (g.get("Projection") or {}).get("ProjectionType") != projection:
             problems.append(f"SagaTable: GSI {name} projection is not {projection}")
-    status_attrs = set((gsi.get("by_status", {}).get("Projection") or {}).get("NonKeyAttributes", []))
-    if status_attrs != {"saga", "version", "started_at"}:
-        problems.append(f"SagaTable: GSI by_status projects {sorted(status_attrs)}")
+        projected = set((g.get("Projection") or {}).get("NonKeyAttributes", []))
+        if projected != {"status", "saga", "version", "started_at"}:
+            problems.append(f"SagaTable: GSI {name} projects {sorted(projected)}")
+    # Retention: terminal sagas carry `expires_at` (crates/aws/src/item.rs, TTL_ATTRIBUTE).
+    if table.get("TimeToLiveSpecification") != {"AttributeName": "expires_at", "Enabled": True}:
+        problems.append(f"SagaTable: TTL is not enabled on expires_at: {table.get('TimeToLiveSpecification')}")
     if (table.get("SSESpecification") or {}).get("SSEEnabled") is not True:
         problems.append("SagaTable: SSE not enabled")
     if (table.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled") is not True:
@@ -1148,7 +1149,7 @@ def cmd_cfn(path):
                           "dynamodb:UpdateItem", "dynamodb:Query"}
                 if not needed <= set(actions):
                     problems.append(f"{role_name}: DynamoDB actions lack {sorted(needed - set(actions))}")
-                for index in ("by_status", "by_due", "by_outbox"):
+                for index in ("by_due", "by_end"):
                     if not any(f"/index/{index}" in str(r) for r in resources):
                         problems.append(f"{role_name}: no access to the {index} index")
             for a in actions:

@@ -16,6 +16,7 @@ mod dynamo;
 mod error;
 mod gate;
 pub mod heartbeat;
+pub mod item;
 mod requests;
 mod settings;
 mod sqs;
@@ -27,9 +28,10 @@ use aws_config::SdkConfig;
 use sqsaga_queue::Queue;
 use sqsaga_store::SagaStore;
 
-pub use dynamo::{DynamoStore, TableStatus};
+pub use dynamo::{DUE_INDEX, DynamoStore, END_INDEX, TableStatus};
 pub use error::AwsError;
 pub use heartbeat::VisibilityHeartbeat;
+pub use item::{INDEX_SHARDS, OUTBOX_GRACE_MS, TTL_ATTRIBUTE};
 pub use requests::{DYNAMODB_REQUESTS_METRIC, RequestCounter, RequestSnapshot, SQS_REQUESTS_METRIC};
 pub use settings::{
     AwsSettings, DEFAULT_BUSY_DELETE_WINDOW, DEFAULT_BUSY_FLUSH_WINDOW, DEFAULT_QUEUE_PREFIX, DEFAULT_RECEIVE_LINGER,
@@ -98,6 +100,7 @@ impl AwsBackend {
             aws_sdk_dynamodb::Client::from_conf(dynamo_config),
             &endpoint("DynamoDB"),
             &settings.table,
+            settings.retention,
         );
         Ok(AwsBackend { sqs, store: Arc::new(store), sqs_requests, dynamodb_requests, settings })
     }

@@ -29,6 +29,8 @@ pub struct AwsSettings {
     pub queue_urls: BTreeMap<String, String>,
     /// DynamoDB table of saga state.
     pub table: String,
+    /// How long terminal sagas are kept: the TTL the terminal commit sets.
+    pub retention: Duration,
     /// KMS key (id or ARN) for server-side encryption of queues; `None` uses
     /// SQS-managed keys (SSE-SQS), which cost nothing extra.
     pub kms_key: Option<String>,
@@ -69,6 +71,7 @@ impl Default for AwsSettings {
             queue_prefix: DEFAULT_QUEUE_PREFIX.to_string(),
             queue_urls: BTreeMap::new(),
             table: DEFAULT_TABLE.to_string(),
+            retention: crate::item::DEFAULT_RETENTION,
             kms_key: None,
             max_attempts: 4,
             // Long enough for the other pollers' sends of the same moment to

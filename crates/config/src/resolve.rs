@@ -480,6 +480,7 @@ fn build(winners: &BTreeMap<&'static str, Winner>, config_file: Option<PathBuf>)
         orchestrator_queue_url: text("orchestrator_queue_url"),
         queue_prefix: text("queue_prefix").unwrap_or_default(),
         table: text("table").unwrap_or_default(),
+        retention: duration("retention"),
         definitions: text("definitions").map(PathBuf::from),
         fleet_policy: text("fleet_policy").map(PathBuf::from),
         drift_mode: DriftMode::from_name(&choice("drift_mode")).unwrap_or(DriftMode::Observe),

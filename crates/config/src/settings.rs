@@ -79,6 +79,8 @@ pub struct Settings {
     pub queue_prefix: String,
     /// DynamoDB table of saga state.
     pub table: String,
+    /// How long terminal sagas are kept after they end.
+    pub retention: Duration,
     /// Saga definition file or directory; `None` means the built-in order saga.
     pub definitions: Option<PathBuf>,
     /// fleet.yaml: which fingerprints each service may run.
@@ -203,6 +205,7 @@ impl Settings {
             "orchestrator_queue_url" => text(&self.orchestrator_queue_url),
             "queue_prefix" => self.queue_prefix.clone().into(),
             "table" => self.table.clone().into(),
+            "retention" => dur(self.retention),
             "definitions" => path(&self.definitions),
             "fleet_policy" => path(&self.fleet_policy),
             "drift_mode" => self.drift_mode.as_str().into(),

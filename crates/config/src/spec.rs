@@ -375,6 +375,21 @@ pub static SETTINGS: &[SettingSpec] = &[
         doc: "DynamoDB table of saga state and outbox (AWS mode).",
     },
     SettingSpec {
+        env: "SQSAGA_RETENTION",
+        env_fallbacks: &[],
+        key: "retention",
+        flag: None,
+        secret: false,
+        per_instance: false,
+        default: Some("30d"),
+        kind: Kind::Duration { min: secs(3600), max: secs(3650 * 86_400), whole_seconds: true },
+        doc: "How long completed and compensated sagas are kept after they end: AWS mode sets \
+              the DynamoDB TTL attribute `expires_at` at the terminal commit (TTL is turned on by \
+              `sqsaga provision` and the CloudFormation template); the embedded backend's \
+              orchestrator deletes them in batches. Sagas still running or needing an operator \
+              are never expired.",
+    },
+    SettingSpec {
         env: "SQSAGA_DEFINITIONS",
         env_fallbacks: &[],
         key: "definitions",

@@ -389,7 +389,7 @@ fn config_hash_tracks_shared_settings_only() {
     // form must not change by accident: every fleet would look drifted after
     // an upgrade. Adding a setting or changing a default changes it on
     // purpose; then update this value.
-    assert_eq!(base, "aa68bd2f266f05477a749525ec895d75f2216bb5f3c284905aa9b3c8d8e42bb2");
+    assert_eq!(base, "052be3dd94c2efe174145a0f8051f00446bf26dfbe565cc09f4f10a018e754fb");
 }
 
 #[test]
@@ -399,7 +399,7 @@ fn every_setting_reaches_the_effective_map() {
         "log_level": "warn", "backend": "aws", "data_dir": "/d", "http_addr": "0.0.0.0:0",
         "service": "inventory", "instance_id": "i-1", "concurrency": 2,
         "visibility_timeout": "1m", "wait_time": "1s", "drain_timeout": "2s",
-        "orchestrator_queue_url": "https://q/3", "queue_prefix": "p-", "table": "t-1",
+        "orchestrator_queue_url": "https://q/3", "queue_prefix": "p-", "table": "t-1", "retention": "7d",
         "definitions": "/defs", "fleet_policy": "/fleet.yaml", "drift_mode": "enforce",
         "heartbeat_interval": "3s", "max_receive_count": 7, "signing_key": KEY,
         "signing_key_previous": OLD_KEY, "require_signature": true,

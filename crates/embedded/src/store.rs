@@ -7,6 +7,11 @@
 //! commands it emits are durable together and nothing is ever pending
 //! (`outbox_pending: false`, `pending_outboxes` empty, `clear_outbox` a
 //! no-op). Reads go to the read connections.
+//!
+//! Retention: SQLite has no TTL, so [`SqliteStore::expire`] deletes
+//! terminal sagas whose last update is older than the cut-off, with their
+//! history, a batch per call, through the `(status, updated_at)` index; the
+//! orchestrator calls it periodically.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -214,6 +219,45 @@ impl SagaStore for SqliteStore {
             Ok(entries)
         });
         for_store(read.await)
+    }
+
+    /// A read of nothing: the connection answers.
+    async fn reachable(&self) -> Result<(), StoreError> {
+        let read = self.shared.read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?));
+        for_store(read.await).map(|_| ())
+    }
+
+    /// One job: the oldest `limit` terminal sagas last updated at or
+    /// before `ended_before`, and their history lines.
+    async fn expire(&self, ended_before: Millis, limit: usize) -> Result<usize, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let job = self.shared.writer.run(move |txn| -> Result<usize, Fail> {
+            let mut ids: Vec<String> = Vec::new();
+            let mut select = txn.prepare_cached(
+                "SELECT id FROM sagas WHERE status = ?1 AND updated_at <= ?2 ORDER BY updated_at LIMIT ?3",
+            )?;
+            for status in SagaStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+                let more = select
+                    .query_map(params![status.as_str(), to_sql(ended_before), sql_limit(limit - ids.len())], |r| {
+                        r.get(0)
+                    })?
+                    .collect::<Result<Vec<String>, _>>()?;
+                ids.extend(more);
+                if ids.len() >= limit {
+                    break;
+                }
+            }
+            let mut saga = txn.prepare_cached("DELETE FROM sagas WHERE id = ?1")?;
+            let mut history = txn.prepare_cached("DELETE FROM history WHERE saga_id = ?1")?;
+            for id in &ids {
+                saga.execute([id])?;
+                history.execute([id])?;
+            }
+            Ok(ids.len())
+        });
+        for_store(job.await)
     }
 
     /// Every status is present, zero included.

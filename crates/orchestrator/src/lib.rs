@@ -15,5 +15,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use definitions::{DefinitionError, Definitions};
 pub use fleet::FleetMonitor;
 pub use service::{
-    ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, OrchestratorStats, ensure_queues,
+    ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, OrchestratorStats, SagaCounts,
+    ensure_queues,
 };

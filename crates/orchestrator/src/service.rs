@@ -13,15 +13,24 @@
 //! Incoming messages are deleted only after the writes they caused are
 //! durable; a message whose processing failed comes back after its
 //! visibility timeout, and the state machine ignores what it already applied.
+//!
+//! Idle cost does not grow with the sagas stored: the timer loop polls the
+//! due-time index every `timer_interval` while it finds work, backing off to
+//! `timer_idle_interval` while it finds none, and a commit that arms a timer
+//! sooner than the next poll wakes it; saga counts by status come from this
+//! replica's own bookkeeping ([`SagaCounts`]), read from the store once at
+//! start, never by periodic scans.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use sqsaga_core::Millis;
-use sqsaga_core::machine::{Action, CommandSpec, Event, Reply, SagaInstance, WorkerStamp, command_id, decide, start};
+use sqsaga_core::machine::{
+    Action, CommandSpec, Event, Reply, SagaInstance, SagaStatus, WorkerStamp, command_id, decide, start,
+};
 use sqsaga_protocol::{ATTR_SIGNATURE, ATTR_TRACEPARENT, Command, Envelope, ReplyMessage, Signing, TraceParent};
 use sqsaga_queue::{MAX_BATCH, OutgoingMessage, Queue, QueueError, QueueSpec, Receive, ReceivedMessage};
 use sqsaga_store::{
@@ -48,8 +57,18 @@ pub struct OrchestratorOptions {
     /// Visibility timeout of received messages: how long before an
     /// unacknowledged message is retried.
     pub visibility: Duration,
-    /// How often the due-time index is checked for timers.
+    /// How often the due-time index is checked for timers while timers
+    /// are firing.
     pub timer_interval: Duration,
+    /// The longest wait between two checks of the due-time index while
+    /// none is due (the wait doubles from `timer_interval` up to this). A
+    /// commit of this replica that arms a timer sooner wakes the loop; one
+    /// of another replica is seen within this.
+    pub timer_idle_interval: Duration,
+    /// How long terminal sagas are kept. The sweeper deletes older ones on
+    /// stores without a TTL of their own ([`SagaStore::expire`]); `None`
+    /// keeps them.
+    pub retention: Option<Duration>,
     /// How often left-behind outboxes are looked for, and how old they must be.
     pub sweep_interval: Duration,
     /// Re-read-and-re-apply rounds after a write conflict before giving up
@@ -68,6 +87,8 @@ impl Default for OrchestratorOptions {
             wait: Duration::from_secs(20),
             visibility: Duration::from_secs(30),
             timer_interval: Duration::from_millis(100),
+            timer_idle_interval: Duration::from_secs(5),
+            retention: None,
             sweep_interval: Duration::from_secs(10),
             max_conflict_rounds: 8,
             signing: None,
@@ -88,6 +109,107 @@ pub struct OrchestratorStats {
     pub store_errors: AtomicU64,
     pub queue_errors: AtomicU64,
     pub outboxes_swept: AtomicU64,
+    /// Terminal sagas deleted past their retention (stores without a TTL).
+    pub sagas_expired: AtomicU64,
+    /// Sagas by status, as this replica knows them.
+    pub sagas: SagaCounts,
+}
+
+/// Sagas by status without asking the store: the counts read once when the
+/// orchestrator starts ([`SagaCounts::seed`]) plus every transition this
+/// replica has committed since. With one replica that is the store's count
+/// (terminal sagas expired by a TTL excepted: they stay counted). With
+/// several, each replica adds only its own commits to the counts it read at
+/// its start, so its figures drift from the fleet's by what the others
+/// committed: sum the changes over replicas, or restart one to re-read.
+#[derive(Debug, Default)]
+pub struct SagaCounts {
+    inner: Mutex<CountsInner>,
+}
+
+#[derive(Debug, Default)]
+struct CountsInner {
+    /// Read from the store at start; `None` until then.
+    base: Option<BTreeMap<SagaStatus, u64>>,
+    /// Changes this replica committed.
+    delta: BTreeMap<SagaStatus, i64>,
+}
+
+impl SagaCounts {
+    /// Sets the counts read from the store; transitions committed before
+    /// and after are added to them.
+    pub fn seed(&self, counts: BTreeMap<SagaStatus, u64>) {
+        if let Ok(mut c) = self.inner.lock() {
+            c.base = Some(counts);
+        }
+    }
+
+    /// Whether the counts read at start arrived.
+    pub fn seeded(&self) -> bool {
+        self.inner.lock().map(|c| c.base.is_some()).unwrap_or(false)
+    }
+
+    /// A saga moved from `from` (`None`: created) to `to`.
+    pub fn transition(&self, from: Option<SagaStatus>, to: SagaStatus) {
+        if from == Some(to) {
+            return;
+        }
+        if let Ok(mut c) = self.inner.lock() {
+            if let Some(from) = from {
+                *c.delta.entry(from).or_default() -= 1;
+            }
+            *c.delta.entry(to).or_default() += 1;
+        }
+    }
+
+    /// Every status, base plus changes (never below zero).
+    pub fn snapshot(&self) -> BTreeMap<SagaStatus, u64> {
+        let Ok(c) = self.inner.lock() else { return BTreeMap::new() };
+        SagaStatus::ALL
+            .into_iter()
+            .map(|s| {
+                let base = c.base.as_ref().and_then(|b| b.get(&s)).copied().unwrap_or(0) as i64;
+                (s, (base + c.delta.get(&s).copied().unwrap_or(0)).max(0) as u64)
+            })
+            .collect()
+    }
+}
+
+/// When the timer loop polls next; commits that arm a timer sooner move it
+/// earlier and wake the loop.
+struct TimerSchedule {
+    next: Mutex<tokio::time::Instant>,
+    wake: tokio::sync::Notify,
+}
+
+impl TimerSchedule {
+    fn new() -> Self {
+        TimerSchedule { next: Mutex::new(tokio::time::Instant::now()), wake: tokio::sync::Notify::new() }
+    }
+
+    fn next(&self) -> tokio::time::Instant {
+        self.next.lock().map(|n| *n).unwrap_or_else(|_| tokio::time::Instant::now())
+    }
+
+    fn set(&self, at: tokio::time::Instant) {
+        if let Ok(mut n) = self.next.lock() {
+            *n = at;
+        }
+    }
+
+    /// Polls no later than `at`; wakes the loop if that is sooner than planned.
+    fn arm(&self, at: tokio::time::Instant) {
+        let sooner = match self.next.lock() {
+            Ok(mut n) if at < *n => {
+                *n = at;
+                true
+            }
+            _ => false,
+        };
+        if sooner {
+            self.wake.notify_one();
+        }
+    }
 }
 
 /// Errors of the orchestrator loops.
@@ -171,6 +293,8 @@ struct Inner {
     /// Drift guard: the fleet view fed by heartbeats; stamps commands of
     /// enforce-mode services with their conforming fingerprints.
     fleet: Arc<FleetMonitor>,
+    /// When the timer loop polls next.
+    timers: TimerSchedule,
 }
 
 /// Creates the orchestrator queue and one queue per service named by the
@@ -206,6 +330,7 @@ impl Orchestrator {
                 clock,
                 options,
                 stats: Arc::new(OrchestratorStats::default()),
+                timers: TimerSchedule::new(),
             }),
         }
     }
@@ -239,6 +364,11 @@ impl Orchestrator {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = JoinSet::new();
+        {
+            let me = self.clone();
+            let stop = stop_rx.clone();
+            tasks.spawn(async move { me.seed_counts(stop).await });
+        }
         for poller in 0..self.inner.options.pollers.max(1) {
             let me = self.clone();
             let stop = stop_rx.clone();
@@ -295,16 +425,78 @@ impl Orchestrator {
         }
     }
 
-    async fn timer_loop(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Reads the saga counts once, retrying until the store answers (the
+    /// one read whose cost grows with the sagas stored, once per start).
+    async fn seed_counts(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut backoff = Duration::from_secs(1);
         loop {
+            match self.inner.store.counts().await {
+                Ok(counts) => {
+                    self.inner.stats.sagas.seed(counts);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "Cannot read the saga counts; will retry.")
+                }
+            }
             tokio::select! {
-                _ = tokio::time::sleep(self.inner.options.timer_interval) => {}
+                _ = tokio::time::sleep(backoff) => {}
                 _ = stop.changed() => return,
             }
-            if let Err(e) = self.fire_due_timers().await {
-                tracing::warn!(error = %e, "Timer pass failed; will retry.");
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    /// Polls the due-time index: every `timer_interval` while timers fire,
+    /// backing off to `timer_idle_interval` while none is due, and at once
+    /// when a commit arms a timer before the next poll.
+    async fn timer_loop(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let o = &self.inner.options;
+        let (fast, slow) = (o.timer_interval, o.timer_idle_interval.max(o.timer_interval));
+        let timers = &self.inner.timers;
+        let mut backoff = fast;
+        timers.set(tokio::time::Instant::now() + fast);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(timers.next()) => {}
+                _ = timers.wake.notified() => {
+                    // Re-plan: an armed timer moved the next poll earlier.
+                    backoff = fast;
+                    continue;
+                }
+                _ = stop.changed() => return,
+            }
+            backoff = match self.fire_due_timers().await {
+                Ok(0) => (backoff * 2).min(slow),
+                Ok(_) => fast,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Timer pass failed; will retry.");
+                    slow
+                }
+            };
+            timers.set(tokio::time::Instant::now() + backoff);
+        }
+    }
+
+    /// Deletes terminal sagas past the retention, a batch at a time, on
+    /// stores that do not expire them by themselves.
+    async fn expire_old(&self) -> Result<usize, OrchestratorError> {
+        const BATCH: usize = 500;
+        let Some(retention) = self.inner.options.retention else { return Ok(0) };
+        let before = self.inner.clock.now().saturating_sub(retention.as_millis() as Millis);
+        let mut total = 0;
+        loop {
+            let n = self.inner.store.expire(before, BATCH).await?;
+            total += n;
+            if n < BATCH {
+                break;
             }
         }
+        if total > 0 {
+            self.inner.stats.sagas_expired.fetch_add(total as u64, Ordering::Relaxed);
+            tracing::info!(expired = total, "Deleted terminal sagas past their retention.");
+        }
+        Ok(total)
     }
 
     async fn sweep_loop(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -315,6 +507,9 @@ impl Orchestrator {
             }
             if let Err(e) = self.sweep_outboxes().await {
                 tracing::warn!(error = %e, "Outbox sweep failed; will retry.");
+            }
+            if let Err(e) = self.expire_old().await {
+                tracing::warn!(error = %e, "Deleting expired sagas failed; will retry.");
             }
         }
     }
@@ -636,6 +831,15 @@ impl Orchestrator {
                 })
                 .unwrap_or_default();
             let outboxes: Vec<Vec<OutboxMessage>> = writes.iter().map(|w| w.outbox.clone()).collect();
+            // For the bookkeeping: each write's status change and timer.
+            let moves: Vec<(Option<SagaStatus>, SagaStatus, Option<Millis>)> = writes
+                .iter()
+                .map(|w| {
+                    let from = records.get(&w.instance.id).map(|(s, _)| s.status);
+                    let timer = (!w.instance.status.is_terminal()).then(|| w.instance.next_wakeup()).flatten();
+                    (from, w.instance.status, timer)
+                })
+                .collect();
             let (outcomes, deleted) = self.inner.store.commit_consuming(writes, consumed_now).await?;
             // `None`: this store never deletes; the caller deletes everything.
             let store_deleted = consumption.is_some() && deleted.is_some();
@@ -649,11 +853,16 @@ impl Orchestrator {
                 }
             }
             let mut to_deliver = Vec::new();
-            for (((id, outcome), outbox), items_of_write) in
-                write_ids.iter().zip(outcomes).zip(outboxes).zip(&write_items)
+            for ((((id, outcome), outbox), items_of_write), (from, to, timer)) in
+                write_ids.iter().zip(outcomes).zip(outboxes).zip(&write_items).zip(moves)
             {
                 match outcome {
                     WriteOutcome::Committed { revision, outbox_pending } => {
+                        stats.sagas.transition(from, to);
+                        if let Some(at) = timer {
+                            let wait = Duration::from_millis(at.saturating_sub(now));
+                            self.inner.timers.arm(tokio::time::Instant::now() + wait);
+                        }
                         if store_deleted {
                             for &i in items_of_write {
                                 consumed[i] = true;

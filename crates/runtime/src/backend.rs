@@ -77,6 +77,7 @@ pub fn aws_settings(settings: &Settings) -> AwsSettings {
         queue_prefix: settings.queue_prefix.clone(),
         queue_urls: urls,
         table: settings.table.clone(),
+        retention: settings.retention,
         ..AwsSettings::default()
     }
 }

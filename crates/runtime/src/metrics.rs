@@ -10,7 +10,6 @@ use sqsaga_orchestrator::OrchestratorStats;
 use sqsaga_worker::WorkerStats;
 
 use crate::identity::{GIT_SHA, VERSION};
-use crate::readiness::Counts;
 
 /// `sqsaga_build_info{service,version,git_sha,fingerprint} 1`.
 pub struct BuildInfo {
@@ -104,11 +103,11 @@ impl MetricsSource for WorkerMetrics {
     }
 }
 
-/// The orchestrator's counters and saga counts by state.
+/// The orchestrator's counters and saga counts by state (its own
+/// bookkeeping: read once at start, moved by every commit; see
+/// `SagaCounts` for what they mean with several replicas).
 pub struct OrchestratorMetrics {
     pub stats: Arc<OrchestratorStats>,
-    /// Refreshed by the readiness loop, so a scrape never waits on the store.
-    pub counts: Counts,
 }
 
 impl MetricsSource for OrchestratorMetrics {
@@ -150,7 +149,7 @@ impl MetricsSource for OrchestratorMetrics {
         for (name, help, value) in counters {
             t.counter(name, help, &[], value);
         }
-        let counts = self.counts.lock().map(|c| c.clone()).unwrap_or_default();
+        let counts = s.sagas.snapshot();
         for status in SagaStatus::ALL {
             let n = counts.get(&status).copied().unwrap_or(0);
             t.gauge("sqsaga_sagas", "Sagas by state.", &[("state", status.as_str())], n as f64);

@@ -4,8 +4,7 @@
 //! a shutdown token; it opens the backend, runs until the token is
 //! cancelled, then drains within the configured budget and returns.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqsaga_config::Settings;
@@ -55,14 +54,14 @@ pub async fn run_orchestrator(
             pollers: settings.concurrency,
             wait: settings.wait_time,
             visibility: settings.visibility_timeout,
+            retention: Some(settings.retention),
             ..OrchestratorOptions::default()
         },
     )
     .with_fleet(fleet.monitor.clone());
-    let counts = Arc::new(Mutex::new(BTreeMap::new()));
     let sources: Vec<Arc<dyn MetricsSource>> = vec![
         Arc::new(BuildInfo { service: "orchestrator".into(), fingerprint: fp.id.clone() }),
-        Arc::new(OrchestratorMetrics { stats: orchestrator.stats(), counts: counts.clone() }),
+        Arc::new(OrchestratorMetrics { stats: orchestrator.stats() }),
         fleet.metrics(),
     ];
     let sources = [sources, opened.metrics()].concat();
@@ -73,7 +72,7 @@ pub async fn run_orchestrator(
     let watched = Watched {
         queue: opened.queue.clone(),
         queue_name: ORCHESTRATOR_QUEUE.to_string(),
-        store: Some((opened.store.clone(), counts)),
+        store: Some(opened.store.clone()),
     };
     let readiness = readiness::spawn(probe, watched, readiness::INTERVAL, shutdown.clone());
     orchestrator.run(shutdown.cancelled_owned()).await;

@@ -1,17 +1,18 @@
 //! The readiness loop of the long-running processes: every few seconds it
 //! asks the queue (and, for the orchestrator, the saga store) for something
-//! cheap, marks the [`Probe`] unready with the reason while that fails and
-//! ready again once it answers, and refreshes the saga counts /metrics shows.
+//! cheap — a queue's attributes, `SagaStore::reachable`, both at a cost that
+//! does not grow with the sagas stored — and marks the [`Probe`] unready with
+//! the reason while that fails and ready again once it answers. (The saga
+//! counts /metrics shows are the orchestrator's own bookkeeping, not read
+//! here: counting by status costs a read of every saga.)
 //!
 //! Kept apart from `serve.rs` so it can be tested against a queue double
 //! whose `depth` fails on demand: the component under test is this logic,
 //! not a backend.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqsaga_core::machine::SagaStatus;
 use sqsaga_http::Probe;
 use sqsaga_queue::Queue;
 use sqsaga_store::SagaStore;
@@ -23,17 +24,14 @@ use crate::shutdown::CancellationToken;
 /// readiness period is 10 s), rarely enough to cost nothing.
 pub const INTERVAL: Duration = Duration::from_secs(2);
 
-/// Saga counts by state, refreshed by the loop so a scrape never waits on the store.
-pub type Counts = Arc<Mutex<BTreeMap<SagaStatus, u64>>>;
-
 /// What the loop watches.
 pub struct Watched {
     /// The queue the process consumes.
     pub queue: Arc<dyn Queue>,
     /// Its name, for the reason shown in /readyz.
     pub queue_name: String,
-    /// The saga store and the counts to refresh (orchestrator only).
-    pub store: Option<(Arc<dyn SagaStore>, Counts)>,
+    /// The saga store (orchestrator only).
+    pub store: Option<Arc<dyn SagaStore>>,
 }
 
 /// Runs one check: the `queue` (and `store`) readiness reasons are set or
@@ -44,14 +42,9 @@ pub async fn check(probe: &Probe, watched: &Watched) {
         Ok(_) => probe.set_ready("queue"),
         Err(e) => probe.set_unready("queue", format!("queue `{queue_name}` unreachable: {e}")),
     }
-    if let Some((store, counts)) = &watched.store {
-        match store.counts().await {
-            Ok(c) => {
-                probe.set_ready("store");
-                if let Ok(mut slot) = counts.lock() {
-                    *slot = c;
-                }
-            }
+    if let Some(store) = &watched.store {
+        match store.reachable().await {
+            Ok(()) => probe.set_ready("store"),
             Err(e) => probe.set_unready("store", format!("saga store unreachable: {e}")),
         }
     }

@@ -145,6 +145,18 @@ impl Stack {
         self.workers.iter().map(|w| w.snapshot().processed).sum()
     }
 
+    /// Sagas that ended (completed or compensated), from the orchestrators'
+    /// own bookkeeping: no request to the store. On a fresh store it is
+    /// exact: every transition is counted by the one replica that committed it.
+    pub fn finished(&self) -> u64 {
+        self.orchestrators
+            .iter()
+            .flat_map(|o| o.sagas.snapshot())
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Receive loops running.
     pub fn pollers(&self) -> usize {
         self.pollers

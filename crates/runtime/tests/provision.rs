@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{BillingMode, SseStatus};
+use aws_sdk_dynamodb::types::{BillingMode, SseStatus, TimeToLiveStatus};
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use serde_json::Value;
 use sqsaga_aws::AwsBackend;
@@ -142,14 +142,19 @@ async fn provision_creates_once_and_the_services_report_what_it_made() {
         })
         .collect();
     indexes.sort();
-    let want = [
-        ("by_due", vec!["due_shard", "next_due_at"]),
-        ("by_outbox", vec!["outbox_shard", "outbox_at"]),
-        ("by_status", vec!["status", "updated_at"]),
-    ];
+    let want = [("by_due", vec!["due_pk", "wake_at"]), ("by_end", vec!["end_pk", "ended_at"])];
     let want: Vec<(String, Vec<String>)> =
         want.iter().map(|(n, k)| (n.to_string(), k.iter().map(|s| s.to_string()).collect())).collect();
     assert_eq!(indexes, want);
+    // Retention: TTL on the attribute the terminal commit sets, and a
+    // second provision finds it on (idempotent, no error).
+    let ttl = store.client().describe_time_to_live().table_name(store.table()).send().await.unwrap();
+    let ttl = ttl.time_to_live_description.unwrap();
+    assert_eq!(ttl.attribute_name.as_deref(), Some(sqsaga_aws::TTL_ATTRIBUTE));
+    assert!(matches!(ttl.time_to_live_status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)), "{ttl:?}");
+    let again = provision(&b, &defs, &ProvisionOptions::default()).await.unwrap();
+    assert!(again.iter().all(|l| !l.created), "{again:#?}");
+    assert!(store.ttl_enabled().await.unwrap());
     b.teardown().await.unwrap();
 }
 

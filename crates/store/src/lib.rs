@@ -7,8 +7,15 @@
 //! messages into the queues in the same transaction (SQLite) does so and
 //! reports `outbox_pending: false`; one that cannot (DynamoDB + SQS) keeps them
 //! in the saga record, and the orchestrator sends them and then calls
-//! [`SagaStore::clear_outbox`]. Either way a crash can neither lose nor invent
-//! a command.
+//! [`SagaStore::clear_outbox`] (which the adapter may persist lazily, with
+//! the saga's next write: a re-send of an outbox already sent is harmless,
+//! command ids being deterministic). Either way a crash can neither lose nor
+//! invent a command.
+//!
+//! Terminal sagas expire after a retention: an adapter whose database does
+//! it by itself (DynamoDB's TTL) marks them at the terminal commit; one that
+//! cannot (SQLite) deletes them when the orchestrator calls
+//! [`SagaStore::expire`].
 //!
 //! Writes are optimistic: each record has a `revision`, and a write names the
 //! revision it read. A mismatch is a [`WriteOutcome::Conflict`], never a lost update.
@@ -173,7 +180,8 @@ pub trait SagaStore: Send + Sync + 'static {
         Ok((self.commit(writes).await?, None))
     }
 
-    /// Marks the outbox of `saga_id` at `revision` as sent.
+    /// Marks the outbox of `saga_id` at `revision` as sent. The adapter may
+    /// persist the mark with the saga's next write instead of at once.
     async fn clear_outbox(&self, saga_id: &str, revision: u64) -> Result<(), StoreError>;
 
     /// Outboxes still pending that were written at or before `written_before`
@@ -189,6 +197,20 @@ pub trait SagaStore: Send + Sync + 'static {
     /// The history of one saga, oldest first.
     async fn history(&self, saga_id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
 
-    /// How many sagas are in each status.
+    /// How many sagas are in each status. Its cost grows with the sagas
+    /// stored: for operators and start-up, never for a periodic check.
     async fn counts(&self) -> Result<BTreeMap<SagaStatus, u64>, StoreError>;
+
+    /// Whether the store answers, at a cost that does not depend on how many
+    /// sagas it holds: the readiness loop calls it every few seconds.
+    async fn reachable(&self) -> Result<(), StoreError>;
+
+    /// Deletes at most `limit` terminal sagas that ended at or before
+    /// `ended_before`, with their history; returns how many it deleted. The
+    /// default does nothing: for stores that expire them by themselves
+    /// (DynamoDB's TTL, set at the terminal commit).
+    async fn expire(&self, ended_before: Millis, limit: usize) -> Result<usize, StoreError> {
+        let _ = (ended_before, limit);
+        Ok(0)
+    }
 }
