@@ -396,6 +396,7 @@ mod tests {
             name: "create_order".to_string(),
             version: 1,
             description: None,
+            input_schema: None,
             deadline: Duration::from_secs(300),
             steps: vec![
                 step("reserve_stock", "inventory"),
