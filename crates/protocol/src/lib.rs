@@ -5,6 +5,15 @@
 //! or how a worker runs a handler. Every decode failure is a [`DecodeError`]
 //! naming what was wrong, so a poison message can be dead-lettered with a
 //! reason instead of crashing a process.
+//!
+//! The specification for other languages is `docs/protocol.md`, with a JSON
+//! Schema per message in `schema/protocol/`; tests keep both in step with
+//! this code. The protocol version is the optional `protocol` field of a
+//! body ([`PROTOCOL_FIELD`]): absent means 1. It is read and removed here,
+//! at the boundary, so the envelope structs stay as they were; v1 senders
+//! (this code) leave it out, because receivers built before the field
+//! existed reject unknown fields and would dead-letter every message during
+//! a rolling upgrade.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,6 +34,11 @@ pub const ATTR_SIGNATURE: &str = "sqsaga-signature";
 pub const ATTR_DLQ_REASON: &str = "sqsaga-dlq-reason";
 /// Message attribute naming the queue a dead-lettered message came from.
 pub const ATTR_DLQ_SOURCE: &str = "sqsaga-dlq-source";
+
+/// The protocol version this code speaks (`docs/protocol.md`).
+pub const PROTOCOL_VERSION: u64 = 1;
+/// Body field carrying the protocol version; absent means 1.
+pub const PROTOCOL_FIELD: &str = "protocol";
 
 /// Everything sqsaga itself puts on a queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +178,25 @@ pub enum DecodeError {
     BadEnvelope(String),
     #[error("a {found} message is not meant for this queue (expected {expected})")]
     WrongKind { found: String, expected: &'static str },
+    #[error("protocol version {0} is not supported (this build speaks version 1; absent means 1)")]
+    UnsupportedVersion(String),
+}
+
+/// Parses `body` as JSON and removes its `protocol` field, refusing any
+/// version but 1. What is left is the v1 message the structs describe.
+fn parse_v1(body: &str) -> Result<Value, DecodeError> {
+    let mut value: Value = serde_json::from_str(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    if let Some(object) = value.as_object_mut() {
+        match object.remove(PROTOCOL_FIELD) {
+            None => {}
+            Some(Value::Number(n)) if n.as_u64() == Some(PROTOCOL_VERSION) => {}
+            Some(other) => {
+                let shown: String = other.to_string().chars().take(32).collect();
+                return Err(DecodeError::UnsupportedVersion(shown));
+            }
+        }
+    }
+    Ok(value)
 }
 
 impl Envelope {
@@ -172,8 +205,9 @@ impl Envelope {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// Decodes a body: a v1 envelope, with or without `"protocol": 1`.
     pub fn decode(body: &str) -> Result<Envelope, DecodeError> {
-        let value: Value = serde_json::from_str(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let value = parse_v1(body)?;
         serde_json::from_value(value).map_err(|e| DecodeError::BadEnvelope(e.to_string()))
     }
 
@@ -190,7 +224,7 @@ impl Envelope {
 
 /// Decodes what a worker received: an sqsaga command, or the seed's shape.
 pub fn decode_worker_message(body: &str) -> Result<WorkerMessage, DecodeError> {
-    let value: Value = serde_json::from_str(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let value = parse_v1(body)?;
     if value.get("type").is_some() {
         return match serde_json::from_value::<Envelope>(value) {
             Ok(Envelope::Command(c)) => Ok(WorkerMessage::Command(c)),
@@ -256,6 +290,21 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_protocol_field_is_optional_and_only_version_1_is_accepted() {
+        let resume = r#"{"type":"resume","saga_id":"s","requested_at":1}"#;
+        let with_v1 = r#"{"protocol":1,"type":"resume","saga_id":"s","requested_at":1}"#;
+        assert_eq!(Envelope::decode(with_v1), Envelope::decode(resume));
+        assert!(!Envelope::decode(resume).map(|e| e.encode()).unwrap_or_default().contains("protocol"));
+        for bad in ["2", "\"1\"", "null", "1.5"] {
+            let body = format!(r#"{{"protocol":{bad},"type":"resume","saga_id":"s","requested_at":1}}"#);
+            assert!(matches!(Envelope::decode(&body), Err(DecodeError::UnsupportedVersion(_))), "{bad}");
+            assert!(matches!(decode_worker_message(&body), Err(DecodeError::UnsupportedVersion(_))), "{bad}");
+        }
+        let seed = r#"{"protocol":1,"saga_id":"o-1","step":"inventory.reserve"}"#;
+        assert!(matches!(decode_worker_message(seed), Ok(WorkerMessage::Seed(_))));
     }
 
     #[test]

@@ -495,6 +495,7 @@ fn decode_reason(e: &DecodeError) -> String {
     match e {
         DecodeError::NotJson(_) => format!("undecodable body: {e}"),
         DecodeError::BadEnvelope(_) | DecodeError::WrongKind { .. } => format!("not a worker command: {e}"),
+        DecodeError::UnsupportedVersion(_) => format!("not a worker command: {e}"),
     }
 }
 
