@@ -16,6 +16,7 @@ pub mod definition;
 pub mod duration;
 pub mod graph;
 pub mod machine;
+pub mod marked;
 pub mod yaml;
 
 /// Milliseconds since the Unix epoch. The only notion of time the core knows;

@@ -6,20 +6,19 @@
 //! omit a setting. It reads text, never files: the caller names the file when
 //! it prints the problems with [`format_problems`].
 //!
-//! Parsing is two passes. The first turns the parser's events into a small
-//! tree of nodes that remember where they start; the second walks that tree,
+//! Parsing is two passes. The first (`marked.rs`, shared with the drift
+//! guard's `fleet.yaml`) turns the parser's events into a small tree of
+//! nodes that remember where they start; the second walks that tree,
 //! collecting every problem instead of stopping at the first, so that
 //! `sqsaga validate` shows an author all their mistakes at once.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
-
-use yaml_rust2::parser::{Event, Parser};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use crate::definition::{RetryPolicy, SagaDefinition, StepDefinition};
 use crate::duration::{format_duration, parse_duration};
+use crate::marked::{Node, Options, Pos, Scalar, Value, parse_documents, suggest};
+pub use crate::marked::{Problem, format_problems};
 
 /// Keys of a saga document. The JSON Schema lists the same keys; a test keeps
 /// the two in step.
@@ -53,29 +52,10 @@ pub fn default_compensation_retry() -> RetryPolicy {
 /// would overflow the stack.
 const MAX_DEPTH: usize = 32;
 
-/// One thing wrong with a definition, at a 1-based line and column.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub line: usize,
-    pub col: usize,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.line, self.col, self.message)
-    }
-}
-
-impl std::error::Error for Problem {}
-
-/// Formats problems as `file:line:col: message`, one per line.
-pub fn format_problems(file: &str, problems: &[Problem]) -> String {
-    let mut out = String::new();
-    for p in problems {
-        out.push_str(&format!("{file}:{p}\n"));
-    }
-    out
+/// The marked tree of every saga document in `text`.
+fn build_documents(text: &str) -> (Vec<Node>, Vec<Problem>) {
+    let (docs, problems) = parse_documents(text, Options { max_depth: MAX_DEPTH, what: "saga definitions" });
+    (docs.into_iter().map(|d| d.root).collect(), problems)
 }
 
 /// Parses a text holding exactly one saga definition.
@@ -145,150 +125,6 @@ fn finish<T>(value: Option<T>, mut problems: Vec<Problem>) -> Result<T, Vec<Prob
             Err(problems)
         }
     }
-}
-
-impl Problem {
-    fn new(line: usize, col: usize, message: impl Into<String>) -> Problem {
-        Problem { line, col, message: message.into() }
-    }
-
-    fn at(pos: Pos, message: impl Into<String>) -> Problem {
-        Problem::new(pos.line, pos.col, message)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Pass 1: events -> marked node tree.
-
-/// A 1-based position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Pos {
-    line: usize,
-    col: usize,
-}
-
-impl From<&Marker> for Pos {
-    fn from(m: &Marker) -> Pos {
-        // yaml-rust2 counts lines from 1 but columns from 0.
-        Pos { line: m.line().max(1), col: m.col() + 1 }
-    }
-}
-
-#[derive(Debug)]
-struct Node {
-    pos: Pos,
-    value: Value,
-}
-
-#[derive(Debug)]
-enum Value {
-    Scalar(Scalar),
-    Seq(Vec<Node>),
-    Map(Vec<(Node, Node)>),
-    /// Something already reported while building the tree (an alias): the
-    /// walker skips it silently instead of piling a second problem on it.
-    Invalid,
-}
-
-#[derive(Debug)]
-struct Scalar {
-    text: String,
-    /// Quoted, block, or tagged `!!str`: a string whatever it looks like.
-    forced_string: bool,
-}
-
-enum Frame {
-    Seq { pos: Pos, items: Vec<Node> },
-    Map { pos: Pos, entries: Vec<(Node, Node)>, key: Option<Node> },
-}
-
-/// Runs the parser to the end of the text or to the first syntax error,
-/// returning the root node of every complete document. Documents that end
-/// before a syntax error are still returned, so their problems are reported
-/// along with it.
-fn build_documents(text: &str) -> (Vec<Node>, Vec<Problem>) {
-    let mut parser = Parser::new_from_str(text);
-    let mut docs = Vec::new();
-    let mut problems = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut root: Option<Node> = None;
-    loop {
-        let (event, marker) = match parser.next_token() {
-            Ok(pair) => pair,
-            Err(e) => {
-                problems.push(Problem::at(Pos::from(e.marker()), format!("YAML syntax error: {}", e.info())));
-                break;
-            }
-        };
-        let pos = Pos::from(&marker);
-        let complete = match event {
-            Event::StreamEnd => break,
-            Event::Nothing | Event::StreamStart | Event::DocumentStart => None,
-            Event::DocumentEnd => {
-                if let Some(node) = root.take().filter(|n| !is_empty_document(n)) {
-                    docs.push(node);
-                }
-                None
-            }
-            Event::Alias(_) => {
-                problems.push(Problem::at(
-                    pos,
-                    "aliases (`*name`) are not supported in saga definitions; write the value out",
-                ));
-                Some(Node { pos, value: Value::Invalid })
-            }
-            Event::Scalar(text, style, _anchor, tag) => {
-                let tagged_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
-                let forced_string = tagged_str || style != TScalarStyle::Plain;
-                Some(Node { pos, value: Value::Scalar(Scalar { text, forced_string }) })
-            }
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                if stack.len() >= MAX_DEPTH {
-                    problems.push(Problem::at(pos, format!("nesting deeper than {MAX_DEPTH} levels")));
-                    return (docs, problems);
-                }
-                stack.push(if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq { pos, items: Vec::new() }
-                } else {
-                    Frame::Map { pos, entries: Vec::new(), key: None }
-                });
-                None
-            }
-            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq { pos, items }) => Some(Node { pos, value: Value::Seq(items) }),
-                Some(Frame::Map { pos, entries, .. }) => {
-                    // A block mapping's start event points past its first key
-                    // (at the `:`); the first key is where a reader looks.
-                    let pos = entries.first().map_or(pos, |(k, _)| pos.min(k.pos));
-                    Some(Node { pos, value: Value::Map(entries) })
-                }
-                None => None,
-            },
-        };
-        if let Some(node) = complete {
-            match stack.last_mut() {
-                None => root = Some(node),
-                Some(Frame::Seq { items, .. }) => items.push(node),
-                Some(Frame::Map { entries, key, .. }) => match key.take() {
-                    None => *key = Some(node),
-                    Some(k) => {
-                        let mut value = node;
-                        // An empty value (`timeout:`) is marked at the start of
-                        // the next line; point at its key instead.
-                        if matches!(&value.value, Value::Scalar(s) if !s.forced_string && s.text.is_empty()) {
-                            value.pos = k.pos;
-                        }
-                        entries.push((k, value));
-                    }
-                },
-            }
-        }
-    }
-    (docs, problems)
-}
-
-fn is_empty_document(node: &Node) -> bool {
-    matches!(&node.value, Value::Scalar(s) if !s.forced_string && s.text.is_empty())
 }
 
 /// What a scalar means under YAML 1.2's core schema (the subset we need).
@@ -1013,41 +849,6 @@ fn step_label(step: &CheckedStep) -> String {
         Some((name, _)) => format!("`{name}`"),
         None => format!("at line {}", step.pos.line),
     }
-}
-
-/// The allowed key an unknown key was probably meant to be: same letters
-/// ignoring case and `_`/`-` (`max_attempts`), a typo or two away (`jiter`),
-/// or mostly the same start (`retries`, `timeoutMs`).
-fn suggest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    let fold = |s: &str| s.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect::<String>();
-    let folded = fold(key);
-    allowed
-        .iter()
-        .filter_map(|a| {
-            let other = fold(a);
-            let distance = edit_distance(&folded, &other);
-            let shorter = folded.len().min(other.len());
-            let common = folded.chars().zip(other.chars()).take_while(|(x, y)| x == y).count();
-            let close = distance <= 2.min(folded.len().max(other.len()) / 3);
-            let same_start = common >= 4 && common * 3 >= shorter * 2;
-            (close || same_start).then_some((distance, *a))
-        })
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, a)| a)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

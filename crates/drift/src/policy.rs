@@ -23,9 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqsaga_core::duration::{format_duration, parse_duration};
-use sqsaga_core::yaml::Problem;
-use yaml_rust2::parser::{Event, Parser};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
+use sqsaga_core::marked::{Node, Options, Pos, Problem, Scalar, Value, parse_documents, suggest};
 
 /// Rollout window when neither the service nor `defaults` sets one: ten
 /// minutes, Kubernetes' default `progressDeadlineSeconds` — a rollout still
@@ -159,141 +157,20 @@ mod duration_text {
 }
 
 // ---------------------------------------------------------------------------
-// Pass 1: parser events -> a small tree of nodes that remember where they start.
-
-#[derive(Debug, Clone, Copy)]
-struct Pos {
-    line: usize,
-    col: usize,
-}
-
-impl From<&Marker> for Pos {
-    fn from(m: &Marker) -> Pos {
-        // yaml-rust2 counts lines from 1 but columns from 0.
-        Pos { line: m.line().max(1), col: m.col() + 1 }
-    }
-}
-
-#[derive(Debug)]
-enum Node {
-    /// A scalar's text; `quoted` when it can only be a string.
-    Scalar {
-        pos: Pos,
-        text: String,
-        quoted: bool,
-    },
-    Seq {
-        pos: Pos,
-        items: Vec<Node>,
-    },
-    Map {
-        pos: Pos,
-        entries: Vec<(Node, Node)>,
-    },
-    /// An alias or something else we refuse; already reported.
-    Invalid {
-        pos: Pos,
-    },
-}
-
-impl Node {
-    fn pos(&self) -> Pos {
-        match self {
-            Node::Scalar { pos, .. } | Node::Seq { pos, .. } | Node::Map { pos, .. } | Node::Invalid { pos } => *pos,
-        }
-    }
-
-    fn is_null(&self) -> bool {
-        matches!(self, Node::Scalar { text, quoted: false, .. } if matches!(text.as_str(), "" | "~" | "null"))
-    }
-}
+// Pass 1: the text -> the shared marked tree (`sqsaga_core::marked`).
 
 fn problem(pos: Pos, message: impl Into<String>) -> Problem {
-    Problem { line: pos.line, col: pos.col, message: message.into() }
+    Problem::at(pos, message)
 }
 
-enum Frame {
-    Seq { pos: Pos, items: Vec<Node> },
-    Map { pos: Pos, entries: Vec<(Node, Node)>, key: Option<Node> },
-}
-
-/// The first document's tree (a policy is one document), and syntax problems.
+/// The document's tree (a policy is one document; an empty one is `None`),
+/// and syntax problems.
 fn build(text: &str) -> (Option<Node>, Vec<Problem>) {
-    let mut parser = Parser::new_from_str(text);
-    let mut problems = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut root: Option<Node> = None;
-    let mut documents = 0;
-    loop {
-        let (event, marker) = match parser.next_token() {
-            Ok(pair) => pair,
-            Err(e) => {
-                problems.push(problem(Pos::from(e.marker()), format!("YAML syntax error: {}", e.info())));
-                return (None, problems);
-            }
-        };
-        let pos = Pos::from(&marker);
-        let complete = match event {
-            Event::StreamEnd => break,
-            Event::Nothing | Event::StreamStart | Event::DocumentEnd => None,
-            Event::DocumentStart => {
-                documents += 1;
-                if documents > 1 {
-                    problems.push(problem(pos, "a fleet policy is one YAML document; remove this `---`"));
-                    break;
-                }
-                None
-            }
-            Event::Alias(_) => {
-                problems.push(problem(pos, "aliases (`*name`) are not supported in fleet.yaml; write the value out"));
-                Some(Node::Invalid { pos })
-            }
-            Event::Scalar(text, style, _anchor, tag) => {
-                let quoted = style != TScalarStyle::Plain || tag.as_ref().is_some_and(|t| t.suffix == "str");
-                Some(Node::Scalar { pos, text, quoted })
-            }
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                if stack.len() >= MAX_DEPTH {
-                    problems.push(problem(pos, format!("nesting deeper than {MAX_DEPTH} levels")));
-                    return (None, problems);
-                }
-                stack.push(if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq { pos, items: Vec::new() }
-                } else {
-                    Frame::Map { pos, entries: Vec::new(), key: None }
-                });
-                None
-            }
-            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq { pos, items }) => Some(Node::Seq { pos, items }),
-                Some(Frame::Map { pos, entries, .. }) => {
-                    // A block mapping's start points at its first `:`; the
-                    // first key is where a reader looks.
-                    let pos = entries.first().map_or(pos, |(k, _)| k.pos());
-                    Some(Node::Map { pos, entries })
-                }
-                None => None,
-            },
-        };
-        if let Some(node) = complete {
-            match stack.last_mut() {
-                None => root = Some(node),
-                Some(Frame::Seq { items, .. }) => items.push(node),
-                Some(Frame::Map { entries, key, .. }) => match key.take() {
-                    None => *key = Some(node),
-                    Some(k) => {
-                        // An empty value is marked on the next line; point at its key.
-                        let node = match node {
-                            Node::Scalar { text, quoted: false, .. } if text.is_empty() => {
-                                Node::Scalar { pos: k.pos(), text, quoted: false }
-                            }
-                            other => other,
-                        };
-                        entries.push((k, node));
-                    }
-                },
-            }
-        }
+    let (docs, mut problems) = parse_documents(text, Options { max_depth: MAX_DEPTH, what: "fleet.yaml" });
+    let mut docs = docs.into_iter();
+    let root = docs.next().map(|d| d.root);
+    if let Some(second) = docs.next() {
+        problems.push(problem(second.start, "a fleet policy is one YAML document; remove this `---`"));
     }
     (root.filter(|r| !r.is_null()), problems)
 }
@@ -304,26 +181,26 @@ fn build(text: &str) -> (Option<Node>, Vec<Problem>) {
 /// The entries of a mapping whose keys are unique strings from `allowed`;
 /// every other key is reported.
 fn mapping<'a>(node: &'a Node, path: &str, allowed: &[&str], problems: &mut Vec<Problem>) -> Vec<(&'a str, &'a Node)> {
-    let Node::Map { entries, .. } = node else {
-        problems.push(problem(node.pos(), format!("{path}: expected a mapping ({})", allowed.join(", "))));
+    let Value::Map(entries) = &node.value else {
+        problems.push(problem(node.pos, format!("{path}: expected a mapping ({})", allowed.join(", "))));
         return Vec::new();
     };
     let mut out: Vec<(&str, &Node)> = Vec::new();
     for (k, v) in entries {
-        let Node::Scalar { text, .. } = k else {
-            problems.push(problem(k.pos(), format!("{path}: keys must be plain strings")));
+        let Value::Scalar(Scalar { text, .. }) = &k.value else {
+            problems.push(problem(k.pos, format!("{path}: keys must be plain strings")));
             continue;
         };
         if !allowed.is_empty() && !allowed.contains(&text.as_str()) {
             let hint = suggest(text, allowed).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
             problems.push(problem(
-                k.pos(),
+                k.pos,
                 format!("{path}: unknown key `{text}`{hint}; expected one of {}", allowed.join(", ")),
             ));
             continue;
         }
         if out.iter().any(|(seen, _)| *seen == text.as_str()) {
-            problems.push(problem(k.pos(), format!("{path}: `{text}` is given twice")));
+            problems.push(problem(k.pos, format!("{path}: `{text}` is given twice")));
             continue;
         }
         out.push((text.as_str(), v));
@@ -331,41 +208,18 @@ fn mapping<'a>(node: &'a Node, path: &str, allowed: &[&str], problems: &mut Vec<
     out
 }
 
-/// A close-enough allowed key for a typo: same letters ignoring case and
-/// `_`/`-`, or one edit away.
-fn suggest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    let norm = |s: &str| s.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect::<String>();
-    let w = norm(word);
-    allowed.iter().copied().find(|a| norm(a) == w || edit_distance(&norm(a), &w) <= 1)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
 fn string(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<String> {
-    match node {
-        Node::Scalar { text, quoted, .. } if *quoted || !text.is_empty() => {
+    match &node.value {
+        Value::Scalar(Scalar { text, forced_string }) if *forced_string || !text.is_empty() => {
             if text.trim().is_empty() {
-                problems.push(problem(node.pos(), format!("{path}: must not be empty")));
+                problems.push(problem(node.pos, format!("{path}: must not be empty")));
                 return None;
             }
             Some(text.clone())
         }
-        Node::Invalid { .. } => None,
+        Value::Invalid => None,
         _ => {
-            problems.push(problem(node.pos(), format!("{path}: expected a string")));
+            problems.push(problem(node.pos, format!("{path}: expected a string")));
             None
         }
     }
@@ -375,7 +229,7 @@ fn mode(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<Mode> {
     let text = string(node, path, problems)?;
     let m = Mode::from_name(&text);
     if m.is_none() {
-        problems.push(problem(node.pos(), format!("{path}: `{text}` is not a mode: expected observe or enforce")));
+        problems.push(problem(node.pos, format!("{path}: `{text}` is not a mode: expected observe or enforce")));
     }
     m
 }
@@ -385,7 +239,7 @@ fn window(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<Durati
     match parse_duration(&text) {
         Ok(d) => Some(d),
         Err(e) => {
-            problems.push(problem(node.pos(), format!("{path}: {e}")));
+            problems.push(problem(node.pos, format!("{path}: {e}")));
             None
         }
     }
@@ -410,9 +264,9 @@ fn expectation(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<E
         match *key {
             "version" => expect.version = string(value, &format!("{path}.version"), problems),
             "contracts" => {
-                let Node::Seq { items, .. } = value else {
+                let Value::Seq(items) = &value.value else {
                     problems.push(problem(
-                        value.pos(),
+                        value.pos,
                         format!("{path}.contracts: expected a list of contracts, e.g. [inventory/v1]"),
                     ));
                     continue;
@@ -422,11 +276,11 @@ fn expectation(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<E
                     let Some(c) = string(item, &item_path, problems) else { continue };
                     if !is_contract(&c) {
                         problems.push(problem(
-                            item.pos(),
+                            item.pos,
                             format!("{item_path}: `{c}` is not a contract: expected `name/vN`, e.g. `inventory/v1`"),
                         ));
                     } else if expect.contracts.contains(&c) {
-                        problems.push(problem(item.pos(), format!("{item_path}: `{c}` is listed twice")));
+                        problems.push(problem(item.pos, format!("{item_path}: `{c}` is listed twice")));
                     } else {
                         expect.contracts.push(c);
                     }
@@ -436,7 +290,7 @@ fn expectation(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<E
         }
     }
     if problems.len() == before && expect.version.is_none() && expect.contracts.is_empty() {
-        problems.push(problem(node.pos(), format!("{path}: expects nothing; give `version`, `contracts` or both")));
+        problems.push(problem(node.pos, format!("{path}: expects nothing; give `version`, `contracts` or both")));
     }
     expect.contracts.sort();
     (problems.len() == before).then_some(expect)
