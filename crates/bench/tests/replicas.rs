@@ -31,7 +31,6 @@ use async_trait::async_trait;
 use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
 use sqsaga_queue::{Depth, OutgoingMessage, Queue, QueueError, QueueSpec, Receive, ReceivedMessage};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sqsaga_bench::sqs::{order_participants, start_orders, temp_dir, wait_terminal};
@@ -98,10 +97,7 @@ async fn two_orchestrator_replicas_lose_no_update_and_duplicate_no_transition() 
     let replicas: Vec<(u64, u64, u64)> = stack
         .orchestrators
         .iter()
-        .map(|s| {
-            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-            (load(&s.events_applied), load(&s.events_ignored), load(&s.write_conflicts))
-        })
+        .map(|s| (s.events_applied.get(), s.events_ignored.get(), s.write_conflicts.get()))
         .collect();
     stack.stop().await;
     finished.unwrap();

@@ -1,7 +1,7 @@
 //! The operator docs cannot drift from the code: `sqsaga config docs`
-//! prints exactly docs/configuration.md, and docs/operations.md names
-//! exactly the metrics the code exports (every `"sqsaga_..."` string literal
-//! outside test modules of the crates' sources).
+//! prints exactly docs/configuration.md, and docs/operations.md lists
+//! exactly the metric families (name and type) of the registries the
+//! processes build (`sqsaga_runtime::metrics`), walked after encoding.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod support;
@@ -26,47 +26,63 @@ fn config_docs_prints_docs_configuration_md() {
     );
 }
 
-/// `sqsaga_<name>` identifiers that follow `prefix` (a quote in code, a
-/// backtick in Markdown).
-fn names_after(text: &str, prefix: char) -> BTreeSet<String> {
-    let needle = format!("{prefix}sqsaga_");
-    text.match_indices(&needle)
-        .map(|(at, _)| {
-            let rest = &text[at + 1..];
-            rest.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect::<String>()
+/// `(name, type)` of every row of the metric tables in docs/operations.md:
+/// `| \`sqsaga_...\` | type | labels | meaning |`.
+fn documented_families(doc: &str) -> BTreeSet<(String, String)> {
+    doc.lines()
+        .filter_map(|l| {
+            let mut cells = l.strip_prefix("| `sqsaga_")?.split('|');
+            let name = format!("sqsaga_{}", cells.next()?.trim().trim_end_matches('`'));
+            Some((name, cells.next()?.trim().to_string()))
         })
-        // `sqsaga_<noun>_total` in prose is a pattern, not a name.
-        .filter(|name| !name.ends_with('_'))
         .collect()
 }
 
-/// Metric names in the sources of every crate, test modules excluded.
-fn metric_names_in_code() -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut dirs = vec![root().join("crates"), root().join("examples")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if path.is_dir() && !matches!(name, "tests" | "target" | "benches") {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") && path.components().any(|c| c.as_os_str() == "src") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-                names.extend(names_after(code, '"'));
-            }
-        }
+/// The families of the registries `sqsaga orchestrator` and `sqsaga worker`
+/// build (with the AWS backend's counters), as their `/metrics` lists them.
+fn exported_families() -> BTreeSet<(String, String)> {
+    use sqsaga_aws::RequestCounter;
+    use sqsaga_embedded::{EmbeddedBackend, Sync};
+    use sqsaga_http::Probe;
+    use sqsaga_http::metrics::{assert_valid_exposition, encode, families};
+    use sqsaga_orchestrator::{Definitions, FleetMonitor, Orchestrator, OrchestratorOptions, SystemClock};
+    use sqsaga_runtime::metrics::{orchestrator_registry, worker_registry};
+    use sqsaga_worker::{Participant, Worker, WorkerOptions};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let backend = EmbeddedBackend::open(dir.path(), Sync::Normal).unwrap();
+    let requests = Some((Arc::new(RequestCounter::sqs()), Arc::new(RequestCounter::dynamodb())));
+    let orchestrator = Orchestrator::new(
+        Arc::new(Definitions::default()),
+        backend.queue(),
+        backend.store(),
+        Arc::new(SystemClock),
+        OrchestratorOptions::default(),
+    );
+    let fleet = Arc::new(FleetMonitor::observing(Arc::new(SystemClock)));
+    let orchestrator = orchestrator_registry(&Probe::new(), "fp", &orchestrator, &fleet, requests.clone());
+    let participant = Arc::new(Participant::open(&dir.path().join("payment.db"), Sync::Normal).unwrap());
+    let worker = Worker::new(WorkerOptions::new("payment", "payment-1"), backend.queue(), participant);
+    // A labelled family is listed once it has a series: one step run.
+    worker.stats().observe("payment.charge", std::time::Duration::from_millis(3));
+    let worker = worker_registry(&Probe::new(), "payment", "fp", &worker, requests);
+    let mut all = BTreeSet::new();
+    for registry in [orchestrator, worker] {
+        let text = encode(&registry);
+        assert_valid_exposition(&text);
+        all.extend(families(&text));
     }
-    names
+    all
 }
 
-#[test]
-fn operations_md_lists_exactly_the_exported_metrics() {
+#[tokio::test]
+async fn operations_md_lists_exactly_the_exported_metrics() {
     let doc = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
-    let documented = names_after(&doc, '`');
-    let exported = metric_names_in_code();
+    let documented = documented_families(&doc);
+    let exported = exported_families();
     let undocumented: Vec<_> = exported.difference(&documented).collect();
     let stale: Vec<_> = documented.difference(&exported).collect();
-    assert!(undocumented.is_empty(), "metrics missing from docs/operations.md: {undocumented:?}");
-    assert!(stale.is_empty(), "docs/operations.md names metrics the code no longer has: {stale:?}");
+    assert!(undocumented.is_empty(), "metrics missing from docs/operations.md (name, type): {undocumented:?}");
+    assert!(stale.is_empty(), "docs/operations.md lists metrics the processes do not export: {stale:?}");
 }

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqsaga_http::metrics::validate_exposition;
+use sqsaga_http::metrics::assert_valid_exposition;
 use support::{Proc, eventually, get};
 
 /// Checks the three endpoints of one process and returns its metrics text.
@@ -29,9 +29,7 @@ fn check_endpoints(p: &Proc, service: &str) -> String {
     let metrics = get(addr, "/metrics");
     assert_eq!(metrics.status, 200);
     assert!(metrics.content_type.starts_with("text/plain; version=0.0.4"), "{}", metrics.content_type);
-    if let Err(problems) = validate_exposition(&metrics.body) {
-        panic!("{service} /metrics is not valid exposition text: {problems:#?}\n{}", metrics.body);
-    }
+    assert_valid_exposition(&metrics.body);
     assert_eq!(get(addr, "/nope").status, 404);
     metrics.body
 }

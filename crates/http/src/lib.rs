@@ -6,12 +6,12 @@
 //! - `GET /readyz`: 200 while no readiness reason is set; 503 with the
 //!   reasons otherwise (Kubernetes stops routing and a rollout stalls). Both
 //!   bodies carry the [`Probe`]'s info fields (the fingerprint).
-//! - `GET /metrics`: Prometheus text format from every [`MetricsSource`].
+//! - `GET /metrics`: the process's [`Registry`] in Prometheus text format.
 //!
 //! [`router`] builds the app (tests call it in-process, no socket);
 //! [`serve`] binds, logs the bound address and serves until the shutdown
 //! future completes. This crate knows nothing of queues, sagas or config:
-//! the processes feed it through [`Probe`] and [`MetricsSource`].
+//! the processes feed it through [`Probe`] and the registry they built.
 
 pub mod metrics;
 mod probe;
@@ -31,11 +31,11 @@ use tracing::info;
 
 /// The router type [`router`] and [`json_route`] return, for binaries that merge them.
 pub use axum::Router;
-pub use metrics::MetricsSource;
+pub use metrics::Registry;
 pub use probe::{Probe, StalledLoop};
 
 /// Content type of the Prometheus text exposition format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const METRICS_CONTENT_TYPE: &str = metrics::CONTENT_TYPE;
 
 /// Liveness path served by [`router`]; `sqsaga lint-deploy` checks probes against it.
 pub const HEALTHZ: &str = "/healthz";
@@ -78,14 +78,16 @@ impl HttpError {
 struct AppState {
     /// Liveness and readiness, updated by the process's loops.
     probe: Probe,
-    /// Everything /metrics renders after the probe's own gauges.
-    metrics: Arc<[Arc<dyn MetricsSource>]>,
+    /// What /metrics encodes: every family of the process.
+    metrics: Arc<Registry>,
 }
 
-/// The app: `/healthz`, `/readyz`, `/metrics`. Other routes (the admin API)
-/// can be merged into the returned router.
-pub fn router(probe: Probe, metrics: Vec<Arc<dyn MetricsSource>>) -> Router {
-    let state = AppState { probe, metrics: metrics.into() };
+/// The app: `/healthz`, `/readyz`, `/metrics`. `metrics` is the process's
+/// registry, complete (the probe's own gauges included, see
+/// [`Probe::register_metrics`]). Other routes (the admin API) can be merged
+/// into the returned router.
+pub fn router(probe: Probe, metrics: Registry) -> Router {
+    let state = AppState { probe, metrics: Arc::new(metrics) };
     Router::new()
         .route(HEALTHZ, get(healthz))
         .route(READYZ, get(readyz))
@@ -147,12 +149,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {
-    let mut out = String::with_capacity(4096);
-    state.probe.render(&mut out);
-    for source in state.metrics.iter() {
-        source.render(&mut out);
-    }
-    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], out).into_response()
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], metrics::encode(&state.metrics)).into_response()
 }
 
 /// Binds `addr` (port 0 picks a free port), logs the bound address, and

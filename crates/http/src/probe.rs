@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::metrics::{MetricsSource, Text};
+use crate::metrics::{Collector, DescriptorEncoder, Registry, gauges};
 
 /// Shared health state; clones share it. Cheap to clone and to update.
 #[derive(Debug, Clone, Default)]
@@ -150,33 +150,39 @@ impl Probe {
     }
 }
 
-impl MetricsSource for Probe {
-    fn render(&self, out: &mut String) {
+impl Probe {
+    /// Registers the probe's gauges (`sqsaga_ready`,
+    /// `sqsaga_loop_heartbeat_age_seconds`), read at scrape time.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.clone()));
+    }
+}
+
+impl Collector for Probe {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let now = Instant::now();
         let (ready, ages) = {
             let state = self.state();
-            let ages: Vec<(String, f64)> = state
+            let ages: Vec<([(&str, String); 1], f64)> = state
                 .loops
                 .iter()
-                .map(|(name, l)| (name.clone(), now.saturating_duration_since(l.last_beat).as_secs_f64()))
+                .map(|(name, l)| ([("loop", name.clone())], now.saturating_duration_since(l.last_beat).as_secs_f64()))
                 .collect();
             (state.reasons.is_empty(), ages)
         };
-        let mut text = Text::new(out);
-        text.gauge(
+        let no_labels: [(&str, &str); 0] = [];
+        gauges(
+            &mut encoder,
             "sqsaga_ready",
-            "1 when the process is ready to take work (see /readyz).",
-            &[],
-            f64::from(u8::from(ready)),
-        );
-        for (name, age) in ages {
-            text.gauge(
-                "sqsaga_loop_heartbeat_age_seconds",
-                "Seconds since each registered loop last reported progress.",
-                &[("loop", &name)],
-                age,
-            );
-        }
+            "1 when the process is ready to take work (see /readyz)",
+            [(no_labels, i64::from(ready))],
+        )?;
+        gauges(
+            &mut encoder,
+            "sqsaga_loop_heartbeat_age_seconds",
+            "Seconds since each registered loop last reported progress",
+            ages,
+        )
     }
 }
 

@@ -3,15 +3,16 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{Value, json};
-use sqsaga_http::metrics::{Histogram, Text, validate_exposition};
-use sqsaga_http::{MetricsSource, Probe, router, serve};
+use sqsaga_http::metrics::assert_valid_exposition;
+use sqsaga_http::{Probe, Registry, router, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
@@ -38,41 +39,11 @@ async fn get(app: &axum::Router, path: &str) -> Got {
     Got { status, content_type, body: String::from_utf8(bytes.to_vec()).unwrap() }
 }
 
-/// A metrics source as a worker would write one.
-struct Worker {
-    received: AtomicU64,
-    latency: Histogram,
-}
-
-impl MetricsSource for Worker {
-    fn render(&self, out: &mut String) {
-        let mut text = Text::new(out);
-        text.counter(
-            "sqsaga_messages_received_total",
-            "Messages received from the input queue.",
-            &[("queue", "inventory")],
-            self.received.load(Ordering::Relaxed),
-        );
-        text.gauge(
-            "sqsaga_build_info",
-            "Build and config fingerprint.",
-            &[("version", "0.1.0"), ("config_hash", "ab\"c")],
-            1.0,
-        );
-        text.histogram_snapshot(
-            "sqsaga_handler_duration_seconds",
-            "Handler latency.",
-            &[("command", "inventory.reserve")],
-            &self.latency.snapshot(),
-        );
-    }
-}
-
 #[tokio::test]
 async fn readyz_reports_reasons_then_recovers() {
     let probe = Probe::new();
     probe.set_info("fingerprint", json!({"config_hash": "abc"}));
-    let app = router(probe.clone(), vec![]);
+    let app = router(probe.clone(), Registry::default());
 
     let got = get(&app, "/readyz").await;
     assert_eq!(got.status, StatusCode::OK);
@@ -103,7 +74,7 @@ async fn readyz_reports_reasons_then_recovers() {
 #[tokio::test]
 async fn healthz_fails_while_a_loop_is_stalled() {
     let probe = Probe::new();
-    let app = router(probe.clone(), vec![]);
+    let app = router(probe.clone(), Registry::default());
     let got = get(&app, "/healthz").await;
     assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "ok"));
 
@@ -125,38 +96,42 @@ async fn healthz_fails_while_a_loop_is_stalled() {
 }
 
 #[tokio::test]
-async fn metrics_render_every_source_in_valid_text_format() {
+async fn metrics_serve_the_registry_in_valid_text_format() {
     let probe = Probe::new();
     probe.register_loop("poller", Duration::from_secs(60));
-    let worker = Arc::new(Worker { received: AtomicU64::new(7), latency: Histogram::latency() });
-    worker.latency.observe(Duration::from_millis(30));
-    let app = router(probe, vec![worker.clone()]);
+    let mut registry = Registry::default();
+    probe.register_metrics(&mut registry);
+    let received = Counter::<u64>::default();
+    received.inc_by(7);
+    let service = registry.sub_registry_with_label(("service".into(), "inventory".into()));
+    service.register("sqsaga_messages_received", "Messages received from the input queue", received.clone());
+    let latency = Family::<[(&str, &str); 1], Histogram, _>::new_with_constructor(|| Histogram::new([0.01, 0.05]));
+    latency.get_or_create(&[("command", "inventory.reserve")]).observe(0.03);
+    service.register("sqsaga_step_duration_seconds", "Handler latency", latency);
+    let app = router(probe, registry);
 
     let got = get(&app, "/metrics").await;
     assert_eq!(got.status, StatusCode::OK);
     assert!(got.content_type.starts_with("text/plain; version=0.0.4"), "{}", got.content_type);
-    if let Err(problems) = validate_exposition(&got.body) {
-        panic!("invalid exposition: {problems:#?}\n{}", got.body);
-    }
+    assert_valid_exposition(&got.body);
     for line in [
         "sqsaga_ready 1",
-        "sqsaga_messages_received_total{queue=\"inventory\"} 7",
-        "sqsaga_build_info{version=\"0.1.0\",config_hash=\"ab\\\"c\"} 1",
-        "sqsaga_handler_duration_seconds_bucket{command=\"inventory.reserve\",le=\"0.05\"} 1",
-        "sqsaga_handler_duration_seconds_count{command=\"inventory.reserve\"} 1",
+        "sqsaga_messages_received_total{service=\"inventory\"} 7",
+        "sqsaga_step_duration_seconds_bucket{service=\"inventory\",command=\"inventory.reserve\",le=\"0.05\"} 1",
+        "sqsaga_step_duration_seconds_count{service=\"inventory\",command=\"inventory.reserve\"} 1",
     ] {
         assert!(got.body.lines().any(|l| l == line), "missing {line} in\n{}", got.body);
     }
     assert!(got.body.contains("sqsaga_loop_heartbeat_age_seconds{loop=\"poller\"} "));
 
-    worker.received.fetch_add(1, Ordering::Relaxed);
+    received.inc();
     let got = get(&app, "/metrics").await;
-    assert!(got.body.contains("sqsaga_messages_received_total{queue=\"inventory\"} 8\n"));
+    assert!(got.body.contains("sqsaga_messages_received_total{service=\"inventory\"} 8\n"), "{}", got.body);
 }
 
 #[tokio::test]
 async fn unknown_paths_are_404() {
-    let app = router(Probe::new(), vec![]);
+    let app = router(Probe::new(), Registry::default());
     assert_eq!(get(&app, "/nope").await.status, StatusCode::NOT_FOUND);
 }
 
@@ -178,7 +153,7 @@ async fn serve_binds_port_zero_and_stops_on_shutdown() {
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let app = router(Probe::new(), vec![]);
+    let app = router(Probe::new(), Registry::default());
     let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), app, shutdown).await.unwrap();
     assert_ne!(addr.port(), 0, "the bound port is reported");
 
@@ -196,7 +171,7 @@ async fn serve_binds_port_zero_and_stops_on_shutdown() {
 async fn binding_a_taken_port_is_a_bind_error() {
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = taken.local_addr().unwrap();
-    let err = serve(addr, router(Probe::new(), vec![]), std::future::pending()).await.unwrap_err();
+    let err = serve(addr, router(Probe::new(), Registry::default()), std::future::pending()).await.unwrap_err();
     assert!(err.to_string().starts_with(&format!("cannot listen on {addr}")), "{err}");
     assert!(err.is_retryable());
 }

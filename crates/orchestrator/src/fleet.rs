@@ -12,10 +12,11 @@
 //! (see ARCHITECTURE.md, "Drift guard").
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use sqsaga_drift::{FleetOptions, FleetPolicy, FleetSnapshot, FleetView, Verdict};
 use sqsaga_protocol::Heartbeat;
 use tracing::{error, info, warn};
@@ -33,8 +34,8 @@ pub struct FleetMonitor {
     clock: Arc<dyn Clock>,
     /// Replies from workers outside their service's conforming set, by service.
     nonconforming_steps: Mutex<BTreeMap<String, u64>>,
-    /// Heartbeats received, all services.
-    heartbeats: AtomicU64,
+    /// Heartbeats received, all services (`sqsaga_fleet_heartbeats_received_total`).
+    heartbeats: Counter,
 }
 
 impl FleetMonitor {
@@ -47,7 +48,7 @@ impl FleetMonitor {
             current,
             clock,
             nonconforming_steps: Mutex::new(BTreeMap::new()),
-            heartbeats: AtomicU64::new(0),
+            heartbeats: Counter::default(),
         }
     }
 
@@ -78,7 +79,7 @@ impl FleetMonitor {
 
     /// Records a worker's heartbeat and re-judges.
     pub fn observe(&self, hb: &Heartbeat) {
-        self.heartbeats.fetch_add(1, Ordering::Relaxed);
+        self.heartbeats.inc();
         let now = self.clock.now();
         self.lock().observe(hb, now);
         self.refresh();
@@ -129,7 +130,19 @@ impl FleetMonitor {
 
     /// Heartbeats received since start.
     pub fn heartbeats_received(&self) -> u64 {
-        self.heartbeats.load(Ordering::Relaxed)
+        self.heartbeats.get()
+    }
+
+    /// Registers the counter this monitor keeps. The fleet's gauges and the
+    /// non-conforming steps are read from [`FleetMonitor::snapshot`] and
+    /// [`FleetMonitor::steps_by_nonconforming`] at scrape time, by a
+    /// collector of whoever serves them.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "sqsaga_fleet_heartbeats_received",
+            "Worker heartbeats received by this orchestrator",
+            self.heartbeats.clone(),
+        );
     }
 
     /// Re-judges every `every` until `shutdown` resolves, handing each

@@ -10,11 +10,10 @@ pub mod clock;
 pub mod definitions;
 pub mod fleet;
 pub mod service;
+pub mod stats;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use definitions::{DefinitionError, Definitions};
 pub use fleet::FleetMonitor;
-pub use service::{
-    ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, OrchestratorStats, SagaCounts,
-    ensure_queues,
-};
+pub use service::{ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, ensure_queues};
+pub use stats::{OrchestratorStats, SagaCounts};

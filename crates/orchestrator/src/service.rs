@@ -18,11 +18,10 @@
 //! due-time index every `timer_interval` while it finds work, backing off to
 //! `timer_idle_interval` while it finds none, and a commit that arms a timer
 //! sooner than the next poll wakes it; saga counts by status come from this
-//! replica's own bookkeeping ([`SagaCounts`]), read from the store once at
+//! replica's own bookkeeping ([`SagaCounts`](crate::stats::SagaCounts)), read from the store once at
 //! start, never by periodic scans.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +40,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::definitions::Definitions;
 use crate::fleet::FleetMonitor;
+use crate::stats::OrchestratorStats;
 
 /// Logical name of the orchestrator's own queue.
 pub const ORCHESTRATOR_QUEUE: &str = "orchestrator";
@@ -93,85 +93,6 @@ impl Default for OrchestratorOptions {
             max_conflict_rounds: 8,
             signing: None,
         }
-    }
-}
-
-/// Counters exported as metrics.
-#[derive(Debug, Default)]
-pub struct OrchestratorStats {
-    pub messages_received: AtomicU64,
-    pub events_applied: AtomicU64,
-    pub events_ignored: AtomicU64,
-    pub sagas_started: AtomicU64,
-    pub commands_sent: AtomicU64,
-    pub write_conflicts: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub store_errors: AtomicU64,
-    pub queue_errors: AtomicU64,
-    pub outboxes_swept: AtomicU64,
-    /// Terminal sagas deleted past their retention (stores without a TTL).
-    pub sagas_expired: AtomicU64,
-    /// Sagas by status, as this replica knows them.
-    pub sagas: SagaCounts,
-}
-
-/// Sagas by status without asking the store: the counts read once when the
-/// orchestrator starts ([`SagaCounts::seed`]) plus every transition this
-/// replica has committed since. With one replica that is the store's count
-/// (terminal sagas expired by a TTL excepted: they stay counted). With
-/// several, each replica adds only its own commits to the counts it read at
-/// its start, so its figures drift from the fleet's by what the others
-/// committed: sum the changes over replicas, or restart one to re-read.
-#[derive(Debug, Default)]
-pub struct SagaCounts {
-    inner: Mutex<CountsInner>,
-}
-
-#[derive(Debug, Default)]
-struct CountsInner {
-    /// Read from the store at start; `None` until then.
-    base: Option<BTreeMap<SagaStatus, u64>>,
-    /// Changes this replica committed.
-    delta: BTreeMap<SagaStatus, i64>,
-}
-
-impl SagaCounts {
-    /// Sets the counts read from the store; transitions committed before
-    /// and after are added to them.
-    pub fn seed(&self, counts: BTreeMap<SagaStatus, u64>) {
-        if let Ok(mut c) = self.inner.lock() {
-            c.base = Some(counts);
-        }
-    }
-
-    /// Whether the counts read at start arrived.
-    pub fn seeded(&self) -> bool {
-        self.inner.lock().map(|c| c.base.is_some()).unwrap_or(false)
-    }
-
-    /// A saga moved from `from` (`None`: created) to `to`.
-    pub fn transition(&self, from: Option<SagaStatus>, to: SagaStatus) {
-        if from == Some(to) {
-            return;
-        }
-        if let Ok(mut c) = self.inner.lock() {
-            if let Some(from) = from {
-                *c.delta.entry(from).or_default() -= 1;
-            }
-            *c.delta.entry(to).or_default() += 1;
-        }
-    }
-
-    /// Every status, base plus changes (never below zero).
-    pub fn snapshot(&self) -> BTreeMap<SagaStatus, u64> {
-        let Ok(c) = self.inner.lock() else { return BTreeMap::new() };
-        SagaStatus::ALL
-            .into_iter()
-            .map(|s| {
-                let base = c.base.as_ref().and_then(|b| b.get(&s)).copied().unwrap_or(0) as i64;
-                (s, (base + c.delta.get(&s).copied().unwrap_or(0)).max(0) as u64)
-            })
-            .collect()
     }
 }
 
@@ -413,7 +334,7 @@ impl Orchestrator {
                     self.handle_messages(messages).await;
                 }
                 Err(e) => {
-                    self.inner.stats.queue_errors.fetch_add(1, Ordering::Relaxed);
+                    self.inner.stats.queue_errors.inc();
                     tracing::warn!(poller, error = %e, retry_in_ms = backoff.as_millis() as u64, "Cannot receive from the orchestrator queue.");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -493,7 +414,7 @@ impl Orchestrator {
             }
         }
         if total > 0 {
-            self.inner.stats.sagas_expired.fetch_add(total as u64, Ordering::Relaxed);
+            self.inner.stats.sagas_expired.inc_by(total as u64);
             tracing::info!(expired = total, "Deleted terminal sagas past their retention.");
         }
         Ok(total)
@@ -543,7 +464,7 @@ impl Orchestrator {
             tracing::info!(saga_id = %p.saga_id, revision = p.revision, "Re-sending a left-behind outbox.");
         }
         let cleared = self.deliver_all(pending).await;
-        self.inner.stats.outboxes_swept.fetch_add(cleared as u64, Ordering::Relaxed);
+        self.inner.stats.outboxes_swept.inc_by(cleared as u64);
         Ok(count)
     }
 
@@ -551,7 +472,7 @@ impl Orchestrator {
     /// each message according to what happened to it.
     pub async fn handle_messages(&self, messages: Vec<ReceivedMessage>) {
         let stats = &self.inner.stats;
-        stats.messages_received.fetch_add(messages.len() as u64, Ordering::Relaxed);
+        stats.messages_received.inc_by(messages.len() as u64);
         let mut dispositions: Vec<Disposition> = Vec::with_capacity(messages.len());
         let mut items: Vec<(String, Work)> = Vec::new();
         let mut item_message: Vec<usize> = Vec::new();
@@ -590,7 +511,7 @@ impl Orchestrator {
                     }
                 }
                 Err(e) => {
-                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    stats.store_errors.inc();
                     tracing::warn!(error = %e, "Cannot apply events; the messages will be retried.");
                     for &i in &item_message {
                         dispositions[i] = Disposition::Retry;
@@ -608,10 +529,10 @@ impl Orchestrator {
                     tracing::warn!(message_id = %message.message_id, reason = %reason, "Dead-lettering a message the orchestrator cannot process.");
                     match self.inner.queue.dead_letter(queue, message, &reason).await {
                         Ok(()) => {
-                            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                            stats.dead_lettered.inc();
                         }
                         Err(e) => {
-                            stats.queue_errors.fetch_add(1, Ordering::Relaxed);
+                            stats.queue_errors.inc();
                             tracing::warn!(message_id = %message.message_id, error = %e, "Cannot dead-letter; it will come back.");
                         }
                     }
@@ -627,7 +548,7 @@ impl Orchestrator {
                     }
                 }
                 Err(e) => {
-                    stats.queue_errors.fetch_add(1, Ordering::Relaxed);
+                    stats.queue_errors.inc();
                     tracing::warn!(error = %e, "Cannot delete processed messages; their redelivery will be ignored.");
                 }
             }
@@ -765,9 +686,9 @@ impl Orchestrator {
                     let outcome = self.step(id, current.as_ref(), work, now);
                     match outcome {
                         Step::Changed { state, actions, note } => {
-                            stats.events_applied.fetch_add(1, Ordering::Relaxed);
+                            stats.events_applied.inc();
                             if matches!(work, Work::Start { .. }) {
-                                stats.sagas_started.fetch_add(1, Ordering::Relaxed);
+                                stats.sagas_started.inc();
                             }
                             tracing::debug!(saga_id = %id, event = work.kind(), note = %note, "Saga event applied.");
                             history.push(HistoryEntry { at: now, event: work.kind().to_string(), note });
@@ -776,7 +697,7 @@ impl Orchestrator {
                             results[i] = Some(Disposition::Ack);
                         }
                         Step::Ignored(note) => {
-                            stats.events_ignored.fetch_add(1, Ordering::Relaxed);
+                            stats.events_ignored.inc();
                             tracing::debug!(saga_id = %id, event = work.kind(), note = %note, "Saga event ignored.");
                             results[i] = Some(Disposition::Ack);
                         }
@@ -868,14 +789,14 @@ impl Orchestrator {
                                 consumed[i] = true;
                             }
                         }
-                        stats.commands_sent.fetch_add(outbox.len() as u64, Ordering::Relaxed);
+                        stats.commands_sent.inc_by(outbox.len() as u64);
                         if outbox_pending {
                             to_deliver.push(PendingOutbox { saga_id: id.clone(), revision, messages: outbox });
                         }
                         pending.remove(id);
                     }
                     WriteOutcome::Conflict | WriteOutcome::AlreadyExists => {
-                        stats.write_conflicts.fetch_add(1, Ordering::Relaxed);
+                        stats.write_conflicts.inc();
                         tracing::debug!(saga_id = %id, "Write conflict; re-reading and re-applying.");
                         if let Some(indexes) = pending.get(id) {
                             for &i in indexes {

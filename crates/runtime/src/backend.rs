@@ -7,12 +7,14 @@ use std::sync::Arc;
 use sqsaga_aws::{AwsBackend, AwsSettings, RequestCounter};
 use sqsaga_config::{Backend, Settings};
 use sqsaga_embedded::{EmbeddedBackend, Sync};
-use sqsaga_http::metrics::{MetricsSource, Text};
 use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
 use sqsaga_queue::{Queue, QueueSpec};
 use sqsaga_store::SagaStore;
 
 use crate::RuntimeError;
+
+/// The AWS request counters (SQS, DynamoDB), when the backend is AWS.
+pub type Requests = Option<(Arc<RequestCounter>, Arc<RequestCounter>)>;
 
 /// The queue and store of the configured backend.
 pub struct Opened {
@@ -25,13 +27,10 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// Backend-specific metrics (`sqsaga_sqs_requests_total` and
-    /// `sqsaga_dynamodb_requests_total` on AWS).
-    pub fn metrics(&self) -> Vec<Arc<dyn MetricsSource>> {
-        match &self.aws {
-            Some(aws) => vec![Arc::new(AwsRequests(aws.clone()))],
-            None => Vec::new(),
-        }
+    /// The AWS request counters (`sqsaga_sqs_requests_total`,
+    /// `sqsaga_dynamodb_requests_total`), when the backend is AWS.
+    pub fn requests(&self) -> Requests {
+        self.aws.as_ref().map(|aws| (aws.requests(), aws.dynamodb_requests()))
     }
 }
 
@@ -88,50 +87,5 @@ pub fn queue_spec(settings: &Settings, name: &str) -> QueueSpec {
         visibility_timeout: settings.visibility_timeout,
         max_receive_count: settings.max_receive_count,
         ..QueueSpec::named(name)
-    }
-}
-
-/// `sqsaga_sqs_requests_total{action}` and the DynamoDB counterpart.
-struct AwsRequests(AwsBackend);
-
-impl MetricsSource for AwsRequests {
-    fn render(&self, out: &mut String) {
-        render_requests(&[&self.0.requests(), &self.0.dynamodb_requests()], out);
-    }
-}
-
-/// One counter family per request counter, a sample per action.
-fn render_requests(counters: &[&RequestCounter], out: &mut String) {
-    let mut text = Text::new(out);
-    for counter in counters {
-        for (action, n) in &counter.snapshot().by_action {
-            text.counter(counter.metric(), counter.help(), &[("action", action)], *n);
-        }
-    }
-    text.finish();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_counters_render_one_family_with_a_sample_per_action() {
-        let c = RequestCounter::sqs();
-        c.record("SendMessageBatch");
-        c.record("SendMessageBatch");
-        c.record("ReceiveMessage");
-        let d = RequestCounter::dynamodb();
-        d.record("UpdateItem");
-        let mut out = String::new();
-        render_requests(&[&c, &d], &mut out);
-        assert!(out.contains("# TYPE sqsaga_sqs_requests_total counter"), "{out}");
-        assert!(out.contains("sqsaga_sqs_requests_total{action=\"SendMessageBatch\"} 2"), "{out}");
-        assert!(out.contains("sqsaga_sqs_requests_total{action=\"ReceiveMessage\"} 1"), "{out}");
-        assert!(out.contains("sqsaga_dynamodb_requests_total{action=\"UpdateItem\"} 1"), "{out}");
-        assert_eq!(out.matches("# TYPE").count(), 2, "{out}");
-        if let Err(e) = sqsaga_http::metrics::validate_exposition(&out) {
-            panic!("{e:?}\n{out}");
-        }
     }
 }

@@ -13,10 +13,9 @@ use std::time::Duration;
 use serde_json::Value;
 use sqsaga_config::{Backend, DriftMode, Settings};
 use sqsaga_drift::{FleetOptions, FleetPolicy, FleetSnapshot, Mode, Verdict};
-use sqsaga_http::metrics::{MetricsSource, Text};
+use sqsaga_http::metrics::{Collector, DescriptorEncoder, counters, gauges};
 use sqsaga_http::{JsonSource, Probe, json_route};
 use sqsaga_orchestrator::{Definitions, FleetMonitor, SystemClock};
-use sqsaga_worker::{Worker, WorkerStats};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -114,11 +113,6 @@ impl OrchestratorFleet {
         json_route(FLEET_PATH, Arc::new(FleetJson(self.monitor.clone())))
     }
 
-    /// The fleet metrics.
-    pub fn metrics(&self) -> Arc<dyn MetricsSource> {
-        Arc::new(FleetMetrics(self.monitor.clone()))
-    }
-
     /// Re-judges periodically: lists services without an eligible worker in
     /// the orchestrator's `/readyz` body and persists the snapshot.
     pub fn spawn(&self, probe: Probe, shutdown: CancellationToken) -> JoinHandle<()> {
@@ -180,97 +174,61 @@ impl JsonSource for FleetJson {
     }
 }
 
-/// The orchestrator's drift-guard metrics.
-struct FleetMetrics(Arc<FleetMonitor>);
+/// The orchestrator's drift-guard gauges and non-conforming steps, read
+/// from the monitor's last judgement at scrape time (the heartbeat counter
+/// is the monitor's own, see [`FleetMonitor::register_metrics`]).
+pub(crate) struct FleetMetrics(pub(crate) Arc<FleetMonitor>);
 
-impl MetricsSource for FleetMetrics {
-    fn render(&self, out: &mut String) {
+impl std::fmt::Debug for FleetMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetMetrics")
+    }
+}
+
+impl Collector for FleetMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let snapshot = self.0.snapshot();
         let steps = self.0.steps_by_nonconforming();
-        let mut t = Text::new(out);
-        for s in &snapshot.services {
-            let svc = [("service", s.service.as_str())];
-            let live = s.fingerprints.iter().filter(|g| !g.instances.is_empty()).count();
-            t.gauge("sqsaga_fleet_fingerprints", "Distinct fingerprints among live instances.", &svc, live as f64);
-            t.gauge(
-                "sqsaga_fleet_drifted",
-                "1 while the service's fleet verdict is drifted.",
-                &svc,
-                f64::from(u8::from(s.verdict == Verdict::Drifted)),
-            );
-            for (state, n) in
+        let services = || snapshot.services.iter();
+        let flag = |b: bool| i64::from(b);
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        gauges(
+            &mut encoder,
+            "sqsaga_fleet_fingerprints",
+            "Distinct fingerprints among live instances",
+            services().map(|s| {
+                let live = s.fingerprints.iter().filter(|g| !g.instances.is_empty()).count();
+                ([("service", s.service.as_str())], count(live))
+            }),
+        )?;
+        gauges(
+            &mut encoder,
+            "sqsaga_fleet_drifted",
+            "1 while the service's fleet verdict is drifted",
+            services().map(|s| ([("service", s.service.as_str())], flag(s.verdict == Verdict::Drifted))),
+        )?;
+        gauges(
+            &mut encoder,
+            "sqsaga_fleet_instances",
+            "Instances in the fleet view, by state",
+            services().flat_map(|s| {
                 [("live", s.live().count()), ("stale", s.stale.len()), ("quarantined", s.quarantined.len())]
-            {
-                t.gauge(
-                    "sqsaga_fleet_instances",
-                    "Instances in the fleet view, by state.",
-                    &[("service", s.service.as_str()), ("state", state)],
-                    n as f64,
-                );
-            }
-            t.gauge(
-                "sqsaga_fleet_no_eligible_worker",
-                "1 while the service's commands have no eligible worker (none conforms, or none implements a needed contract).",
-                &svc,
-                f64::from(u8::from(s.blocked.is_some())),
-            );
-            t.counter(
-                "sqsaga_steps_by_nonconforming_worker_total",
-                "Replies from workers outside their service's conforming set.",
-                &svc,
-                steps.get(&s.service).copied().unwrap_or(0),
-            );
-        }
-        t.counter(
-            "sqsaga_fleet_heartbeats_received_total",
-            "Worker heartbeats received by this orchestrator.",
-            &[],
-            self.0.heartbeats_received(),
-        );
+                    .map(|(state, n)| ([("service", s.service.as_str()), ("state", state)], count(n)))
+            }),
+        )?;
+        gauges(
+            &mut encoder,
+            "sqsaga_fleet_no_eligible_worker",
+            "1 while the service's commands have no eligible worker (none conforms, or none implements a needed contract)",
+            services().map(|s| ([("service", s.service.as_str())], flag(s.blocked.is_some()))),
+        )?;
+        counters(
+            &mut encoder,
+            "sqsaga_steps_by_nonconforming_worker",
+            "Replies from workers outside their service's conforming set",
+            services().map(|s| ([("service", s.service.as_str())], steps.get(&s.service).copied().unwrap_or(0))),
+        )
     }
-}
-
-/// A worker's drift-guard metrics.
-struct WorkerDriftMetrics {
-    service: String,
-    stats: Arc<WorkerStats>,
-    quarantine: watch::Receiver<Option<String>>,
-}
-
-impl MetricsSource for WorkerDriftMetrics {
-    fn render(&self, out: &mut String) {
-        let s = self.stats.snapshot();
-        let svc = [("service", self.service.as_str())];
-        let mut t = Text::new(out);
-        t.gauge(
-            "sqsaga_worker_quarantined",
-            "1 while this worker refuses commands because it does not conform (drift guard).",
-            &svc,
-            f64::from(u8::from(self.quarantine.borrow().is_some())),
-        );
-        t.counter(
-            "sqsaga_commands_refused_nonconforming_total",
-            "Commands released because this worker is not in their conforming set.",
-            &svc,
-            s.refused_nonconforming,
-        );
-        t.counter(
-            "sqsaga_commands_missing_contract_total",
-            "Commands released because this worker does not implement their contract.",
-            &svc,
-            s.released_missing_contract,
-        );
-        t.counter("sqsaga_heartbeats_sent_total", "Heartbeats sent to the orchestrator.", &svc, s.heartbeats_sent);
-    }
-}
-
-/// The worker's drift-guard metrics source.
-pub fn worker_metrics(service: &str, worker: &Worker) -> Arc<dyn MetricsSource> {
-    Arc::new(WorkerDriftMetrics {
-        service: service.to_string(),
-        stats: worker.stats(),
-        quarantine: worker.quarantine(),
-    })
 }
 
 /// Mirrors the worker's quarantine into its readiness: `/readyz` fails with

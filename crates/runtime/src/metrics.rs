@@ -1,160 +1,145 @@
-//! The metrics the long-running processes serve on `/metrics`, each source
-//! rendering one component's counters (the fleet's are in `fleet.rs`, the
-//! AWS request counters in `backend.rs`).
+//! The registry each long-running process serves on `/metrics`: built
+//! once at start by [`orchestrator_registry`] or [`worker_registry`], from
+//! the families each component registers where it counts them (the worker's
+//! and the orchestrator's stats, the fleet monitor's heartbeats, the probe)
+//! and the collectors of values read at scrape time (saga counts by state
+//! here, fleet gauges in `fleet.rs`, AWS request counts in `backend.rs`).
+//! The docs test builds the same registries and lists their families.
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::info::Info;
+use sqsaga_aws::RequestCounter;
 use sqsaga_core::machine::SagaStatus;
-use sqsaga_http::metrics::{MetricsSource, Text};
-use sqsaga_orchestrator::OrchestratorStats;
-use sqsaga_worker::WorkerStats;
+use sqsaga_http::metrics::{Collector, DescriptorEncoder, counters, gauges};
+use sqsaga_http::{Probe, Registry};
+use sqsaga_orchestrator::{FleetMonitor, Orchestrator, OrchestratorStats};
+use sqsaga_worker::Worker;
 
+use crate::backend::Requests;
+use crate::fleet::FleetMetrics;
 use crate::identity::{GIT_SHA, VERSION};
 
 /// `sqsaga_build_info{service,version,git_sha,fingerprint} 1`.
-pub struct BuildInfo {
-    pub service: String,
-    pub fingerprint: String,
+fn register_build_info(registry: &mut Registry, service: &str, fingerprint: &str) {
+    let labels = vec![
+        ("service", service.to_string()),
+        ("version", VERSION.to_string()),
+        ("git_sha", GIT_SHA.to_string()),
+        ("fingerprint", fingerprint.to_string()),
+    ];
+    // `Info` appends `_info` to the name.
+    registry.register("sqsaga_build", "Build and fingerprint of this process (always 1)", Info::new(labels));
 }
 
-impl MetricsSource for BuildInfo {
-    fn render(&self, out: &mut String) {
-        let mut t = Text::new(out);
-        t.gauge(
-            "sqsaga_build_info",
-            "Build and fingerprint of this process (always 1).",
-            &[
-                ("service", &self.service),
-                ("version", VERSION),
-                ("git_sha", GIT_SHA),
-                ("fingerprint", &self.fingerprint),
-            ],
-            1.0,
-        );
+/// Every family the orchestrator serves.
+pub fn orchestrator_registry(
+    probe: &Probe,
+    fingerprint: &str,
+    orchestrator: &Orchestrator,
+    fleet: &Arc<FleetMonitor>,
+    requests: Requests,
+) -> Registry {
+    let mut registry = Registry::default();
+    probe.register_metrics(&mut registry);
+    register_build_info(&mut registry, "orchestrator", fingerprint);
+    orchestrator.stats().register(&mut registry);
+    registry.register_collector(Box::new(SagasByState(orchestrator.stats())));
+    fleet.register_metrics(&mut registry);
+    registry.register_collector(Box::new(FleetMetrics(fleet.clone())));
+    register_requests(&mut registry, requests);
+    registry
+}
+
+/// Every family a worker serves.
+pub fn worker_registry(
+    probe: &Probe,
+    service: &str,
+    fingerprint: &str,
+    worker: &Worker,
+    requests: Requests,
+) -> Registry {
+    let mut registry = Registry::default();
+    probe.register_metrics(&mut registry);
+    register_build_info(&mut registry, service, fingerprint);
+    worker.register_metrics(&mut registry);
+    register_requests(&mut registry, requests);
+    registry
+}
+
+fn register_requests(registry: &mut Registry, requests: Requests) {
+    if let Some((sqs, dynamodb)) = requests {
+        registry.register_collector(Box::new(AwsRequests { sqs, dynamodb }));
     }
 }
 
-/// A worker's counters and latency histograms.
-pub struct WorkerMetrics {
-    pub service: String,
-    pub stats: Arc<WorkerStats>,
-}
+/// Saga counts by state: the orchestrator's own bookkeeping (read once at
+/// start, moved by every commit; see `SagaCounts` for what they mean with
+/// several replicas), so a scrape never waits on the store.
+#[derive(Debug)]
+struct SagasByState(Arc<OrchestratorStats>);
 
-impl MetricsSource for WorkerMetrics {
-    fn render(&self, out: &mut String) {
-        let s = self.stats.snapshot();
-        let svc = [("service", self.service.as_str())];
-        let mut t = Text::new(out);
-        let counters: [(&str, &str, u64); 10] = [
-            ("sqsaga_messages_received_total", "Messages received from the service queue.", s.received),
-            (
-                "sqsaga_messages_processed_total",
-                "Messages handled to the end (executed, replied, deleted).",
-                s.processed,
-            ),
-            ("sqsaga_messages_failed_total", "Commands whose handler failed transiently.", s.failed),
-            ("sqsaga_messages_refused_total", "Commands answered with a business refusal.", s.refused),
-            ("sqsaga_messages_dead_lettered_total", "Messages moved to the DLQ (poison).", s.dead_lettered),
-            ("sqsaga_barrier_duplicates_total", "Commands the barrier recognised as already handled.", s.duplicates),
-            (
-                "sqsaga_barrier_null_compensations_total",
-                "Compensations that found no action to undo.",
-                s.null_compensations,
-            ),
-            ("sqsaga_barrier_hanging_total", "Actions refused because their compensation came first.", s.hanging),
-            (
-                "sqsaga_barrier_expired_total",
-                "Actions refused unrun because they waited in the queue past their latest start time.",
-                s.expired,
-            ),
-            (
-                "sqsaga_messages_released_total",
-                "Messages handed back unstarted (shutdown or not conforming).",
-                s.released,
-            ),
-        ];
-        for (name, help, value) in counters {
-            t.counter(name, help, &svc, value);
-        }
-        t.gauge("sqsaga_messages_in_flight", "Messages received and not yet finished.", &svc, s.in_flight as f64);
-        for (command, h) in &s.latency {
-            let mut previous = 0;
-            let bounds: Vec<f64> = h.buckets.iter().map(|(le, _)| *le).filter(|le| le.is_finite()).collect();
-            let counts: Vec<u64> = h
-                .buckets
-                .iter()
-                .filter(|(le, _)| le.is_finite())
-                .map(|(_, cumulative)| {
-                    let n = cumulative.saturating_sub(previous);
-                    previous = *cumulative;
-                    n
-                })
-                .collect();
-            t.histogram(
-                "sqsaga_step_duration_seconds",
-                "Time to run one command through the barrier, including its local commit.",
-                &[("service", self.service.as_str()), ("command", command.as_str())],
-                &bounds,
-                &counts,
-                h.sum_seconds,
-                h.count,
-            );
-        }
+impl Collector for SagasByState {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let counts = self.0.sagas.snapshot();
+        let count = |status| i64::try_from(counts.get(&status).copied().unwrap_or(0)).unwrap_or(i64::MAX);
+        let by_state = SagaStatus::ALL.iter().map(|s| ([("state", s.as_str())], count(*s)));
+        gauges(&mut encoder, "sqsaga_sagas", "Sagas by state", by_state)?;
+        let no_labels: [(&str, &str); 0] = [];
+        gauges(
+            &mut encoder,
+            "sqsaga_sagas_needing_operator",
+            "Sagas whose compensation needs an operator",
+            [(no_labels, count(SagaStatus::NeedsOperator))],
+        )
     }
 }
 
-/// The orchestrator's counters and saga counts by state (its own
-/// bookkeeping: read once at start, moved by every commit; see
-/// `SagaCounts` for what they mean with several replicas).
-pub struct OrchestratorMetrics {
-    pub stats: Arc<OrchestratorStats>,
+/// `sqsaga_sqs_requests_total{action}` and the DynamoDB counterpart, read
+/// from the adapter's counters at scrape time.
+#[derive(Debug)]
+struct AwsRequests {
+    sqs: Arc<RequestCounter>,
+    dynamodb: Arc<RequestCounter>,
 }
 
-impl MetricsSource for OrchestratorMetrics {
-    fn render(&self, out: &mut String) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let s = &self.stats;
-        let mut t = Text::new(out);
-        let counters: [(&str, &str, u64); 9] = [
-            (
-                "sqsaga_messages_received_total",
-                "Messages received from the orchestrator queue.",
-                s.messages_received.load(Relaxed),
-            ),
-            ("sqsaga_events_applied_total", "Events that changed a saga.", s.events_applied.load(Relaxed)),
-            ("sqsaga_events_ignored_total", "Stale or duplicate events (no change).", s.events_ignored.load(Relaxed)),
-            ("sqsaga_sagas_started_total", "Sagas started.", s.sagas_started.load(Relaxed)),
-            (
-                "sqsaga_commands_sent_total",
-                "Commands emitted to workers (through the outbox).",
-                s.commands_sent.load(Relaxed),
-            ),
-            (
-                "sqsaga_write_conflicts_total",
-                "Saga writes that lost a revision race and were re-applied.",
-                s.write_conflicts.load(Relaxed),
-            ),
-            (
-                "sqsaga_messages_dead_lettered_total",
-                "Messages moved to the DLQ (poison).",
-                s.dead_lettered.load(Relaxed),
-            ),
-            (
-                "sqsaga_store_errors_total",
-                "Batches that failed on the saga store and will be retried.",
-                s.store_errors.load(Relaxed),
-            ),
-            ("sqsaga_queue_errors_total", "Queue calls that failed and will be retried.", s.queue_errors.load(Relaxed)),
-        ];
-        for (name, help, value) in counters {
-            t.counter(name, help, &[], value);
+impl Collector for AwsRequests {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for counter in [&self.sqs, &self.dynamodb] {
+            let name = counter.metric().strip_suffix("_total").unwrap_or(counter.metric());
+            let help = counter.help().strip_suffix('.').unwrap_or(counter.help());
+            let by_action = counter.snapshot().by_action;
+            counters(
+                &mut encoder,
+                name,
+                help,
+                by_action.iter().map(|(action, n)| ([("action", action.as_str())], *n)),
+            )?;
         }
-        let counts = s.sagas.snapshot();
-        for status in SagaStatus::ALL {
-            let n = counts.get(&status).copied().unwrap_or(0);
-            t.gauge("sqsaga_sagas", "Sagas by state.", &[("state", status.as_str())], n as f64);
-        }
-        let stuck = counts.get(&SagaStatus::NeedsOperator).copied().unwrap_or(0);
-        t.gauge("sqsaga_sagas_needing_operator", "Sagas whose compensation needs an operator.", &[], stuck as f64);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counters_encode_one_family_with_a_sample_per_action() {
+        let sqs = Arc::new(RequestCounter::sqs());
+        sqs.record("SendMessageBatch");
+        sqs.record("SendMessageBatch");
+        sqs.record("ReceiveMessage");
+        let dynamodb = Arc::new(RequestCounter::dynamodb());
+        dynamodb.record("UpdateItem");
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(AwsRequests { sqs, dynamodb }));
+        let out = sqsaga_http::metrics::encode(&registry);
+        assert!(out.contains("# TYPE sqsaga_sqs_requests_total counter"), "{out}");
+        assert!(out.contains("sqsaga_sqs_requests_total{action=\"SendMessageBatch\"} 2"), "{out}");
+        assert!(out.contains("sqsaga_sqs_requests_total{action=\"ReceiveMessage\"} 1"), "{out}");
+        assert!(out.contains("sqsaga_dynamodb_requests_total{action=\"UpdateItem\"} 1"), "{out}");
+        assert_eq!(out.matches("# TYPE").count(), 2, "{out}");
+        sqsaga_http::metrics::assert_valid_exposition(&out);
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use sqsaga_config::Settings;
 use sqsaga_core::Millis;
-use sqsaga_http::metrics::MetricsSource;
 use sqsaga_http::{Probe, router, serve_on};
 use sqsaga_orchestrator::{Definitions, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorOptions, SystemClock};
 use sqsaga_worker::{Participant, Worker, WorkerOptions};
@@ -17,9 +16,9 @@ use tokio::net::TcpListener;
 
 use crate::RuntimeError;
 use crate::backend::{open_backend, queue_spec};
-use crate::fleet::{OrchestratorFleet, forward_quarantine, worker_metrics};
+use crate::fleet::{OrchestratorFleet, forward_quarantine};
 use crate::identity::{fingerprint, heartbeat_fields};
-use crate::metrics::{BuildInfo, OrchestratorMetrics, WorkerMetrics};
+use crate::metrics::{orchestrator_registry, worker_registry};
 use crate::readiness::{self, Watched};
 use crate::settings::signing;
 use crate::shutdown::CancellationToken;
@@ -59,13 +58,8 @@ pub async fn run_orchestrator(
         },
     )
     .with_fleet(fleet.monitor.clone());
-    let sources: Vec<Arc<dyn MetricsSource>> = vec![
-        Arc::new(BuildInfo { service: "orchestrator".into(), fingerprint: fp.id.clone() }),
-        Arc::new(OrchestratorMetrics { stats: orchestrator.stats() }),
-        fleet.metrics(),
-    ];
-    let sources = [sources, opened.metrics()].concat();
-    let app = router(probe.clone(), sources).merge(fleet.route());
+    let registry = orchestrator_registry(&probe, &fp.id, &orchestrator, &fleet.monitor, opened.requests());
+    let app = router(probe.clone(), registry).merge(fleet.route());
     let (addr, http) = serve_on(listener, app, shutdown.clone().cancelled_owned())?;
     let fleet_loop = fleet.spawn(probe.clone(), shutdown.clone());
     tracing::info!(http = %addr, fingerprint = %fp.short(), backend = settings.backend.as_str(), "Orchestrator started.");
@@ -120,13 +114,8 @@ pub async fn run_worker(
     };
     let worker = Worker::new(options, opened.queue.clone(), participant);
     let quarantine = forward_quarantine(worker.quarantine(), probe.clone());
-    let sources: Vec<Arc<dyn MetricsSource>> = vec![
-        Arc::new(BuildInfo { service: service.clone(), fingerprint: fp.id.clone() }),
-        Arc::new(WorkerMetrics { service: service.clone(), stats: worker.stats() }),
-        worker_metrics(&service, &worker),
-    ];
-    let sources = [sources, opened.metrics()].concat();
-    let (addr, http) = serve_on(listener, router(probe.clone(), sources), shutdown.clone().cancelled_owned())?;
+    let registry = worker_registry(&probe, &service, &fp.id, &worker, opened.requests());
+    let (addr, http) = serve_on(listener, router(probe.clone(), registry), shutdown.clone().cancelled_owned())?;
     tracing::info!(service = %service, http = %addr, fingerprint = %fp.short(), "Worker started.");
     let watched = Watched { queue: opened.queue.clone(), queue_name: service.clone(), store: None };
     let readiness = readiness::spawn(probe, watched, readiness::INTERVAL, shutdown.clone());

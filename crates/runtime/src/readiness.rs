@@ -140,7 +140,7 @@ mod tests {
         let probe = Probe::new();
         probe.register_loop("readiness", Duration::from_secs(30));
         let shutdown = CancellationToken::new();
-        let app = sqsaga_http::router(probe.clone(), Vec::new());
+        let app = sqsaga_http::router(probe.clone(), sqsaga_http::Registry::default());
         let addr = "127.0.0.1:0".parse().unwrap();
         let (addr, http) = sqsaga_http::serve(addr, app, shutdown.clone().cancelled_owned()).await.unwrap();
         let watched = Watched { queue: queue.clone(), queue_name: "orchestrator".into(), store: None };

@@ -20,6 +20,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use sqsaga_core::Millis;
 use sqsaga_protocol::{Command, Envelope, Heartbeat};
 use sqsaga_queue::Queue;
@@ -43,6 +45,8 @@ pub(crate) struct Drift {
     /// `Some(reason)` while quarantined; subscribers (the readiness probe)
     /// see every change.
     quarantine: watch::Sender<Option<String>>,
+    /// `sqsaga_worker_quarantined`: 1 while `quarantine` holds a reason.
+    quarantined: Gauge,
     /// When the worker started, reported in heartbeats.
     started_at: Millis,
     /// `sent_at` of the first heartbeat sent (0 before): stamps older than
@@ -56,7 +60,12 @@ fn short(fp: &str) -> &str {
 
 impl Drift {
     pub(crate) fn new(started_at: Millis) -> Drift {
-        Drift { quarantine: watch::channel(None).0, started_at, first_heartbeat_at: AtomicU64::new(0) }
+        Drift {
+            quarantine: watch::channel(None).0,
+            quarantined: Gauge::default(),
+            started_at,
+            first_heartbeat_at: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn is_quarantined(&self) -> bool {
@@ -91,7 +100,17 @@ impl Drift {
         Judgement::Release(format!("{reason} (command {})", c.command_id))
     }
 
+    /// Registers `sqsaga_worker_quarantined`.
+    pub(crate) fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "sqsaga_worker_quarantined",
+            "1 while this worker refuses commands because it does not conform (drift guard)",
+            self.quarantined.clone(),
+        );
+    }
+
     fn enter(&self, options: &WorkerOptions, reason: &str) {
+        self.quarantined.set(1);
         let mut entered = false;
         self.quarantine.send_if_modified(|q| {
             if q.as_deref() == Some(reason) {
@@ -113,6 +132,7 @@ impl Drift {
     }
 
     fn leave(&self, options: &WorkerOptions) {
+        self.quarantined.set(0);
         if self.quarantine.send_if_modified(|q| q.take().is_some()) {
             info!(
                 service = %options.service,
@@ -131,7 +151,7 @@ impl Drift {
             host: options.host.clone(),
             fingerprint: options.fingerprint.clone(),
             parts: options.fingerprint_parts.clone(),
-            in_flight: u32::try_from(stats.in_flight.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+            in_flight: u32::try_from(stats.in_flight.get()).unwrap_or(u32::MAX),
             started_at: self.started_at,
             sent_at: now,
             quarantined: self.is_quarantined(),

@@ -25,7 +25,7 @@ pub use barrier::BarrierOutcome;
 pub use options::WorkerOptions;
 pub use participant::Participant;
 pub use runtime::Worker;
-pub use stats::{HistogramSnapshot, LATENCY_BUCKETS_SECONDS, StatsSnapshot, WorkerStats};
+pub use stats::{LATENCY_BUCKETS_SECONDS, StatsSnapshot, WorkerStats};
 
 /// Why a handler did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

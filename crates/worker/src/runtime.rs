@@ -24,9 +24,9 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
 use sqsaga_core::machine::{Outcome, Phase};
 use sqsaga_protocol::{
     ATTR_SIGNATURE, Command, DecodeError, Envelope, ReplyMessage, TraceParent, WorkerInfo, WorkerMessage,
@@ -97,6 +97,14 @@ impl Worker {
         self.inner.stats.clone()
     }
 
+    /// Registers the worker's metrics (its stats and the drift guard's
+    /// quarantine), every family labelled with the worker's `service`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let service = registry.sub_registry_with_label(("service".into(), self.inner.options.service.clone().into()));
+        self.inner.stats.register(service);
+        self.inner.drift.register_metrics(service);
+    }
+
     /// Runs until `shutdown` resolves, then drains and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
         let inner = self.inner;
@@ -142,7 +150,7 @@ impl Worker {
         let _ = stop_tx.send(true);
         let _ = heartbeats.await;
         let _ = summary.await;
-        let in_flight = inner.stats.in_flight.load(Ordering::Relaxed);
+        let in_flight = inner.stats.in_flight.get();
         info!(
             in_flight,
             drain_timeout_ms = millis(inner.options.drain_timeout),
@@ -154,7 +162,7 @@ impl Worker {
         match drained {
             Ok(()) => info!("Worker stopped; all in-flight work finished."),
             Err(_) => {
-                let left = inner.stats.in_flight.load(Ordering::Relaxed);
+                let left = inner.stats.in_flight.get();
                 tasks.abort_all();
                 warn!(
                     in_flight = left,
@@ -301,12 +309,12 @@ type Replies = Vec<(usize, OutgoingMessage)>;
 /// Decrements the in-flight gauge when a batch ends, even if it is aborted.
 struct InFlight<'a> {
     stats: &'a WorkerStats,
-    n: u64,
+    n: i64,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.stats.in_flight.fetch_sub(self.n, Ordering::Relaxed);
+        self.stats.in_flight.dec_by(self.n);
     }
 }
 
@@ -521,8 +529,9 @@ async fn dead_letter(inner: &Inner, message: &ReceivedMessage, reason: &str) {
 /// because this worker does not conform or lacks their contract.
 async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
     let stats = &inner.stats;
-    stats.in_flight.fetch_add(messages.len() as u64, Ordering::Relaxed);
-    let _gauge = InFlight { stats, n: messages.len() as u64 };
+    let n = i64::try_from(messages.len()).unwrap_or(i64::MAX);
+    stats.in_flight.inc_by(n);
+    let _gauge = InFlight { stats, n };
 
     let mut jobs = Vec::new();
     let mut nonconforming = Vec::new();

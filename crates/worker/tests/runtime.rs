@@ -140,12 +140,16 @@ async fn command_is_executed_replied_and_deleted() {
     assert_eq!(reply.worker.instance, "ledger-test-1");
     assert_eq!(reply.worker.fingerprint, "fp-1");
     let stats = w.stats.clone();
-    eventually("the delete", || stats.processed.load(Ordering::SeqCst) == 1).await;
+    eventually("the delete", || stats.processed.get() == 1).await;
     assert!(empty(w.queue.as_ref(), "ledger").await);
     assert_eq!(ledger_state(&w.participant).await, (5, 1));
     let snap = w.stats.snapshot();
     assert_eq!(snap.received, 1);
-    assert_eq!(snap.latency["ledger.add"].count, 1);
+    let mut registry = prometheus_client::registry::Registry::default();
+    w.stats.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("sqsaga_step_duration_seconds_count{command=\"ledger.add\"} 1\n"), "{text}");
     w.shutdown().await;
 }
 
@@ -175,8 +179,8 @@ async fn poison_messages_go_to_the_dlq_with_a_reason_and_work_goes_on() {
     assert!(dead.iter().any(|m| m.body == "this is not json"));
 
     let stats = w.stats.clone();
-    eventually("the good message's delete", || stats.processed.load(Ordering::SeqCst) == 1).await;
-    assert_eq!(w.stats.dead_lettered.load(Ordering::SeqCst), 3);
+    eventually("the good message's delete", || stats.processed.get() == 1).await;
+    assert_eq!(w.stats.dead_lettered.get(), 3);
     assert!(empty(q, "ledger").await);
     w.shutdown().await;
 }
@@ -189,9 +193,9 @@ async fn transient_error_is_replied_and_the_message_deleted() {
     let replies = collect(w.queue.as_ref(), "orchestrator", 1).await;
     assert_eq!(reply_of(&replies[0]).outcome, Outcome::Transient { error: "ledger busy".into() });
     let stats = w.stats.clone();
-    eventually("the delete", || stats.processed.load(Ordering::SeqCst) == 1).await;
+    eventually("the delete", || stats.processed.get() == 1).await;
     assert!(empty(w.queue.as_ref(), "ledger").await);
-    assert_eq!(w.stats.failed.load(Ordering::SeqCst), 1);
+    assert_eq!(w.stats.failed.get(), 1);
     assert_eq!(ledger_state(&w.participant).await, (0, 0));
     w.shutdown().await;
 }
@@ -205,7 +209,7 @@ async fn batch_of_commands_all_replied_in_few_commits() {
     let replies = collect(w.queue.as_ref(), "orchestrator", 25).await;
     assert_eq!(replies.len(), 25);
     let stats = w.stats.clone();
-    eventually("all deletes", || stats.processed.load(Ordering::SeqCst) == 25).await;
+    eventually("all deletes", || stats.processed.get() == 25).await;
     let commits = w.participant.committer().commits();
     assert!(commits < 25, "25 commands took {commits} commits");
     assert_eq!(ledger_state(&w.participant).await, (25, 25));
@@ -226,15 +230,15 @@ async fn seed_messages_run_through_the_barrier_without_a_reply() {
     };
     send(w.queue.as_ref(), "ledger", seed(false)).await;
     let stats = w.stats.clone();
-    eventually("the action", || stats.processed.load(Ordering::SeqCst) == 1).await;
+    eventually("the action", || stats.processed.get() == 1).await;
     assert_eq!(ledger_state(&w.participant).await, (9, 1));
     // Delivered twice (at least once), then compensated.
     send(w.queue.as_ref(), "ledger", seed(false)).await;
-    eventually("the duplicate", || stats.processed.load(Ordering::SeqCst) == 2).await;
+    eventually("the duplicate", || stats.processed.get() == 2).await;
     send(w.queue.as_ref(), "ledger", seed(true)).await;
-    eventually("the compensation", || stats.processed.load(Ordering::SeqCst) == 3).await;
+    eventually("the compensation", || stats.processed.get() == 3).await;
     assert_eq!(ledger_state(&w.participant).await, (0, 2));
-    assert_eq!(w.stats.duplicates.load(Ordering::SeqCst), 1);
+    assert_eq!(w.stats.duplicates.get(), 1);
     assert!(empty(w.queue.as_ref(), "orchestrator").await);
     w.shutdown().await;
 }
@@ -253,8 +257,8 @@ async fn seed_message_failing_transiently_comes_back_and_then_succeeds() {
     };
     send(w.queue.as_ref(), "ledger", serde_json::to_string(&seed).unwrap()).await;
     let stats = w.stats.clone();
-    eventually("the redelivered seed message", || stats.processed.load(Ordering::SeqCst) == 1).await;
-    assert_eq!(stats.failed.load(Ordering::SeqCst), 1);
+    eventually("the redelivered seed message", || stats.processed.get() == 1).await;
+    assert_eq!(stats.failed.get(), 1);
     assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 2);
     assert_eq!(ledger_state(&w.participant).await, (6, 1));
     assert!(empty(w.queue.as_ref(), "ledger").await);
@@ -279,7 +283,7 @@ async fn shutdown_releases_received_messages_that_did_not_start() {
     gated.open.add_permits(1);
     let result = tokio::time::timeout(Duration::from_secs(10), w.handle).await;
     assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
-    assert_eq!(w.stats.released.load(Ordering::SeqCst), 3);
+    assert_eq!(w.stats.released.get(), 3);
     assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 0);
     // Visible again at once, for a sibling or the next run.
     let d = gated.inner.depth("ledger").await.unwrap();
@@ -292,11 +296,11 @@ async fn shutdown_lets_in_flight_work_finish_reply_and_delete() {
     let slow = command("s1", Phase::Action, json!({"amount": 1, "sleep_ms": 400}));
     send(w.queue.as_ref(), "ledger", body(slow)).await;
     let stats = w.stats.clone();
-    eventually("the command to start", || stats.in_flight.load(Ordering::SeqCst) == 1).await;
+    eventually("the command to start", || stats.in_flight.get() == 1).await;
     let queue = w.queue.clone();
     w.shutdown().await;
-    assert_eq!(stats.processed.load(Ordering::SeqCst), 1);
-    assert_eq!(stats.in_flight.load(Ordering::SeqCst), 0);
+    assert_eq!(stats.processed.get(), 1);
+    assert_eq!(stats.in_flight.get(), 0);
     assert!(empty(queue.as_ref(), "ledger").await);
     assert_eq!(collect(queue.as_ref(), "orchestrator", 1).await.len(), 1);
 }
@@ -309,12 +313,12 @@ async fn drain_budget_bounds_shutdown_and_leaves_the_rest_for_redelivery() {
     let slow = command("s1", Phase::Action, json!({"amount": 1, "sleep_ms": 1500}));
     send(w.queue.as_ref(), "ledger", body(slow)).await;
     let stats = w.stats.clone();
-    eventually("the command to start", || stats.in_flight.load(Ordering::SeqCst) == 1).await;
+    eventually("the command to start", || stats.in_flight.get() == 1).await;
     let queue = w.queue.clone();
     let started = std::time::Instant::now();
     w.shutdown().await;
     assert!(started.elapsed() < Duration::from_millis(1000), "took {:?}", started.elapsed());
-    assert_eq!(stats.processed.load(Ordering::SeqCst), 0);
+    assert_eq!(stats.processed.get(), 0);
     // Not deleted: it comes back after its visibility timeout.
     let d = queue.depth("ledger").await.unwrap();
     assert_eq!(d.visible + d.in_flight, 1);
@@ -327,7 +331,7 @@ async fn nonconforming_worker_releases_the_command_to_a_conforming_sibling() {
     c.conforming = Some(vec!["fp-good".into()]);
     send(drifted.queue.as_ref(), "ledger", body(c)).await;
     let stats = drifted.stats.clone();
-    eventually("the refusal", || stats.refused_nonconforming.load(Ordering::SeqCst) >= 1).await;
+    eventually("the refusal", || stats.refused_nonconforming.get() >= 1).await;
     assert_eq!(drifted.probes.action_calls.load(Ordering::SeqCst), 0);
     let d = drifted.queue.depth("ledger").await.unwrap();
     assert_eq!(d.visible + d.in_flight, 1, "released, not lost nor dead-lettered");
@@ -354,9 +358,9 @@ async fn a_command_whose_contract_is_not_implemented_is_released_not_dead_letter
     foreign.contract = "ledger/v2".into();
     send(w.queue.as_ref(), "ledger", body(foreign)).await;
     let stats = w.stats.clone();
-    eventually("the release", || stats.released_missing_contract.load(Ordering::SeqCst) >= 1).await;
+    eventually("the release", || stats.released_missing_contract.get() >= 1).await;
     assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 0);
-    assert_eq!(w.stats.dead_lettered.load(Ordering::SeqCst), 0);
+    assert_eq!(w.stats.dead_lettered.get(), 0);
     let d = w.queue.depth("ledger").await.unwrap();
     assert_eq!(d.visible + d.in_flight, 1, "released, not lost nor dead-lettered");
     w.shutdown().await;
@@ -395,10 +399,10 @@ async fn quarantine_follows_the_conforming_sets_the_worker_is_sent() {
     old.conforming = Some(vec!["fp-good".into()]);
     send(q, "ledger", body(old)).await;
     let stats = w.stats.clone();
-    eventually("the release", || stats.refused_nonconforming.load(Ordering::SeqCst) >= 1).await;
+    eventually("the release", || stats.refused_nonconforming.get() >= 1).await;
     // Two more heartbeats: the second was judged after the release.
-    let sent = stats.heartbeats_sent.load(Ordering::SeqCst);
-    eventually("two heartbeats", || stats.heartbeats_sent.load(Ordering::SeqCst) >= sent + 2).await;
+    let sent = stats.heartbeats_sent.get();
+    eventually("two heartbeats", || stats.heartbeats_sent.get() >= sent + 2).await;
     let hb = collect(q, "orchestrator", 1).await.iter().filter_map(heartbeat_of).next_back().expect("a heartbeat");
     assert!(!hb.quarantined, "an old stamp says nothing about this worker");
     assert_eq!(collect(q, "ledger", 1).await.len(), 1, "take the released command away");
@@ -433,7 +437,7 @@ async fn quarantine_follows_the_conforming_sets_the_worker_is_sent() {
         }
         assert!(tokio::time::Instant::now() < deadline, "never left quarantine");
     }
-    assert!(w.stats.heartbeats_sent.load(Ordering::SeqCst) >= 3);
+    assert!(w.stats.heartbeats_sent.get() >= 3);
     w.shutdown().await;
 }
 
@@ -469,10 +473,10 @@ async fn failed_reply_leaves_the_message_and_the_redelivery_is_answered_from_the
     assert_eq!(replies.len(), 1);
     assert_eq!(reply_of(&replies[0]).outcome, Outcome::Succeeded { output: json!({"added": 4}) });
     let stats = w.stats.clone();
-    eventually("the delete", || stats.processed.load(Ordering::SeqCst) == 1).await;
+    eventually("the delete", || stats.processed.get() == 1).await;
     assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 1);
-    assert_eq!(w.stats.duplicates.load(Ordering::SeqCst), 1);
-    assert_eq!(w.stats.errors.load(Ordering::SeqCst), 1);
+    assert_eq!(w.stats.duplicates.get(), 1);
+    assert_eq!(w.stats.errors.get(), 1);
     assert_eq!(ledger_state(&w.participant).await, (4, 1));
     w.shutdown().await;
 }
@@ -491,9 +495,9 @@ async fn a_command_that_waited_past_its_latest_start_is_refused_unrun_and_so_is_
     let again = reply_of(&collect(q, "orchestrator", 1).await[0]);
     assert_eq!(again.outcome, first.outcome);
     let stats = w.stats.clone();
-    eventually("both deletes", || stats.processed.load(Ordering::SeqCst) == 2).await;
+    eventually("both deletes", || stats.processed.get() == 2).await;
     assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 0, "the handler never ran");
-    assert_eq!(w.stats.expired.load(Ordering::SeqCst), 1);
+    assert_eq!(w.stats.expired.get(), 1);
     assert_eq!(ledger_state(&w.participant).await, (0, 0));
     w.shutdown().await;
 }
@@ -509,7 +513,7 @@ async fn a_compensation_runs_however_late_it_arrives() {
     send(q, "ledger", body(late)).await;
     let reply = reply_of(&collect(q, "orchestrator", 1).await[0]);
     assert_eq!(reply.outcome, Outcome::Succeeded { output: json!({"removed": 5}) });
-    assert_eq!(w.stats.expired.load(Ordering::SeqCst), 0);
+    assert_eq!(w.stats.expired.get(), 0);
     assert_eq!(ledger_state(&w.participant).await, (0, 2));
     w.shutdown().await;
 }

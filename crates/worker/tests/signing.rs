@@ -104,7 +104,7 @@ async fn rejected(m: OutgoingMessage) -> String {
     let dead = collect(w.queue.as_ref(), &dlq_name("ledger"), 1).await;
     assert_eq!(dead.len(), 1, "expected one dead-lettered message");
     assert_eq!(w.probes.action_calls.load(Ordering::SeqCst), 0, "the handler must never run");
-    assert_eq!(w.stats.dead_lettered.load(Ordering::SeqCst), 1);
+    assert_eq!(w.stats.dead_lettered.get(), 1);
     let d = w.queue.depth("orchestrator").await.unwrap();
     assert_eq!(d.visible + d.in_flight, 0, "no reply for a rejected command");
     let d = w.queue.depth("ledger").await.unwrap();
