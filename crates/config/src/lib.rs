@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 pub use choices::{Backend, DriftMode, LogLevel};
 pub use error::{ConfigErrors, ConfigProblem};
-pub use resolve::Sources;
+pub use resolve::{Sources, hostname};
 pub use secret::Secret;
 pub use settings::{Origin, Settings};
 pub use spec::{

@@ -258,17 +258,24 @@ fn resolve_setting(
     }
 }
 
-/// `<hostname>-<pid>`: unique per process on a machine, and readable in the
-/// fleet view. Kubernetes sets HOSTNAME to the pod name.
-fn default_instance_id(env: &BTreeMap<String, String>) -> String {
-    let host = env
-        .get("HOSTNAME")
+/// The machine's name: `HOSTNAME` from `env` (the pod name in
+/// Kubernetes), else the kernel's hostname, else `localhost`. The one
+/// hostname lookup of the project (instance ids here, heartbeats in the
+/// runtime).
+pub fn hostname(env: &BTreeMap<String, String>) -> String {
+    env.get("HOSTNAME")
         .cloned()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string());
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// `<hostname>-<pid>`: unique per process on a machine, and readable in the
+/// fleet view. Kubernetes sets HOSTNAME to the pod name.
+fn default_instance_id(env: &BTreeMap<String, String>) -> String {
+    let host = hostname(env);
     let host: String = host.chars().take(100).map(|c| if CharSet::Printable.allows(c) { c } else { '-' }).collect();
     format!("{host}-{}", std::process::id())
 }

@@ -27,15 +27,10 @@ pub fn fingerprint(settings: &Settings, contracts: Vec<String>) -> Fingerprint {
     })
 }
 
-/// The machine's name for heartbeats: `HOSTNAME` (the pod name in
-/// Kubernetes), else the kernel's hostname.
+/// The machine's name for heartbeats (`sqsaga_config::hostname` over the
+/// process environment).
 pub fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+    sqsaga_config::hostname(&sqsaga_config::env_map())
 }
 
 /// What a worker's heartbeats carry besides its fingerprint id: the host

@@ -9,7 +9,7 @@
 //! [`run_all`] runs the cases one after the other; the counts case compares
 //! before and after, so nothing else may write to the store meanwhile.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
 use sqsaga_core::Millis;
@@ -150,7 +150,7 @@ fn update(instance: SagaInstance, revision: u64, history: Vec<HistoryEntry>) -> 
 }
 
 fn wall_now() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+    sqsaga_core::clock::now_ms()
 }
 
 /// Commits one write and returns its outcome.

@@ -8,7 +8,6 @@
 //! hiccup is `Transient`.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -228,10 +227,7 @@ pub fn notification(path: &Path, sync: Sync, failure_rate: f64, seed: u64) -> Re
             if injected_failure(seed, &order_id, ctx.attempt, failure_rate) {
                 return Err(HandlerError::Transient("mail server unavailable (injected failure)".to_string()));
             }
-            let sent_at = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .unwrap_or(0);
+            let sent_at = i64::try_from(sqsaga_core::clock::now_ms()).unwrap_or(i64::MAX);
             exec(
                 tx,
                 "INSERT OR IGNORE INTO confirmations (order_id, sent_at) VALUES (?1, ?2)",
