@@ -551,7 +551,9 @@ impl DynamoStore {
         let mut tasks = JoinSet::new();
         for shard in 0..INDEX_SHARDS {
             let (me, pk) = (self.clone(), partition(shard));
-            tasks.spawn(async move { me.query_index(index, (hash_attr, pk), range_upto, forward, limit).await });
+            tasks.spawn(crate::capacity::inherit_purpose(async move {
+                me.query_index(index, (hash_attr, pk), range_upto, forward, limit).await
+            }));
         }
         let mut out = Vec::new();
         while let Some(joined) = tasks.join_next().await {
@@ -652,7 +654,7 @@ impl DynamoStore {
         let count = writes.len();
         for (i, w) in writes.into_iter().enumerate() {
             let me = self.clone();
-            tasks.spawn(async move { (i, me.write_one(w).await) });
+            tasks.spawn(crate::capacity::inherit_purpose(async move { (i, me.write_one(w).await) }));
         }
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; count];
         let mut first_error = None;

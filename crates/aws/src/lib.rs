@@ -12,6 +12,7 @@
 //! endpoint from `AWS_TEST_ENDPOINT_URL`.
 
 mod batch;
+pub mod capacity;
 mod dynamo;
 mod error;
 mod gate;
@@ -28,6 +29,7 @@ use aws_config::SdkConfig;
 use sqsaga_queue::Queue;
 use sqsaga_store::SagaStore;
 
+pub use capacity::{CapacityMeter, CapacitySnapshot, Usage, with_purpose};
 pub use dynamo::{DUE_INDEX, DynamoStore, END_INDEX, TableStatus};
 pub use error::AwsError;
 pub use heartbeat::VisibilityHeartbeat;
@@ -49,6 +51,8 @@ pub struct AwsBackend {
     sqs_requests: Arc<RequestCounter>,
     /// DynamoDB requests by action (`sqsaga_dynamodb_requests_total`).
     dynamodb_requests: Arc<RequestCounter>,
+    /// DynamoDB capacity by purpose, when `settings.capacity` asked for it.
+    capacity: Option<Arc<CapacityMeter>>,
     settings: AwsSettings,
 }
 
@@ -93,8 +97,12 @@ impl AwsBackend {
             sqs_requests.clone(),
         );
         let dynamodb_requests = Arc::new(RequestCounter::dynamodb());
-        let dynamo_config =
-            aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(dynamodb_requests.interceptor()).build();
+        let mut dynamo_config = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(dynamodb_requests.interceptor());
+        let capacity = settings.capacity.then(|| Arc::new(CapacityMeter::new()));
+        if let Some(meter) = &capacity {
+            dynamo_config = dynamo_config.interceptor(meter.interceptor());
+        }
+        let dynamo_config = dynamo_config.build();
         let sqs = Arc::new(sqs);
         let store = DynamoStore::new(
             aws_sdk_dynamodb::Client::from_conf(dynamo_config),
@@ -102,7 +110,7 @@ impl AwsBackend {
             &settings.table,
             settings.retention,
         );
-        Ok(AwsBackend { sqs, store: Arc::new(store), sqs_requests, dynamodb_requests, settings })
+        Ok(AwsBackend { sqs, store: Arc::new(store), sqs_requests, dynamodb_requests, capacity, settings })
     }
 
     /// The queue port.
@@ -133,6 +141,11 @@ impl AwsBackend {
     /// DynamoDB requests by action.
     pub fn dynamodb_requests(&self) -> Arc<RequestCounter> {
         self.dynamodb_requests.clone()
+    }
+
+    /// DynamoDB capacity by purpose, if the settings asked for the meter.
+    pub fn capacity(&self) -> Option<Arc<CapacityMeter>> {
+        self.capacity.clone()
     }
 
     pub fn settings(&self) -> &AwsSettings {

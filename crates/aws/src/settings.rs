@@ -56,6 +56,10 @@ pub struct AwsSettings {
     /// One SQS request per message, as the seed's Go worker does: only for
     /// the request-accounting benchmark's comparison.
     pub naive: bool,
+    /// Meter DynamoDB capacity: ask for `ConsumedCapacity` on every call and
+    /// estimate units by the item-size rules (`capacity.rs`). For the cost
+    /// benchmark only: the meter keeps a copy of every item written.
+    pub capacity: bool,
 }
 
 /// Default prefix of queue names.
@@ -82,6 +86,7 @@ impl Default for AwsSettings {
             max_batches_in_flight: 2,
             receive_linger: DEFAULT_RECEIVE_LINGER,
             naive: false,
+            capacity: false,
         }
     }
 }
