@@ -37,7 +37,7 @@ pub use item::{INDEX_SHARDS, OUTBOX_GRACE_MS, TTL_ATTRIBUTE};
 pub use requests::{DYNAMODB_REQUESTS_METRIC, RequestCounter, RequestSnapshot, SQS_REQUESTS_METRIC};
 pub use settings::{
     AwsSettings, DEFAULT_BUSY_DELETE_WINDOW, DEFAULT_BUSY_FLUSH_WINDOW, DEFAULT_QUEUE_PREFIX, DEFAULT_RECEIVE_LINGER,
-    DEFAULT_TABLE, SqsOptions, retry_config, timeout_config,
+    DEFAULT_TABLE, SqsOptions, SqsPreset, retry_config, timeout_config,
 };
 pub use sqs::{DLQ_RETENTION, EnsuredQueue, SqsQueue, Sse};
 pub use wire::MAX_MESSAGE_ATTRIBUTES;

@@ -12,10 +12,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_sqs::config::interceptors::{BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef};
 use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::Input;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use serde::Serialize;
 
 /// Metric of SQS requests by action.
@@ -31,8 +33,9 @@ pub struct RequestCounter {
     metric: &'static str,
     /// `# HELP` text of the family.
     help: &'static str,
-    /// Action name → requests. A lock per request is noise next to a network round trip.
-    counts: Mutex<BTreeMap<String, u64>>,
+    /// Action name → requests, and the same per queue. A lock per request
+    /// is noise next to a network round trip.
+    counts: Mutex<RequestSnapshot>,
 }
 
 impl RequestCounter {
@@ -41,7 +44,7 @@ impl RequestCounter {
         RequestCounter {
             metric: SQS_REQUESTS_METRIC,
             help: "HTTP requests sent to Amazon SQS, by API action (retries included, as AWS bills them).",
-            counts: Mutex::new(BTreeMap::new()),
+            counts: Mutex::new(RequestSnapshot::default()),
         }
     }
 
@@ -50,25 +53,31 @@ impl RequestCounter {
         RequestCounter {
             metric: DYNAMODB_REQUESTS_METRIC,
             help: "HTTP requests sent to Amazon DynamoDB, by API action (retries included).",
-            counts: Mutex::new(BTreeMap::new()),
+            counts: Mutex::new(RequestSnapshot::default()),
         }
     }
 
     /// Counts one request of `action`.
     pub fn record(&self, action: &str) {
+        self.record_on(action, None);
+    }
+
+    /// Counts one request of `action` on `queue` (a queue's name, for SQS).
+    pub fn record_on(&self, action: &str, queue: Option<&str>) {
         let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match counts.get_mut(action) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert(action.to_string(), 1);
-            }
+        bump(&mut counts.by_action, action);
+        if let Some(queue) = queue {
+            let per_queue = match counts.by_queue.get_mut(queue) {
+                Some(q) => q,
+                None => counts.by_queue.entry(queue.to_string()).or_default(),
+            };
+            bump(per_queue, action);
         }
     }
 
     /// The counts so far.
     pub fn snapshot(&self) -> RequestSnapshot {
-        let counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        RequestSnapshot { by_action: counts.clone() }
+        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// Metric family name (`sqsaga_sqs_requests_total`).
@@ -87,10 +96,21 @@ impl RequestCounter {
     }
 }
 
+fn bump(counts: &mut BTreeMap<String, u64>, action: &str) {
+    match counts.get_mut(action) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(action.to_string(), 1);
+        }
+    }
+}
+
 /// Counts at one moment, by action.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RequestSnapshot {
     pub by_action: BTreeMap<String, u64>,
+    /// Queue name → action → requests (SQS calls that name a queue).
+    pub by_queue: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl RequestSnapshot {
@@ -104,16 +124,56 @@ impl RequestSnapshot {
         self.by_action.get(action).copied().unwrap_or(0)
     }
 
+    /// Requests on one queue, every action.
+    pub fn on_queue(&self, queue: &str) -> u64 {
+        self.by_queue.get(queue).map_or(0, |q| q.values().sum())
+    }
+
     /// What happened between `earlier` and this snapshot.
     pub fn since(&self, earlier: &RequestSnapshot) -> RequestSnapshot {
-        let by_action = self
-            .by_action
+        let minus = |now: &BTreeMap<String, u64>, then: Option<&BTreeMap<String, u64>>| -> BTreeMap<String, u64> {
+            now.iter()
+                .map(|(k, v)| (k.clone(), v.saturating_sub(then.and_then(|t| t.get(k)).copied().unwrap_or(0))))
+                .filter(|(_, v)| *v > 0)
+                .collect()
+        };
+        let by_queue = self
+            .by_queue
             .iter()
-            .map(|(k, v)| (k.clone(), v.saturating_sub(earlier.get(k))))
-            .filter(|(_, v)| *v > 0)
+            .map(|(q, counts)| (q.clone(), minus(counts, earlier.by_queue.get(q))))
+            .filter(|(_, counts)| !counts.is_empty())
             .collect();
-        RequestSnapshot { by_action }
+        RequestSnapshot { by_action: minus(&self.by_action, Some(&earlier.by_action)), by_queue }
     }
+}
+
+/// The queue a call names, kept from its input until it is sent.
+#[derive(Debug, Clone)]
+struct QueueOf(String);
+
+impl Storable for QueueOf {
+    type Storer = StoreReplace<Self>;
+}
+
+/// The name of the queue an SQS call names (the last segment of its URL).
+fn queue_of(input: &Input) -> Option<String> {
+    use aws_sdk_sqs::operation as op;
+    let url = None
+        .or_else(|| input.downcast_ref::<op::receive_message::ReceiveMessageInput>().map(|i| &i.queue_url))
+        .or_else(|| input.downcast_ref::<op::send_message_batch::SendMessageBatchInput>().map(|i| &i.queue_url))
+        .or_else(|| input.downcast_ref::<op::delete_message_batch::DeleteMessageBatchInput>().map(|i| &i.queue_url))
+        .or_else(|| input.downcast_ref::<op::send_message::SendMessageInput>().map(|i| &i.queue_url))
+        .or_else(|| input.downcast_ref::<op::delete_message::DeleteMessageInput>().map(|i| &i.queue_url))
+        .or_else(|| {
+            input.downcast_ref::<op::change_message_visibility::ChangeMessageVisibilityInput>().map(|i| &i.queue_url)
+        })
+        .or_else(|| {
+            input
+                .downcast_ref::<op::change_message_visibility_batch::ChangeMessageVisibilityBatchInput>()
+                .map(|i| &i.queue_url)
+        })
+        .or_else(|| input.downcast_ref::<op::get_queue_attributes::GetQueueAttributesInput>().map(|i| &i.queue_url))?;
+    url.as_deref().and_then(|u| u.rsplit('/').next()).map(str::to_string)
 }
 
 /// Counts every attempt just before it is sent, by the operation name the
@@ -129,6 +189,18 @@ impl Intercept for CountingInterceptor {
         "sqsaga-request-counter"
     }
 
+    fn read_before_serialization(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(queue) = queue_of(context.input()) {
+            cfg.interceptor_state().store_put(QueueOf(queue));
+        }
+        Ok(())
+    }
+
     fn read_before_transmit(
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
@@ -136,7 +208,7 @@ impl Intercept for CountingInterceptor {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let action = cfg.load::<Metadata>().map(Metadata::name).unwrap_or("unknown");
-        self.counter.record(action);
+        self.counter.record_on(action, cfg.load::<QueueOf>().map(|q| q.0.as_str()));
         Ok(())
     }
 }
@@ -152,9 +224,12 @@ mod tests {
         let before = c.snapshot();
         c.record("ReceiveMessage");
         c.record("DeleteMessageBatch");
+        c.record_on("SendMessageBatch", Some("bench-inventory"));
         let delta = c.snapshot().since(&before);
+        assert_eq!(delta.on_queue("bench-inventory"), 1);
+        assert_eq!(delta.get("SendMessageBatch"), 1);
         assert_eq!(delta.get("ReceiveMessage"), 1);
         assert_eq!(delta.get("DeleteMessageBatch"), 1);
-        assert_eq!(delta.total(), 2);
+        assert_eq!(delta.total(), 3);
     }
 }

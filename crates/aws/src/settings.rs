@@ -124,6 +124,61 @@ pub fn timeout_config() -> TimeoutConfig {
     TimeoutConfig::builder().connect_timeout(Duration::from_secs(3)).build()
 }
 
+/// Named trade-offs between step latency and SQS requests: the three
+/// batching windows together. Each hop of a step on a busy queue can wait
+/// up to a send window (the command or reply waits for its batch to fill)
+/// and a receive linger (the poller waits for more messages); the delete
+/// window holds back no message, only the caller's delete. README,
+/// Benchmarks has the measured curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqsPreset {
+    /// No linger, no growth on busy queues: a batch holds only what arrives
+    /// within the 5 ms flush window.
+    Latency,
+    /// A fifth of a second at most per wait.
+    Balanced,
+    /// Up to 1 s per send and per receive, 2 s per delete: the fewest
+    /// requests (the defaults).
+    Cost,
+}
+
+impl SqsPreset {
+    /// Every preset, cheapest in latency first.
+    pub const ALL: [SqsPreset; 3] = [SqsPreset::Latency, SqsPreset::Balanced, SqsPreset::Cost];
+
+    /// The name used in settings and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqsPreset::Latency => "latency",
+            SqsPreset::Balanced => "balanced",
+            SqsPreset::Cost => "cost",
+        }
+    }
+
+    /// Parses a name, ignoring ASCII case.
+    pub fn from_name(name: &str) -> Option<SqsPreset> {
+        SqsPreset::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// `(receive_linger, busy_flush_window, busy_delete_window)`.
+    pub fn windows(self) -> (Duration, Duration, Duration) {
+        let ms = Duration::from_millis;
+        match self {
+            SqsPreset::Latency => (Duration::ZERO, ms(5), ms(5)),
+            SqsPreset::Balanced => (ms(200), ms(200), ms(500)),
+            SqsPreset::Cost => (DEFAULT_RECEIVE_LINGER, DEFAULT_BUSY_FLUSH_WINDOW, DEFAULT_BUSY_DELETE_WINDOW),
+        }
+    }
+}
+
+impl AwsSettings {
+    /// These settings with the windows of `preset`.
+    pub fn with_preset(self, preset: SqsPreset) -> AwsSettings {
+        let (receive_linger, busy_flush_window, busy_delete_window) = preset.windows();
+        AwsSettings { receive_linger, busy_flush_window, busy_delete_window, ..self }
+    }
+}
+
 /// Default [`SqsOptions::busy_flush_window`].
 pub const DEFAULT_BUSY_FLUSH_WINDOW: Duration = Duration::from_millis(1000);
 /// Default [`SqsOptions::busy_delete_window`].
@@ -173,5 +228,31 @@ impl Default for SqsOptions {
             max_in_flight: 2,
             receive_linger: DEFAULT_RECEIVE_LINGER,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_map_onto_the_windows() {
+        let ms = Duration::from_millis;
+        // (name, receive linger, busy send window, busy delete window)
+        let cases: &[(&str, Duration, Duration, Duration)] = &[
+            ("latency", Duration::ZERO, ms(5), ms(5)),
+            ("balanced", ms(200), ms(200), ms(500)),
+            ("cost", ms(1000), ms(1000), ms(2000)),
+            ("COST", ms(1000), ms(1000), ms(2000)),
+        ];
+        for (name, linger, send, delete) in cases {
+            let preset = SqsPreset::from_name(name).unwrap_or_else(|| panic!("{name} is a preset"));
+            let s = AwsSettings::default().with_preset(preset);
+            assert_eq!((s.receive_linger, s.busy_flush_window, s.busy_delete_window), (*linger, *send, *delete), "{name}");
+            assert_eq!(s.flush_window, AwsSettings::default().flush_window, "{name} keeps the flush window");
+        }
+        assert_eq!(SqsPreset::from_name("fast"), None);
+        // The defaults are the cost preset.
+        assert_eq!(AwsSettings::default().with_preset(SqsPreset::Cost), AwsSettings::default());
     }
 }

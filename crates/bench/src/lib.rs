@@ -4,8 +4,11 @@
 //! seed's naive way), [`embedded`] (steps/s and SQLite commits per step)
 //! and [`drift`] (time to a `drifted` verdict, steps a drifted worker ran).
 
+pub mod cost;
 pub mod drift;
 pub mod embedded;
+pub mod purpose;
+pub mod scaling;
 pub mod sqs;
 
 pub use drift::{BenchDriftOptions, BenchDriftReport, bench_drift};

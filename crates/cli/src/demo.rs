@@ -99,8 +99,11 @@ pub enum BenchCommand {
     },
     /// Drift guard: time to a `drifted` verdict and steps run by a drifted worker, in observe and enforce mode.
     Drift(BenchDriftArgs),
-    /// SQS requests per saga step against an SQS endpoint (the emulator), batched vs the seed's naive way.
+    /// SQS requests per saga step against an SQS endpoint (the emulator), batched vs the seed's naive way;
+    /// DynamoDB capacity and dollars per million steps; idle cost per process.
     Sqs(BenchSqsArgs),
+    /// Prints docs/scaling.md: what 1k/10k/50k steps/s ask of SQS, DynamoDB and the orchestrator.
+    Scaling,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +148,10 @@ pub struct BenchSqsArgs {
     /// Sagas in flight at once (new ones start as others finish).
     #[arg(long, default_value_t = 200)]
     in_flight: usize,
+    /// Batching windows preset: latency, balanced or cost (the configured
+    /// `sqs_preset` when absent); the window flags below override it.
+    #[arg(long, value_parser = parse_preset)]
+    preset: Option<sqsaga_aws::SqsPreset>,
     /// Receive linger (the adapter's default when absent).
     #[arg(long, value_parser = parse_duration)]
     receive_linger: Option<Duration>,
@@ -154,12 +161,26 @@ pub struct BenchSqsArgs {
     /// Busy flush window for deletes (the adapter's default when absent).
     #[arg(long, value_parser = parse_duration)]
     busy_delete_window: Option<Duration>,
+    /// SQS list price, dollars per million requests.
+    #[arg(long, default_value_t = 0.40)]
+    price_sqs_per_million: f64,
+    /// DynamoDB on-demand list price, dollars per million write request units.
+    #[arg(long, default_value_t = 0.625)]
+    price_wru_per_million: f64,
+    /// DynamoDB on-demand list price, dollars per million read request units.
+    #[arg(long, default_value_t = 0.125)]
+    price_rru_per_million: f64,
     /// JSON config file; also `SQSAGA_CONFIG`.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print the result as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+}
+
+/// A window preset by name.
+fn parse_preset(name: &str) -> Result<sqsaga_aws::SqsPreset, String> {
+    sqsaga_aws::SqsPreset::from_name(name).ok_or_else(|| format!("`{name}` is not a preset: latency, balanced or cost"))
 }
 
 /// Opens the chosen backend for a demo run and creates what the definitions
@@ -338,6 +359,10 @@ pub async fn bench(command: BenchCommand) -> Result<ExitCode> {
             Ok(if report.targets_met { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         BenchCommand::Sqs(a) => bench_sqs(a).await,
+        BenchCommand::Scaling => {
+            print!("{}", sqsaga_bench::scaling::markdown(&sqsaga_bench::scaling::Model::current()));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -345,6 +370,9 @@ pub async fn bench(command: BenchCommand) -> Result<ExitCode> {
 async fn bench_sqs(args: BenchSqsArgs) -> Result<ExitCode> {
     let settings = sqsaga_runtime::resolve(&Overrides { config: args.config.clone(), ..Overrides::default() })?;
     let mut aws = sqsaga_runtime::aws_settings(&settings);
+    let preset = args.preset.unwrap_or(sqsaga_runtime::backend::sqs_preset(settings.sqs_preset));
+    aws = aws.with_preset(preset);
+    let windows_given = args.receive_linger.is_some() || args.busy_flush_window.is_some() || args.busy_delete_window.is_some();
     aws.receive_linger = args.receive_linger.unwrap_or(aws.receive_linger);
     aws.busy_flush_window = args.busy_flush_window.unwrap_or(aws.busy_flush_window);
     aws.busy_delete_window = args.busy_delete_window.unwrap_or(aws.busy_delete_window);
@@ -356,13 +384,22 @@ async fn bench_sqs(args: BenchSqsArgs) -> Result<ExitCode> {
         orchestrator_pollers: args.orchestrator_pollers,
         worker_pollers: args.worker_pollers,
         in_flight: args.in_flight,
+        prices: sqsaga_bench::cost::Prices {
+            sqs_per_million: args.price_sqs_per_million,
+            wru_per_million: args.price_wru_per_million,
+            rru_per_million: args.price_rru_per_million,
+        },
+        preset: (!windows_given).then(|| preset.as_str().to_string()),
         ..sqsaga_bench::BenchSqsOptions::default()
     };
     let endpoint = aws.endpoint_url.clone().unwrap_or_else(|| "AWS".to_string());
     println!("bench sqs: {} order sagas per phase against {endpoint}", options.sagas);
     println!(
-        "  adapter: receive linger {:?}, busy windows {:?} (sends) and {:?} (deletes)",
-        aws.receive_linger, aws.busy_flush_window, aws.busy_delete_window
+        "  adapter: preset {}, receive linger {:?}, busy windows {:?} (sends) and {:?} (deletes)",
+        options.preset.as_deref().unwrap_or("(custom windows)"),
+        aws.receive_linger,
+        aws.busy_flush_window,
+        aws.busy_delete_window
     );
     let report = sqsaga_bench::bench_sqs(&sdk, &aws, &options).await.context("the SQS benchmark failed")?;
     print!("{report}");

@@ -1,5 +1,5 @@
 //! The settings whose value is one of a few names (`LOG_LEVEL`,
-//! `SQSAGA_BACKEND`, `SQSAGA_DRIFT_MODE`): their enums, accepted names and
+//! `SQSAGA_BACKEND`, `SQSAGA_SQS_PRESET`, `SQSAGA_DRIFT_MODE`): their enums, accepted names and
 //! parsing, shared by the settings table (`spec.rs`) and the resolved
 //! [`Settings`](crate::Settings).
 
@@ -58,6 +58,19 @@ named_enum! {
         Embedded => "embedded",
         /// Amazon SQS and DynamoDB.
         Aws => "aws",
+    }
+}
+
+named_enum! {
+    /// How long the SQS batching windows are (`SQSAGA_SQS_PRESET`): step
+    /// latency against requests per step.
+    SqsPreset {
+        /// No waiting for batches to fill: the lowest latency, the most requests.
+        Latency => "latency",
+        /// Waits of up to 0.2 s (0.5 s for deletes).
+        Balanced => "balanced",
+        /// Waits of up to 1 s (2 s for deletes): the fewest requests (the default).
+        Cost => "cost",
     }
 }
 

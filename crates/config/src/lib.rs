@@ -24,7 +24,7 @@ mod spec;
 
 use std::collections::BTreeMap;
 
-pub use choices::{Backend, DriftMode, LogLevel};
+pub use choices::{Backend, DriftMode, LogLevel, SqsPreset};
 pub use error::{ConfigErrors, ConfigProblem};
 pub use resolve::{Sources, hostname};
 pub use secret::Secret;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use sqsaga_core::duration::{DurationError, format_duration, parse_duration};
 
-use crate::choices::{Backend, DriftMode, LogLevel};
+use crate::choices::{Backend, DriftMode, LogLevel, SqsPreset};
 use crate::error::{ConfigErrors, ConfigProblem};
 use crate::secret::Secret;
 use crate::settings::{Origin, Settings};
@@ -491,6 +491,7 @@ fn build(winners: &BTreeMap<&'static str, Winner>, config_file: Option<PathBuf>)
         definitions: text("definitions").map(PathBuf::from),
         fleet_policy: text("fleet_policy").map(PathBuf::from),
         drift_mode: DriftMode::from_name(&choice("drift_mode")).unwrap_or(DriftMode::Observe),
+        sqs_preset: SqsPreset::from_name(&choice("sqs_preset")).unwrap_or(SqsPreset::Cost),
         heartbeat_interval: duration("heartbeat_interval"),
         max_receive_count: u32::try_from(int("max_receive_count")).unwrap_or(1),
         signing_key: secret("signing_key"),

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqsaga_core::duration::format_duration;
 
-use crate::choices::{Backend, DriftMode, LogLevel};
+use crate::choices::{Backend, DriftMode, LogLevel, SqsPreset};
 use crate::secret::Secret;
 use crate::spec::SETTINGS;
 
@@ -81,6 +81,8 @@ pub struct Settings {
     pub table: String,
     /// How long terminal sagas are kept after they end.
     pub retention: Duration,
+    /// SQS batching windows: latency against requests.
+    pub sqs_preset: SqsPreset,
     /// Saga definition file or directory; `None` means the built-in order saga.
     pub definitions: Option<PathBuf>,
     /// fleet.yaml: which fingerprints each service may run.
@@ -209,6 +211,7 @@ impl Settings {
             "definitions" => path(&self.definitions),
             "fleet_policy" => path(&self.fleet_policy),
             "drift_mode" => self.drift_mode.as_str().into(),
+            "sqs_preset" => self.sqs_preset.as_str().into(),
             "heartbeat_interval" => dur(self.heartbeat_interval),
             "max_receive_count" => self.max_receive_count.into(),
             "signing_key" => return Field::Secret(self.signing_key.as_ref()),

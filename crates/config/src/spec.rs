@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::choices::{Backend, DriftMode, LogLevel};
+use crate::choices::{Backend, DriftMode, LogLevel, SqsPreset};
 
 /// The variable that names the JSON config file (the `--config` flag wins over it).
 pub const CONFIG_ENV: &str = "SQSAGA_CONFIG";
@@ -388,6 +388,20 @@ pub static SETTINGS: &[SettingSpec] = &[
               `sqsaga provision` and the CloudFormation template); the embedded backend's \
               orchestrator deletes them in batches. Sagas still running or needing an operator \
               are never expired.",
+    },
+    SettingSpec {
+        env: "SQSAGA_SQS_PRESET",
+        env_fallbacks: &[],
+        key: "sqs_preset",
+        flag: None,
+        secret: false,
+        per_instance: false,
+        default: Some("cost"),
+        kind: Kind::Choice(SqsPreset::NAMES),
+        doc: "SQS batching windows, step latency against requests (AWS mode). `latency`: no waiting \
+              for batches to fill. `balanced`: waits of up to 0.2 s per send and receive, 0.5 s per \
+              delete. `cost`: up to 1 s per send and receive, 2 s per delete, on busy queues only. \
+              README, Benchmarks has the measured curve.",
     },
     SettingSpec {
         env: "SQSAGA_DEFINITIONS",

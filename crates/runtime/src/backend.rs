@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sqsaga_aws::{AwsBackend, AwsSettings, RequestCounter};
-use sqsaga_config::{Backend, Settings};
+use sqsaga_config::{Backend, Settings, SqsPreset};
 use sqsaga_embedded::{EmbeddedBackend, Sync};
 use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
 use sqsaga_queue::{Queue, QueueSpec};
@@ -79,6 +79,16 @@ pub fn aws_settings(settings: &Settings) -> AwsSettings {
         retention: settings.retention,
         ..AwsSettings::default()
     }
+    .with_preset(sqs_preset(settings.sqs_preset))
+}
+
+/// The adapter's preset of the configured name.
+pub fn sqs_preset(preset: SqsPreset) -> sqsaga_aws::SqsPreset {
+    match preset {
+        SqsPreset::Latency => sqsaga_aws::SqsPreset::Latency,
+        SqsPreset::Balanced => sqsaga_aws::SqsPreset::Balanced,
+        SqsPreset::Cost => sqsaga_aws::SqsPreset::Cost,
+    }
 }
 
 /// The spec of queue `name` under the configured visibility and redrive.
@@ -87,5 +97,36 @@ pub fn queue_spec(settings: &Settings, name: &str) -> QueueSpec {
         visibility_timeout: settings.visibility_timeout,
         max_receive_count: settings.max_receive_count,
         ..QueueSpec::named(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sqs_preset_setting_picks_the_adapter_windows() {
+        let ms = std::time::Duration::from_millis;
+        // (SQSAGA_SQS_PRESET, receive linger, busy send window, busy delete window)
+        let cases: &[(Option<&str>, u64, u64, u64)] = &[
+            (None, 1000, 1000, 2000),
+            (Some("cost"), 1000, 1000, 2000),
+            (Some("balanced"), 200, 200, 500),
+            (Some("latency"), 0, 5, 5),
+        ];
+        for (preset, linger, send, delete) in cases {
+            let mut env = BTreeMap::new();
+            env.insert("SQSAGA_BACKEND".to_string(), "aws".to_string());
+            if let Some(p) = preset {
+                env.insert("SQSAGA_SQS_PRESET".to_string(), p.to_string());
+            }
+            let settings = Settings::resolve(&sqsaga_config::Sources::new(&env)).unwrap();
+            let aws = aws_settings(&settings);
+            assert_eq!(
+                (aws.receive_linger, aws.busy_flush_window, aws.busy_delete_window),
+                (ms(*linger), ms(*send), ms(*delete)),
+                "{preset:?}"
+            );
+        }
     }
 }

@@ -291,7 +291,8 @@ impl std::fmt::Display for Summary {
     }
 }
 
-fn percentile(sorted: &[u64], q: f64) -> f64 {
+/// The `q` quantile of `sorted` (nearest rank).
+pub fn percentile(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
