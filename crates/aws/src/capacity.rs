@@ -487,7 +487,10 @@ impl CapacityInterceptor {
     fn prepare(input: &mut aws_smithy_runtime_api::client::interceptors::context::Input) -> Call {
         if let Some(i) = input.downcast_mut::<PutItemInput>() {
             i.return_consumed_capacity.get_or_insert(ReturnConsumedCapacity::Indexes);
-            return Call::Put { table: i.table_name.clone().unwrap_or_default(), item: i.item.clone().unwrap_or_default() };
+            return Call::Put {
+                table: i.table_name.clone().unwrap_or_default(),
+                item: i.item.clone().unwrap_or_default(),
+            };
         }
         if let Some(i) = input.downcast_mut::<UpdateItemInput>() {
             i.return_consumed_capacity.get_or_insert(ReturnConsumedCapacity::Indexes);
@@ -506,7 +509,10 @@ impl CapacityInterceptor {
         }
         if let Some(i) = input.downcast_mut::<DeleteItemInput>() {
             i.return_consumed_capacity.get_or_insert(ReturnConsumedCapacity::Indexes);
-            return Call::Delete { table: i.table_name.clone().unwrap_or_default(), key: i.key.clone().unwrap_or_default() };
+            return Call::Delete {
+                table: i.table_name.clone().unwrap_or_default(),
+                key: i.key.clone().unwrap_or_default(),
+            };
         }
         if let Some(i) = input.downcast_mut::<GetItemInput>() {
             i.return_consumed_capacity.get_or_insert(ReturnConsumedCapacity::Indexes);
@@ -615,10 +621,8 @@ impl Intercept for CapacityInterceptor {
     }
 }
 
-type Outcome<'a> = Result<
-    &'a aws_smithy_runtime_api::client::interceptors::context::Output,
-    &'a OrchestratorError<OperationError>,
->;
+type Outcome<'a> =
+    Result<&'a aws_smithy_runtime_api::client::interceptors::context::Output, &'a OrchestratorError<OperationError>>;
 
 /// Whether a failed call is a write its condition refused.
 fn condition_failed(outcome: &Outcome<'_>) -> bool {
@@ -801,7 +805,10 @@ fn book(state: &mut MeterState, call: &Call, outcome: Outcome<'_>) -> Usage {
                         .map(|ws| {
                             ws.iter()
                                 .filter_map(|w| {
-                                    w.put_request.as_ref().map(|p| &p.item).or(w.delete_request.as_ref().map(|d| &d.key))
+                                    w.put_request
+                                        .as_ref()
+                                        .map(|p| &p.item)
+                                        .or(w.delete_request.as_ref().map(|d| &d.key))
                                 })
                                 .map(|i| t.key_of(i))
                                 .collect()
@@ -843,7 +850,9 @@ fn book(state: &mut MeterState, call: &Call, outcome: Outcome<'_>) -> Usage {
                 let returned = o.items.as_deref().unwrap_or_default();
                 let bytes = if returned.is_empty() && o.count > 0 {
                     let sizes: Vec<u64> = match schema {
-                        Some(s) => t.items.values().filter_map(|i| s.entry(i, &t.table_key())).map(|e| item_size(&e)).collect(),
+                        Some(s) => {
+                            t.items.values().filter_map(|i| s.entry(i, &t.table_key())).map(|e| item_size(&e)).collect()
+                        }
                         None => t.items.values().map(item_size).collect(),
                     };
                     let mean = if sizes.is_empty() { 0 } else { sizes.iter().sum::<u64>() / sizes.len() as u64 };
@@ -917,7 +926,12 @@ mod tests {
     }
 
     fn due_index() -> IndexSchema {
-        IndexSchema { name: "by_due".into(), hash: "shard".into(), range: Some("at".into()), projected: Projected::KeysOnly }
+        IndexSchema {
+            name: "by_due".into(),
+            hash: "shard".into(),
+            range: Some("at".into()),
+            projected: Projected::KeysOnly,
+        }
     }
 
     #[test]

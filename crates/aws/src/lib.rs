@@ -97,7 +97,8 @@ impl AwsBackend {
             sqs_requests.clone(),
         );
         let dynamodb_requests = Arc::new(RequestCounter::dynamodb());
-        let mut dynamo_config = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(dynamodb_requests.interceptor());
+        let mut dynamo_config =
+            aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(dynamodb_requests.interceptor());
         let capacity = settings.capacity.then(|| Arc::new(CapacityMeter::new()));
         if let Some(meter) = &capacity {
             dynamo_config = dynamo_config.interceptor(meter.interceptor());

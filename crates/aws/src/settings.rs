@@ -248,7 +248,11 @@ mod tests {
         for (name, linger, send, delete) in cases {
             let preset = SqsPreset::from_name(name).unwrap_or_else(|| panic!("{name} is a preset"));
             let s = AwsSettings::default().with_preset(preset);
-            assert_eq!((s.receive_linger, s.busy_flush_window, s.busy_delete_window), (*linger, *send, *delete), "{name}");
+            assert_eq!(
+                (s.receive_linger, s.busy_flush_window, s.busy_delete_window),
+                (*linger, *send, *delete),
+                "{name}"
+            );
             assert_eq!(s.flush_window, AwsSettings::default().flush_window, "{name} keeps the flush window");
         }
         assert_eq!(SqsPreset::from_name("fast"), None);

@@ -64,12 +64,12 @@ impl Model {
     pub fn current() -> Model {
         Model {
             sqs_orchestrator_queue_per_step: 0.42,
-            sqs_worker_queues_per_step: 0.40,
+            sqs_worker_queues_per_step: 0.41,
             worker_queues: 3,
-            table_wru_per_step: 5.3,
-            table_rru_per_step: 1.1,
-            index_wru_per_step: vec![("by_status", 2.0), ("by_due", 1.9), ("by_outbox", 2.0)],
-            index_rru_per_step: 0.1,
+            table_wru_per_step: 5.4,
+            table_rru_per_step: 1.4,
+            index_wru_per_step: vec![("by_status", 2.38), ("by_due", 0.83), ("by_outbox", 2.01)],
+            index_rru_per_step: 0.13,
             index_shards: 1,
             in_flight_s: 2.2,
             orchestrator_cpu_us_per_step: 185.0,
@@ -161,7 +161,7 @@ fn n(x: f64) -> String {
     let digits = rounded.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -548,7 +548,12 @@ pub async fn wait_terminal(store: &dyn SagaStore, total: usize, budget: Duration
 
 /// Counts every request over the idle window: long polls per poller, and
 /// per process its queue's requests (the orchestrator's also its store's).
-async fn measure_idle(backend: &AwsBackend, options: &BenchSqsOptions, pollers: usize, services: &[String]) -> IdleReport {
+async fn measure_idle(
+    backend: &AwsBackend,
+    options: &BenchSqsOptions,
+    pollers: usize,
+    services: &[String],
+) -> IdleReport {
     let requests = backend.requests();
     let before = requests.snapshot();
     let capacity_before = backend.capacity().map(|m| m.snapshot());

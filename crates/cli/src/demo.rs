@@ -372,7 +372,8 @@ async fn bench_sqs(args: BenchSqsArgs) -> Result<ExitCode> {
     let mut aws = sqsaga_runtime::aws_settings(&settings);
     let preset = args.preset.unwrap_or(sqsaga_runtime::backend::sqs_preset(settings.sqs_preset));
     aws = aws.with_preset(preset);
-    let windows_given = args.receive_linger.is_some() || args.busy_flush_window.is_some() || args.busy_delete_window.is_some();
+    let windows_given =
+        args.receive_linger.is_some() || args.busy_flush_window.is_some() || args.busy_delete_window.is_some();
     aws.receive_linger = args.receive_linger.unwrap_or(aws.receive_linger);
     aws.busy_flush_window = args.busy_flush_window.unwrap_or(aws.busy_flush_window);
     aws.busy_delete_window = args.busy_delete_window.unwrap_or(aws.busy_delete_window);
