@@ -400,6 +400,7 @@ fn every_setting_reaches_the_effective_map() {
         "service": "inventory", "instance_id": "i-1", "concurrency": 2,
         "visibility_timeout": "1m", "wait_time": "1s", "drain_timeout": "2s",
         "orchestrator_queue_url": "https://q/3", "queue_prefix": "p-", "table": "t-1", "retention": "7d",
+        "sqs_preset": "balanced",
         "definitions": "/defs", "fleet_policy": "/fleet.yaml", "drift_mode": "enforce",
         "heartbeat_interval": "3s", "max_receive_count": 7, "signing_key": KEY,
         "signing_key_previous": OLD_KEY, "require_signature": true,
@@ -419,6 +420,7 @@ fn every_setting_reaches_the_effective_map() {
     }
     assert_eq!(s.backend, Backend::Aws);
     assert_eq!(s.drift_mode, DriftMode::Enforce);
+    assert_eq!(s.sqs_preset, sqsaga_config::SqsPreset::Balanced);
     assert_eq!(effective["visibility_timeout"], json!("1m"));
 }
 
