@@ -30,9 +30,11 @@ pub const OUTBOX: &str = "outbox";
 pub const TIMERS: &str = "timers";
 /// The sweeper's look for outboxes left pending.
 pub const SWEEPER: &str = "sweeper";
-/// The readiness loop's counts.
+/// The readiness loop's reachability check.
 pub const READINESS: &str = "readiness";
-/// Listings and histories (operator commands).
+/// Expiring terminal sagas (the embedded backend; DynamoDB's TTL is free).
+pub const RETENTION: &str = "retention";
+/// Listings, histories and counts (operator commands, start-up).
 pub const ADMIN: &str = "admin";
 /// The benchmark's own progress checks and final read: not part of the bill.
 pub const BENCH: &str = "bench";
@@ -87,6 +89,14 @@ impl SagaStore for Labelled {
     }
 
     async fn counts(&self) -> Result<BTreeMap<SagaStatus, u64>, StoreError> {
-        with_purpose(READINESS, self.inner.counts()).await
+        with_purpose(ADMIN, self.inner.counts()).await
+    }
+
+    async fn reachable(&self) -> Result<(), StoreError> {
+        with_purpose(READINESS, self.inner.reachable()).await
+    }
+
+    async fn expire(&self, ended_before: Millis, limit: usize) -> Result<usize, StoreError> {
+        with_purpose(RETENTION, self.inner.expire(ended_before, limit)).await
     }
 }

@@ -4,12 +4,15 @@
 //! document; a test (`tests/scaling.rs`) fails when the file on disk is not
 //! what the constants give, so the document cannot drift from them.
 //!
-//! The constants are measured (`sqsaga bench sqs`, `sqsaga bench embedded`)
-//! or are the store's design (index shards); each says where it comes from.
-//! They live here, in one place, until the store exports its own (index
-//! shards, writes per step); then this file reads those.
+//! The constants are the store's own (`sqsaga_aws::item`: index shards,
+//! writes and reads per step) or measured (`sqsaga bench sqs`, `sqsaga
+//! bench embedded`); each says where it comes from.
 
 use std::fmt::Write as _;
+
+/// Steps per order saga, over the benchmark's mix of completed and
+/// compensated orders (`sqsaga bench sqs`: 814 steps for 300 sagas).
+pub const STEPS_PER_SAGA: f64 = 2.7;
 
 /// Throughputs the document covers, steps per second.
 pub const RATES: [u64; 3] = [1_000, 10_000, 50_000];
@@ -56,21 +59,29 @@ pub const TABLE_QUOTA_UNITS: f64 = 40_000.0;
 pub const SQS_IN_FLIGHT_LIMIT: f64 = 120_000.0;
 
 impl Model {
-    /// The figures `sqsaga bench sqs --sagas 300 --no-naive` measured on the
-    /// store as of this commit (one partition-key value per index), and
+    /// The store's own per-step write and read constants
+    /// (`sqsaga_aws::item::cost`: happy path, items of at most 1 KB) and
+    /// index shards ([`sqsaga_aws::INDEX_SHARDS`]); the SQS figures
+    /// `sqsaga bench sqs --sagas 300 --no-naive` measured (message operations,
+    /// readiness checks left out: they are per process, not per step); and
     /// `sqsaga bench embedded`'s CPU per step (the whole stack on two cores:
     /// an upper bound for the orchestrator alone, a lower one for AWS mode's
     /// TLS and request signing).
     pub fn current() -> Model {
+        use sqsaga_aws::item::cost;
+        let per_saga = |writes: u32| f64::from(writes) / STEPS_PER_SAGA;
         Model {
             sqs_orchestrator_queue_per_step: 0.42,
             sqs_worker_queues_per_step: 0.41,
             worker_queues: 3,
-            table_wru_per_step: 5.4,
-            table_rru_per_step: 1.4,
-            index_wru_per_step: vec![("by_status", 2.38), ("by_due", 0.83), ("by_outbox", 2.01)],
-            index_rru_per_step: 0.13,
-            index_shards: 1,
+            table_wru_per_step: f64::from(cost::TABLE_WRITES_PER_STEP) + per_saga(cost::TABLE_WRITES_PER_SAGA),
+            table_rru_per_step: cost::READS_PER_STEP,
+            index_wru_per_step: vec![
+                (sqsaga_aws::DUE_INDEX, per_saga(cost::DUE_INDEX_WRITES_PER_SAGA)),
+                (sqsaga_aws::END_INDEX, per_saga(cost::END_INDEX_WRITES_PER_SAGA)),
+            ],
+            index_rru_per_step: 0.0,
+            index_shards: sqsaga_aws::INDEX_SHARDS,
             in_flight_s: 2.2,
             orchestrator_cpu_us_per_step: 185.0,
             replica_vcpus: 1.0,
@@ -225,15 +236,23 @@ pub fn markdown(model: &Model) -> String {
             format!("{}", m.sqs_worker_queues_per_step),
             "the same; full batches give 0.3",
         ),
-        ("table WRU per step".into(), format!("{}", m.table_wru_per_step), "`sqsaga bench sqs` (item-size rules)"),
-        ("table RRU per step".into(), format!("{}", m.table_rru_per_step), "the same"),
+        (
+            "table WRU per step".into(),
+            format!("{:.3}", m.table_wru_per_step),
+            "`sqsaga_aws::item::cost`: one ≤ 1 KB write per step, one per saga (the create)",
+        ),
+        ("table RRU per step".into(), format!("{}", m.table_rru_per_step), "the same: one consistent read per step"),
         (
             "index WRU per step".into(),
-            m.index_wru_per_step.iter().map(|(i, w)| format!("{i} {w}")).collect::<Vec<_>>().join(", "),
-            "the same (`index_wru_per_step`)",
+            m.index_wru_per_step.iter().map(|(i, w)| format!("{i} {w:.3}")).collect::<Vec<_>>().join(", "),
+            "the same: per saga, not per step (2.7 steps per order saga)",
         ),
-        ("index RRU per step".into(), format!("{}", m.index_rru_per_step), "the same (timer and sweeper polls)"),
-        ("partition-key values per index".into(), format!("{}", m.index_shards), "the store's design"),
+        (
+            "index RRU per step".into(),
+            format!("{}", m.index_rru_per_step),
+            "timer and sweeper polls are per replica, not per step",
+        ),
+        ("partition-key values per index".into(), format!("{}", m.index_shards), "`sqsaga_aws::INDEX_SHARDS`"),
         (
             "seconds a message is in flight".into(),
             format!("{}", m.in_flight_s),
@@ -258,7 +277,7 @@ pub fn markdown(model: &Model) -> String {
          - **DynamoDB partition: 1,000 WRU/s and 3,000 RRU/s.** The table's items spread over \
          partitions by saga id, so the table adds partitions as load grows; an index partition-key \
          value lives on one partition, so each index's writes are capped at 1,000 WRU/s per shard \
-         (partition-key value). With one value per index this is the first limit hit.\n\
+         (partition-key value): the store spreads each index over `INDEX_SHARDS` values.\n\
          - **DynamoDB on-demand table quota: 40,000 WRU/s and 40,000 RRU/s by default** (indexes \
          count against the table), raised through Service Quotas. On-demand also doubles a \
          table's previous peak at most every 30 minutes: ramp up, or pre-warm with warm throughput.\n\

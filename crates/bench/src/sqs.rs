@@ -18,8 +18,8 @@
 //! 0.3 / (steps per saga) on top.
 //!
 //! **Cost.** The batched phase runs each process's readiness loop as
-//! `serve` does (the orchestrator's counts the store, every process checks
-//! its queue), with the orchestrator's production timer interval, so its
+//! `serve` does (the orchestrator's checks the store is reachable, every
+//! process checks its queue), with the orchestrator's production timer interval, so its
 //! figures are all-in: `sqs_requests_per_step` counts every SQS request
 //! (`requests_per_step`, the batching figure, leaves the readiness loops'
 //! `GetQueueAttributes` out), and DynamoDB's capacity is metered
@@ -380,13 +380,9 @@ async fn run_phase_on(
 }
 
 /// Each process's readiness loop, as `serve` runs it: the orchestrator's
-/// checks its queue and counts the store; each worker's checks its queue.
+/// checks its queue and the store; each worker's checks its queue.
 fn spawn_readiness(stack: &mut Stack, queue: Arc<dyn Queue>, store: Arc<dyn SagaStore>, services: &[String]) {
-    let orchestrator = Watched {
-        queue: queue.clone(),
-        queue_name: ORCHESTRATOR_QUEUE.to_string(),
-        store: Some((store, Arc::default())),
-    };
+    let orchestrator = Watched { queue: queue.clone(), queue_name: ORCHESTRATOR_QUEUE.to_string(), store: Some(store) };
     let workers = services.iter().map(|s| Watched { queue: queue.clone(), queue_name: s.clone(), store: None });
     for watched in std::iter::once(orchestrator).chain(workers) {
         stack.spawn(move |token| async move {
