@@ -389,7 +389,7 @@ fn config_hash_tracks_shared_settings_only() {
     // form must not change by accident: every fleet would look drifted after
     // an upgrade. Adding a setting or changing a default changes it on
     // purpose; then update this value.
-    assert_eq!(base, "052be3dd94c2efe174145a0f8051f00446bf26dfbe565cc09f4f10a018e754fb");
+    assert_eq!(base, "477a3195a6cf0cd1793af47005f8eb7c2ca9e18f640654765d5d53fa8b764450");
 }
 
 #[test]
