@@ -1,6 +1,7 @@
-//! The sub-transaction barrier (after dtm): one row per (saga, step, op) in
-//! the participant's own database, written in the same local transaction as
-//! the business change, so effects happen once under at-least-once delivery.
+//! The sub-transaction barrier (after dtm), what every participant database
+//! shares: one row per (saga, step, op) in the participant's own database,
+//! written in the same local transaction as the business change, so effects
+//! happen once under at-least-once delivery.
 //!
 //! - A duplicate action or compensation gets the recorded outcome; the
 //!   handler does not run again.
@@ -14,37 +15,31 @@
 //!   refusal is recorded like any other, so a redelivery (say, to a sibling
 //!   whose clock is behind) gets the same answer and the orchestrator can
 //!   take "no effect" as definite. Compensations never expire.
+//! - A fence (an in-doubt step without compensation) blocks the action for
+//!   good if it never ran, or reports that it ran.
+//! - A refused compensation is not recorded: the saga goes to
+//!   `needs_operator`, and a resume must be able to run it again.
 //!
 //! The step key is the step *name* (`CommandContext::step`): the command's
 //! `step_name` for sqsaga commands, the action command name for seed-shaped
 //! messages. Retries of a step (attempts) share one row: the barrier is about
 //! effects, not deliveries.
 //!
-//! This module knows SQLite and the handler trait; it knows nothing about
-//! queues or replies.
+//! This module holds the rules and the stored shapes; each adapter of the
+//! participant database port (`sqlite.rs` here, PostgreSQL in
+//! `sqsaga-postgres`) applies them in its own SQL, and the contract suite
+//! (`contract.rs`) holds them all to the same outcomes. It knows nothing
+//! about queues or replies.
 
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqsaga_core::Millis;
 use sqsaga_core::duration::format_duration;
 use sqsaga_core::machine::{EXPIRED_IN_QUEUE, Outcome, Phase};
-use sqsaga_sqlite::SqliteError;
 
-use crate::{CommandContext, Handler, HandlerError};
-
-/// Created by `Participant::open`; part of the participant's schema.
-pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sqsaga_barrier (
-    saga_id    TEXT    NOT NULL,
-    step       TEXT    NOT NULL,
-    op         TEXT    NOT NULL CHECK (op IN ('action', 'compensation')),
-    outcome    TEXT    NOT NULL,
-    created_at INTEGER NOT NULL,
-    PRIMARY KEY (saga_id, step, op)
-) WITHOUT ROWID;";
+use crate::CommandContext;
 
 /// Reason given when an action arrives after its step was compensated.
 pub const HANGING_REASON: &str = "compensated before the action ran";
@@ -65,11 +60,31 @@ pub enum Recorded {
 }
 
 impl Recorded {
-    fn to_outcome(&self) -> Outcome {
+    /// What a command answered by this row replies.
+    pub fn to_outcome(&self) -> Outcome {
         match self {
             Recorded::Succeeded { output } => Outcome::Succeeded { output: output.clone() },
             Recorded::Refused { reason } => Outcome::Refused { reason: reason.clone() },
             Recorded::Prevented => Outcome::Refused { reason: HANGING_REASON.to_string() },
+        }
+    }
+
+    /// The row as stored (JSON text).
+    pub fn encode(&self) -> String {
+        // A tagged enum of strings and JSON values always serialises.
+        serde_json::to_string(self).unwrap_or_else(|_| r#"{"kind":"prevented"}"#.to_string())
+    }
+
+    /// Reads a stored row back; `Err` says why it is not one.
+    pub fn decode(text: &str) -> Result<Recorded, String> {
+        serde_json::from_str(text).map_err(|e| format!("outcome `{text}` is not a barrier outcome: {e}"))
+    }
+
+    /// The output of a succeeded action, for compensations that need it.
+    pub fn output(self) -> Option<Value> {
+        match self {
+            Recorded::Succeeded { output } => Some(output),
+            _ => None,
         }
     }
 }
@@ -91,85 +106,56 @@ pub struct BarrierOutcome {
 }
 
 impl BarrierOutcome {
-    fn fresh(outcome: Outcome) -> Self {
+    /// A first run: no flag set.
+    pub fn fresh(outcome: Outcome) -> Self {
         BarrierOutcome { outcome, duplicate: false, null_compensation: false, hanging: false, expired: false }
     }
-}
 
-/// Why a barrier job did not keep its writes.
-#[derive(Debug)]
-pub(crate) enum JobError {
-    /// The handler failed transiently (or panicked): roll back, record nothing.
-    Transient(String),
-    /// SQLite failed under the barrier: roll back; the message comes back.
-    Sql(SqliteError),
-    /// A barrier row cannot be read back.
-    Corrupt(String),
-}
+    /// A transient handler failure: rolled back, nothing recorded.
+    pub fn transient(error: String) -> Self {
+        BarrierOutcome::fresh(Outcome::Transient { error })
+    }
 
-impl From<rusqlite::Error> for JobError {
-    fn from(e: rusqlite::Error) -> Self {
-        JobError::Sql(SqliteError::from(e))
+    /// The answer to a command whose own row (`op`) already exists.
+    pub fn answered(recorded: &Recorded, op: Phase) -> Self {
+        let hanging = op == Phase::Action && *recorded == Recorded::Prevented;
+        BarrierOutcome { duplicate: !hanging, hanging, ..BarrierOutcome::fresh(recorded.to_outcome()) }
+    }
+
+    /// A command refused unrun because it waited past its latest start.
+    pub fn expired(recorded: &Recorded) -> Self {
+        BarrierOutcome { expired: true, ..BarrierOutcome::fresh(recorded.to_outcome()) }
+    }
+
+    /// A compensation (or fence) that found no action row and blocked it.
+    pub fn null_compensation(recorded: &Recorded) -> Self {
+        BarrierOutcome { null_compensation: true, ..BarrierOutcome::fresh(recorded.to_outcome()) }
     }
 }
 
-fn op_name(op: Phase) -> &'static str {
+/// The stored name of a phase (`op` column).
+pub fn op_name(op: Phase) -> &'static str {
     crate::phase_name(op)
 }
 
-/// Reads the row for (saga, step, op), if any.
-pub fn lookup(conn: &Connection, saga_id: &str, step: &str, op: Phase) -> Result<Option<Recorded>, LookupError> {
-    let text: Option<String> = conn
-        .prepare_cached("SELECT outcome FROM sqsaga_barrier WHERE saga_id = ?1 AND step = ?2 AND op = ?3")
-        .and_then(|mut stmt| stmt.query_row(params![saga_id, step, op_name(op)], |row| row.get(0)).optional())
-        .map_err(|e| LookupError::Sql(SqliteError::from(e)))?;
-    match text {
-        None => Ok(None),
-        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| LookupError::Corrupt {
-            saga_id: saga_id.to_string(),
-            step: step.to_string(),
-            cause: format!("outcome `{text}` is not a barrier outcome: {e}"),
-        }),
-    }
+/// What a compensation records when there is nothing to undo.
+pub fn nothing_to_undo() -> Recorded {
+    Recorded::Succeeded { output: Value::Null }
 }
 
-/// The output the action of (saga, step) recorded, for compensations that
-/// need it (say, the reservation id to release).
-pub fn action_output(conn: &Connection, saga_id: &str, step: &str) -> Result<Option<Value>, LookupError> {
-    Ok(match lookup(conn, saga_id, step, Phase::Action)? {
-        Some(Recorded::Succeeded { output }) => Some(output),
-        _ => None,
-    })
+/// What a fence records when the action never ran (or had no effect).
+pub fn fence_prevented() -> Recorded {
+    Recorded::Succeeded { output: serde_json::json!({ "fence": "prevented" }) }
 }
 
-/// Errors reading the barrier table.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LookupError {
-    #[error("cannot read the barrier table: {0}")]
-    Sql(SqliteError),
-    #[error("barrier row of saga {saga_id} step {step} is corrupt: {cause}")]
-    Corrupt { saga_id: String, step: String, cause: String },
-}
-
-fn lookup_job(tx: &Connection, ctx: &CommandContext, op: Phase) -> Result<Option<Recorded>, JobError> {
-    lookup(tx, &ctx.saga_id, &ctx.step, op).map_err(|e| match e {
-        LookupError::Sql(e) => JobError::Sql(e),
-        LookupError::Corrupt { cause, .. } => JobError::Corrupt(cause),
-    })
-}
-
-fn record(tx: &Connection, ctx: &CommandContext, op: Phase, outcome: &Recorded, now: Millis) -> Result<(), JobError> {
-    let text = serde_json::to_string(outcome).map_err(|e| JobError::Corrupt(e.to_string()))?;
-    tx.prepare_cached(
-        "INSERT INTO sqsaga_barrier (saga_id, step, op, outcome, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![ctx.saga_id, ctx.step, op_name(op), text, i64::try_from(now).unwrap_or(i64::MAX)])?;
-    Ok(())
+/// What a fence records when the action ran, with what it returned.
+pub fn fence_already_ran(output: Value) -> Recorded {
+    Recorded::Succeeded { output: serde_json::json!({ "fence": "already_ran", "output": output }) }
 }
 
 /// Why an action must not start at `now` (ms since the epoch): it waited in
 /// the queue past its latest start time. `None` when it may start.
-fn expiry(ctx: &CommandContext, now: Millis) -> Option<String> {
+pub fn expiry(ctx: &CommandContext, now: Millis) -> Option<String> {
     let not_after = ctx.not_after?;
     if ctx.phase != Phase::Action || now <= not_after {
         return None;
@@ -181,181 +167,20 @@ fn expiry(ctx: &CommandContext, now: Millis) -> Option<String> {
     })
 }
 
-/// Runs the handler inside a nested savepoint so a refusal keeps the barrier
-/// row but none of the handler's writes. A panic is caught: it would
-/// otherwise take down the database writer thread shared by every command.
-fn call_handler(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext) -> Result<Value, JobErrorOr> {
-    tx.execute_batch("SAVEPOINT sqsaga_handler")?;
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(tx, ctx)));
-    let result = match result {
-        Ok(r) => r,
-        Err(panic) => {
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".to_string());
-            Err(HandlerError::Transient(format!("handler `{}` panicked: {text}", ctx.command)))
-        }
-    };
-    match result {
-        Ok(output) => {
-            tx.execute_batch("RELEASE sqsaga_handler")?;
-            Ok(output)
-        }
-        Err(e) => {
-            tx.execute_batch("ROLLBACK TO sqsaga_handler; RELEASE sqsaga_handler")?;
-            Err(JobErrorOr::Handler(e))
-        }
-    }
+/// The message of a caught handler panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
 }
 
-/// A handler's error, or SQLite failing around it.
-enum JobErrorOr {
-    Handler(HandlerError),
-    Sql(rusqlite::Error),
-}
-
-impl From<rusqlite::Error> for JobErrorOr {
-    fn from(e: rusqlite::Error) -> Self {
-        JobErrorOr::Sql(e)
-    }
-}
-
-/// Runs `ctx` through the barrier inside `tx`. `Err` means: roll back this
-/// job (a transient handler error or a database failure).
-/// `now` is the time the job runs: it decides whether an action is too late
-/// and stamps the barrier row.
-pub(crate) fn run(
-    tx: &Transaction<'_>,
-    handler: &dyn Handler,
-    ctx: &CommandContext,
-    now: Millis,
-) -> Result<BarrierOutcome, JobError> {
-    match ctx.phase {
-        Phase::Action => run_action(tx, handler, ctx, now),
-        Phase::Compensation => run_compensation(tx, handler, ctx, now),
-    }
-}
-
-fn run_action(
-    tx: &Transaction<'_>,
-    handler: &dyn Handler,
-    ctx: &CommandContext,
-    now: Millis,
-) -> Result<BarrierOutcome, JobError> {
-    if let Some(recorded) = lookup_job(tx, ctx, Phase::Action)? {
-        let hanging = recorded == Recorded::Prevented;
-        return Ok(BarrierOutcome {
-            outcome: recorded.to_outcome(),
-            duplicate: !hanging,
-            null_compensation: false,
-            hanging,
-            expired: false,
-        });
-    }
-    // After the lookup: an action that already ran answers with what it
-    // did, however late its redelivery comes.
-    if let Some(reason) = expiry(ctx, now) {
-        let recorded = Recorded::Refused { reason };
-        record(tx, ctx, Phase::Action, &recorded, now)?;
-        return Ok(BarrierOutcome { expired: true, ..BarrierOutcome::fresh(recorded.to_outcome()) });
-    }
-    let recorded = match call_handler(tx, handler, ctx) {
-        Ok(output) => Recorded::Succeeded { output },
-        Err(JobErrorOr::Handler(HandlerError::Refused(reason))) => Recorded::Refused { reason },
-        Err(JobErrorOr::Handler(HandlerError::Transient(error))) => return Err(JobError::Transient(error)),
-        Err(JobErrorOr::Sql(e)) => return Err(e.into()),
-    };
-    record(tx, ctx, Phase::Action, &recorded, now)?;
-    Ok(BarrierOutcome::fresh(recorded.to_outcome()))
-}
-
-/// Resolves a step that has no compensation and whose outcome is in doubt
-/// (it timed out, or its retries ran out): the orchestrator sends
-/// [`sqsaga_core::machine::FENCE_COMMAND`] instead of a compensation. If the
-/// action never ran, it is blocked for good (like a null compensation) and
-/// the reply says `{"fence": "prevented"}`; if it ran, the reply says
-/// `{"fence": "already_ran", "output": ...}` so the orchestrator can treat the
-/// step as done instead of pretending it can be undone.
-pub(crate) fn fence(tx: &Transaction<'_>, ctx: &CommandContext, now: Millis) -> Result<BarrierOutcome, JobError> {
-    if let Some(recorded) = lookup_job(tx, ctx, Phase::Compensation)? {
-        return Ok(BarrierOutcome {
-            outcome: recorded.to_outcome(),
-            duplicate: true,
-            null_compensation: false,
-            hanging: false,
-            expired: false,
-        });
-    }
-    let prevented = Recorded::Succeeded { output: serde_json::json!({ "fence": "prevented" }) };
-    let (recorded, null_compensation) = match lookup_job(tx, ctx, Phase::Action)? {
-        None => {
-            record(tx, ctx, Phase::Action, &Recorded::Prevented, now)?;
-            (prevented, true)
-        }
-        Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => (prevented, false),
-        Some(Recorded::Succeeded { output }) => {
-            (Recorded::Succeeded { output: serde_json::json!({ "fence": "already_ran", "output": output }) }, false)
-        }
-    };
-    record(tx, ctx, Phase::Compensation, &recorded, now)?;
-    Ok(BarrierOutcome {
-        outcome: recorded.to_outcome(),
-        duplicate: false,
-        null_compensation,
-        hanging: false,
-        expired: false,
-    })
-}
-
-fn run_compensation(
-    tx: &Transaction<'_>,
-    handler: &dyn Handler,
-    ctx: &CommandContext,
-    now: Millis,
-) -> Result<BarrierOutcome, JobError> {
-    if let Some(recorded) = lookup_job(tx, ctx, Phase::Compensation)? {
-        return Ok(BarrierOutcome {
-            outcome: recorded.to_outcome(),
-            duplicate: true,
-            null_compensation: false,
-            hanging: false,
-            expired: false,
-        });
-    }
-    let nothing_to_undo = Recorded::Succeeded { output: Value::Null };
-    match lookup_job(tx, ctx, Phase::Action)? {
-        None => {
-            // Null compensation: the action never ran here. Block it for good.
-            record(tx, ctx, Phase::Action, &Recorded::Prevented, now)?;
-            record(tx, ctx, Phase::Compensation, &nothing_to_undo, now)?;
-            Ok(BarrierOutcome {
-                outcome: nothing_to_undo.to_outcome(),
-                duplicate: false,
-                null_compensation: true,
-                hanging: false,
-                expired: false,
-            })
-        }
-        Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => {
-            // A refusal had no effect: nothing to undo.
-            record(tx, ctx, Phase::Compensation, &nothing_to_undo, now)?;
-            Ok(BarrierOutcome::fresh(nothing_to_undo.to_outcome()))
-        }
-        Some(Recorded::Succeeded { .. }) => match call_handler(tx, handler, ctx) {
-            Ok(output) => {
-                let recorded = Recorded::Succeeded { output };
-                record(tx, ctx, Phase::Compensation, &recorded, now)?;
-                Ok(BarrierOutcome::fresh(recorded.to_outcome()))
-            }
-            // A refused compensation is not recorded: the saga goes to
-            // `needs_operator`, and a resume must be able to run it again.
-            Err(JobErrorOr::Handler(HandlerError::Refused(reason))) => {
-                Ok(BarrierOutcome::fresh(Outcome::Refused { reason }))
-            }
-            Err(JobErrorOr::Handler(HandlerError::Transient(error))) => Err(JobError::Transient(error)),
-            Err(JobErrorOr::Sql(e)) => Err(e.into()),
-        },
-    }
+/// Errors reading the barrier table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("cannot read the barrier table: {0}")]
+    Sql(String),
+    #[error("barrier row of saga {saga_id} step {step} is corrupt: {cause}")]
+    Corrupt { saga_id: String, step: String, cause: String },
 }

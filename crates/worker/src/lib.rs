@@ -1,10 +1,13 @@
 //! The worker runtime: what a participant service links to take part in sagas.
 //!
-//! A service builds a [`Participant`] (its own SQLite database plus one
-//! [`Handler`] per command) and hands it to a [`Worker`], which polls the
-//! service's queue, runs every command through the sub-transaction
-//! [`barrier`] in the participant's local transaction, replies to the
-//! orchestrator and only then deletes the message.
+//! A service builds a [`Participant`] (its own database — SQLite here, or
+//! any adapter of the [`db::ParticipantDb`] port, such as PostgreSQL in
+//! `sqsaga-postgres` — plus one handler per command) and hands it to a
+//! [`Worker`], which polls the service's queue, runs every command through
+//! the sub-transaction [`barrier`] in the participant's local transaction,
+//! replies to the orchestrator and only then deletes the message.
+//! [`contract`] is the barrier's behaviour suite every database adapter runs
+//! against itself.
 //!
 //! This crate knows the `Queue` port and the wire protocol, not the adapters
 //! behind them (embedded SQLite or Amazon SQS), nor any saga definition: a
@@ -15,15 +18,18 @@ use sqsaga_core::Millis;
 use sqsaga_core::machine::Phase;
 
 pub mod barrier;
+pub mod contract;
+pub mod db;
 mod drift;
 mod options;
 mod participant;
 mod runtime;
+pub mod sqlite;
 mod stats;
 
 pub use barrier::BarrierOutcome;
 pub use options::WorkerOptions;
-pub use participant::Participant;
+pub use participant::{AnyParticipant, Participant};
 pub use runtime::Worker;
 pub use stats::{LATENCY_BUCKETS_SECONDS, StatsSnapshot, WorkerStats};
 
@@ -89,7 +95,8 @@ impl CommandContext {
     }
 }
 
-/// One command's business logic.
+/// One command's business logic, on SQLite (the [`sqlite::SqliteDb`]
+/// adapter's handler type).
 pub trait Handler: Send + Sync + 'static {
     /// Runs inside the participant's local transaction, together with the barrier row.
     fn handle(&self, tx: &rusqlite::Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError>;
@@ -110,6 +117,11 @@ where
 pub enum WorkerError {
     #[error("participant database: {0}")]
     Sqlite(#[from] sqsaga_sqlite::SqliteError),
+    /// Another adapter's database failed (PostgreSQL...): `database` says
+    /// which (no password), `retryable` whether it may pass (unreachable,
+    /// a serialisation failure, a deadlock).
+    #[error("participant database {database}: {cause}")]
+    Database { database: String, cause: String, retryable: bool },
     #[error("unknown command `{0}`")]
     UnknownCommand(String),
     #[error("command `{command}` is registered as {registered} but the message asks for {requested}")]
@@ -128,6 +140,7 @@ impl WorkerError {
     pub fn is_retryable(&self) -> bool {
         match self {
             WorkerError::Sqlite(e) => e.is_retryable(),
+            WorkerError::Database { retryable, .. } => *retryable,
             WorkerError::Queue(e) => e.is_retryable(),
             WorkerError::CorruptBarrier { .. }
             | WorkerError::UnknownCommand(_)

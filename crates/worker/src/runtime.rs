@@ -40,7 +40,7 @@ use tracing::{Instrument, debug, error, info, warn};
 use crate::drift::{Drift, Judgement};
 use crate::options::{WorkerOptions, seal};
 use crate::stats::WorkerStats;
-use crate::{BarrierOutcome, CommandContext, Participant, WorkerError};
+use crate::{AnyParticipant, BarrierOutcome, CommandContext, WorkerError};
 
 /// First pause after a failed receive; doubled per failure up to the cap.
 const RECEIVE_BACKOFF_START: Duration = Duration::from_millis(100);
@@ -72,14 +72,14 @@ pub struct Worker {
 struct Inner {
     options: WorkerOptions,
     queue: Arc<dyn Queue>,
-    participant: Arc<Participant>,
+    participant: Arc<dyn AnyParticipant>,
     stats: Arc<WorkerStats>,
     /// Drift guard: quarantine state and heartbeat bookkeeping.
     drift: Drift,
 }
 
 impl Worker {
-    pub fn new(options: WorkerOptions, queue: Arc<dyn Queue>, participant: Arc<Participant>) -> Self {
+    pub fn new(options: WorkerOptions, queue: Arc<dyn Queue>, participant: Arc<dyn AnyParticipant>) -> Self {
         let drift = Drift::new(options.started_at.unwrap_or_else(|| options.clock.now()));
         Worker {
             inner: Arc::new(Inner { options, queue, participant, stats: Arc::new(WorkerStats::default()), drift }),
@@ -563,8 +563,9 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
         return nonconforming.len();
     }
 
-    // One job of the participant's group commit for the whole batch: one
-    // hand-off to its writer, one fsync (shared with other pollers' batches).
+    // The whole batch goes to the participant's database at once: on SQLite
+    // one job of its group commit (one hand-off to its writer, one fsync
+    // shared with other pollers' batches).
     let ctxs: Vec<_> = jobs.iter().map(|job| job.ctx.clone()).collect();
     let results = inner.participant.execute_batch_at(ctxs, inner.options.clock.clone()).await;
 

@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 use sqsaga_core::machine::{Outcome, Phase};
-use sqsaga_worker::barrier::{self, HANGING_REASON, Recorded};
+use sqsaga_worker::barrier::{HANGING_REASON, Recorded};
+use sqsaga_worker::sqlite;
 use sqsaga_worker::{BarrierOutcome, CommandContext, HandlerError, Participant, WorkerError};
 use support::{ctx, ledger, ledger_state};
 
@@ -28,7 +29,7 @@ async fn run(p: &Participant, c: CommandContext) -> BarrierOutcome {
 
 async fn recorded(p: &Participant, saga: &str, op: Phase) -> Option<Recorded> {
     let saga = saga.to_string();
-    p.query(move |tx| Ok(barrier::lookup(tx, &saga, "add", op))).await.unwrap().unwrap()
+    p.query(move |tx| Ok(sqlite::lookup(tx, &saga, "add", op))).await.unwrap().unwrap()
 }
 
 #[tokio::test]
@@ -180,12 +181,12 @@ async fn a_panicking_handler_is_a_transient_error_and_the_participant_keeps_work
     p.register(
         "boom/v1",
         "boom.go",
-        |_: &rusqlite::Transaction<'_>, ctx: &CommandContext| -> Result<Value, HandlerError> {
+        Box::new(|_: &rusqlite::Transaction<'_>, ctx: &CommandContext| -> Result<Value, HandlerError> {
             if ctx.input()["panic"].as_bool() == Some(true) {
                 panic!("kaboom");
             }
             Ok(json!("fine"))
-        },
+        }),
         None,
     );
     let mut c = ctx("s1", Phase::Action, json!({"panic": true}));

@@ -98,7 +98,7 @@ pub fn generate_orders(n: usize, seed: u64) -> (DemoData, Vec<Value>) {
 pub fn seed_data(data_dir: &Path, data: &DemoData) -> Result<(), OrderError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| OrderError::Io { path: data_dir.display().to_string(), cause: e.to_string() })?;
-    let barrier = sqsaga_worker::barrier::SCHEMA;
+    let barrier = sqsaga_worker::sqlite::SCHEMA;
     let inventory = format!(
         "{INVENTORY_SCHEMA}\n{barrier}\nDELETE FROM stock; DELETE FROM reservations; DELETE FROM sqsaga_barrier;"
     );

@@ -88,7 +88,7 @@ fn boxed(h: impl Handler) -> Box<dyn Handler> {
 /// `order_id`, `inventory.release` puts it back.
 pub fn inventory(path: &Path, sync: Sync) -> Result<Participant, OrderError> {
     let mut p = Participant::open_with_schema(path, sync, INVENTORY_SCHEMA)?;
-    p.register(INVENTORY_CONTRACT, "inventory.reserve", reserve, Some(("inventory.release", boxed(release))));
+    p.register(INVENTORY_CONTRACT, "inventory.reserve", boxed(reserve), Some(("inventory.release", boxed(release))));
     Ok(p)
 }
 
@@ -147,7 +147,7 @@ fn release(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerE
 /// `account` to the merchant, `payment.refund` moves them back.
 pub fn payment(path: &Path, sync: Sync) -> Result<Participant, OrderError> {
     let mut p = Participant::open_with_schema(path, sync, PAYMENT_SCHEMA)?;
-    p.register(PAYMENT_CONTRACT, "payment.charge", charge, Some(("payment.refund", boxed(refund))));
+    p.register(PAYMENT_CONTRACT, "payment.charge", boxed(charge), Some(("payment.refund", boxed(refund))));
     Ok(p)
 }
 
@@ -222,7 +222,7 @@ pub fn notification(path: &Path, sync: Sync, failure_rate: f64, seed: u64) -> Re
     p.register(
         NOTIFICATION_CONTRACT,
         "notification.send",
-        move |tx: &Transaction<'_>, ctx: &CommandContext| -> Result<Value, HandlerError> {
+        boxed(move |tx: &Transaction<'_>, ctx: &CommandContext| -> Result<Value, HandlerError> {
             let order_id = field(ctx.input(), "order_id")?;
             if injected_failure(seed, &order_id, ctx.attempt, failure_rate) {
                 return Err(HandlerError::Transient("mail server unavailable (injected failure)".to_string()));
@@ -235,7 +235,7 @@ pub fn notification(path: &Path, sync: Sync, failure_rate: f64, seed: u64) -> Re
             )
             .map_err(db("notification"))?;
             Ok(json!({"confirmation": order_id}))
-        },
+        }),
         None,
     );
     Ok(p)

@@ -226,7 +226,7 @@ pub fn ledger(path: &Path) -> (Participant, Arc<Probes>) {
     p.register(
         "ledger/v1",
         "ledger.add",
-        move |tx: &Transaction<'_>, ctx: &CommandContext| -> Result<Value, HandlerError> {
+        Box::new(move |tx: &Transaction<'_>, ctx: &CommandContext| -> Result<Value, HandlerError> {
             action_probes.action_calls.fetch_add(1, Ordering::SeqCst);
             let amount = ctx.input()["amount"].as_i64().unwrap_or(1);
             if let Some(ms) = ctx.input()["sleep_ms"].as_u64() {
@@ -242,13 +242,13 @@ pub fn ledger(path: &Path) -> (Participant, Arc<Probes>) {
                 return Err(HandlerError::Transient("ledger busy".into()));
             }
             Ok(json!({"added": amount}))
-        },
+        }),
         Some((
             "ledger.undo",
             Box::new(move |tx: &Transaction<'_>, ctx: &CommandContext| -> Result<Value, HandlerError> {
                 compensation_probes.compensation_calls.fetch_add(1, Ordering::SeqCst);
                 log_run(tx, ctx);
-                let recorded = sqsaga_worker::barrier::action_output(tx, &ctx.saga_id, &ctx.step)
+                let recorded = sqsaga_worker::sqlite::action_output(tx, &ctx.saga_id, &ctx.step)
                     .map_err(|e| HandlerError::Transient(e.to_string()))?;
                 let amount = recorded.and_then(|o| o["added"].as_i64()).unwrap_or(0);
                 tx.execute("UPDATE counter SET total = total - ?1 WHERE id = 1", params![amount]).unwrap();
