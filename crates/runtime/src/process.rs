@@ -11,7 +11,7 @@ use sqsaga_config::Settings;
 use sqsaga_core::Millis;
 use sqsaga_http::{Probe, router, serve_on};
 use sqsaga_orchestrator::{Definitions, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorOptions, SystemClock};
-use sqsaga_worker::{Participant, Worker, WorkerOptions};
+use sqsaga_worker::{AnyParticipant, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 
 use crate::RuntimeError;
@@ -67,6 +67,7 @@ pub async fn run_orchestrator(
         queue: opened.queue.clone(),
         queue_name: ORCHESTRATOR_QUEUE.to_string(),
         store: Some(opened.store.clone()),
+        participant: None,
     };
     let readiness = readiness::spawn(probe, watched, readiness::INTERVAL, shutdown.clone());
     orchestrator.run(shutdown.cancelled_owned()).await;
@@ -82,7 +83,7 @@ pub async fn run_orchestrator(
 /// its executable), so siblings started together report the same start.
 pub async fn run_worker(
     settings: Settings,
-    participant: Arc<Participant>,
+    participant: Arc<dyn AnyParticipant>,
     listener: TcpListener,
     shutdown: CancellationToken,
     started_at: Millis,
@@ -112,12 +113,17 @@ pub async fn run_worker(
         started_at: Some(started_at),
         ..WorkerOptions::new(&service, &settings.instance_id)
     };
-    let worker = Worker::new(options, opened.queue.clone(), participant);
+    let worker = Worker::new(options, opened.queue.clone(), participant.clone());
     let quarantine = forward_quarantine(worker.quarantine(), probe.clone());
     let registry = worker_registry(&probe, &service, &fp.id, &worker, opened.requests());
     let (addr, http) = serve_on(listener, router(probe.clone(), registry), shutdown.clone().cancelled_owned())?;
     tracing::info!(service = %service, http = %addr, fingerprint = %fp.short(), "Worker started.");
-    let watched = Watched { queue: opened.queue.clone(), queue_name: service.clone(), store: None };
+    let watched = Watched {
+        queue: opened.queue.clone(),
+        queue_name: service.clone(),
+        store: None,
+        participant: Some(participant.clone()),
+    };
     let readiness = readiness::spawn(probe, watched, readiness::INTERVAL, shutdown.clone());
     worker.run(shutdown.cancelled_owned()).await?;
     let _ = readiness.await;

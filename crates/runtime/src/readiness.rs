@@ -16,6 +16,7 @@ use std::time::Duration;
 use sqsaga_http::Probe;
 use sqsaga_queue::Queue;
 use sqsaga_store::SagaStore;
+use sqsaga_worker::AnyParticipant;
 
 use crate::shutdown::CancellationToken;
 
@@ -32,6 +33,8 @@ pub struct Watched {
     pub queue_name: String,
     /// The saga store (orchestrator only).
     pub store: Option<Arc<dyn SagaStore>>,
+    /// The participant, whose database is pinged (workers only).
+    pub participant: Option<Arc<dyn AnyParticipant>>,
 }
 
 /// Runs one check: the `queue` (and `store`) readiness reasons are set or
@@ -46,6 +49,13 @@ pub async fn check(probe: &Probe, watched: &Watched) {
         match store.reachable().await {
             Ok(()) => probe.set_ready("store"),
             Err(e) => probe.set_unready("store", format!("saga store unreachable: {e}")),
+        }
+    }
+    if let Some(participant) = &watched.participant {
+        match participant.ping().await {
+            Ok(()) => probe.set_ready("database"),
+            Err(e) => probe
+                .set_unready("database", format!("participant database {} unreachable: {e}", participant.database())),
         }
     }
     probe.heartbeat("readiness");
@@ -143,7 +153,8 @@ mod tests {
         let app = sqsaga_http::router(probe.clone(), sqsaga_http::Registry::default());
         let addr = "127.0.0.1:0".parse().unwrap();
         let (addr, http) = sqsaga_http::serve(addr, app, shutdown.clone().cancelled_owned()).await.unwrap();
-        let watched = Watched { queue: queue.clone(), queue_name: "orchestrator".into(), store: None };
+        let watched =
+            Watched { queue: queue.clone(), queue_name: "orchestrator".into(), store: None, participant: None };
         let task = spawn(probe.clone(), watched, Duration::from_millis(20), shutdown.clone());
 
         let p = probe.clone();
@@ -167,6 +178,77 @@ mod tests {
 
         shutdown.cancel();
         task.await.unwrap();
+        http.await.unwrap().unwrap();
+    }
+
+    /// A participant whose database is down while `down` is set.
+    #[derive(Default)]
+    struct FlakyDatabase {
+        down: AtomicBool,
+    }
+
+    #[async_trait]
+    impl AnyParticipant for FlakyDatabase {
+        fn contracts(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn describe(&self, _: &str) -> Option<(&str, sqsaga_core::machine::Phase)> {
+            None
+        }
+        fn compensation_of(&self, _: &str) -> Option<&str> {
+            None
+        }
+        fn database(&self) -> String {
+            "postgres://127.0.0.1:5432/inventory".into()
+        }
+        async fn execute_batch_at(
+            &self,
+            _: Vec<sqsaga_worker::CommandContext>,
+            _: Arc<dyn sqsaga_core::clock::Clock>,
+        ) -> Vec<sqsaga_worker::db::JobResult> {
+            Vec::new()
+        }
+        async fn ping(&self) -> Result<(), sqsaga_worker::WorkerError> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(sqsaga_worker::WorkerError::Database {
+                    database: self.database(),
+                    cause: "connection refused (injected)".into(),
+                    retryable: true,
+                })
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_names_the_participant_database_while_it_is_down() {
+        let database = Arc::new(FlakyDatabase::default());
+        database.down.store(true, Ordering::SeqCst);
+        let probe = Probe::new();
+        probe.register_loop("readiness", Duration::from_secs(30));
+        let watched = Watched {
+            queue: Arc::new(Flaky::default()),
+            queue_name: "inventory".into(),
+            store: None,
+            participant: Some(database.clone()),
+        };
+        check(&probe, &watched).await;
+        let app = sqsaga_http::router(probe.clone(), Vec::new());
+        let shutdown = CancellationToken::new();
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let (addr, http) = sqsaga_http::serve(addr, app, shutdown.clone().cancelled_owned()).await.unwrap();
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        let json: Value = serde_json::from_str(&body).unwrap();
+        let reason = json["reasons"]["database"].as_str().unwrap_or_default();
+        assert!(reason.contains("participant database postgres://127.0.0.1:5432/inventory unreachable"), "{body}");
+
+        database.down.store(false, Ordering::SeqCst);
+        check(&probe, &watched).await;
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        shutdown.cancel();
         http.await.unwrap().unwrap();
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqsaga_orchestrator::{Definitions, Orchestrator, OrchestratorOptions, OrchestratorStats, SystemClock};
 use sqsaga_queue::Queue;
 use sqsaga_store::SagaStore;
+use sqsaga_worker::db::ParticipantDb;
 use sqsaga_worker::{Participant, Worker, WorkerOptions, WorkerStats};
 use tokio::task::JoinSet;
 
@@ -76,12 +77,13 @@ impl Stack {
     }
 
     /// `options.orchestrators` replicas and one worker per participant,
-    /// the worker's service being the participant's name.
-    pub fn start(
+    /// the worker's service being the participant's name. The participants
+    /// share one database adapter type (`Participant` alone: SQLite).
+    pub fn start<D: ParticipantDb>(
         queue: Arc<dyn Queue>,
         store: Arc<dyn SagaStore>,
         definitions: Arc<Definitions>,
-        participants: &[(String, Arc<Participant>)],
+        participants: &[(String, Arc<Participant<D>>)],
         o: &StackOptions,
     ) -> Stack {
         let mut stack = Stack::new();

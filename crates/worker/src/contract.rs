@@ -271,10 +271,7 @@ async fn fence_before_action(f: &dyn Fixture, prefix: &str) -> Result<(), String
     let (p, probes) = open(f).await?;
     let saga = format!("{prefix}-1");
     let fenced = run(&*p, fence(&saga)).await?;
-    check!(
-        fenced.outcome == succeeded(json!({"fence": "prevented"})) && fenced.null_compensation,
-        "fence: {fenced:?}"
-    );
+    check!(fenced.outcome == succeeded(json!({"fence": "prevented"})) && fenced.null_compensation, "fence: {fenced:?}");
     let late = run(&*p, ctx(&saga, Phase::Action, json!({"amount": 5}))).await?;
     check!(late.outcome == refused(HANGING_REASON) && late.hanging, "late action: {late:?}");
     check!(run(&*p, fence(&saga)).await?.duplicate, "a redelivered fence is not a duplicate");

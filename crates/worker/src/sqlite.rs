@@ -169,9 +169,7 @@ fn job_result(result: Result<BarrierOutcome, JobError>, ctx: &CommandContext) ->
 pub fn lookup(conn: &Connection, saga_id: &str, step: &str, op: Phase) -> Result<Option<Recorded>, LookupError> {
     let text: Option<String> = conn
         .prepare_cached("SELECT outcome FROM sqsaga_barrier WHERE saga_id = ?1 AND step = ?2 AND op = ?3")
-        .and_then(|mut stmt| {
-            stmt.query_row(params![saga_id, step, barrier::op_name(op)], |row| row.get(0)).optional()
-        })
+        .and_then(|mut stmt| stmt.query_row(params![saga_id, step, barrier::op_name(op)], |row| row.get(0)).optional())
         .map_err(|e| LookupError::Sql(SqliteError::from(e).to_string()))?;
     match text {
         None => Ok(None),
@@ -250,7 +248,12 @@ impl From<rusqlite::Error> for JobErrorOr {
 /// Runs `ctx` through the barrier inside `tx`. `Err` means: roll back this
 /// job (a transient handler error or a database failure). `now` is the time
 /// the job runs: it decides whether an action is too late and stamps the row.
-fn run(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext, now: Millis) -> Result<BarrierOutcome, JobError> {
+fn run(
+    tx: &Transaction<'_>,
+    handler: &dyn Handler,
+    ctx: &CommandContext,
+    now: Millis,
+) -> Result<BarrierOutcome, JobError> {
     match ctx.phase {
         Phase::Action => run_action(tx, handler, ctx, now),
         Phase::Compensation => run_compensation(tx, handler, ctx, now),
