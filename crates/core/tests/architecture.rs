@@ -37,6 +37,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("sqsaga-worker", 4),
     // The composition root.
     ("sqsaga-runtime", 5),
+    // The PostgreSQL adapter of the worker's participant database port.
+    ("sqsaga-postgres", 5),
     // What runs on it: the order example (participants, demo runs), the deploy linter.
     ("sqsaga-order", 6),
     ("sqsaga-lint-deploy", 6),

@@ -1,0 +1,527 @@
+//! The PostgreSQL adapter of the participant database port
+//! ([`sqsaga_worker::db::ParticipantDb`]): a service keeps its business
+//! tables and the barrier table in its own PostgreSQL database (or a schema
+//! of a shared one), and every command runs in one local transaction with
+//! its barrier row. Handlers implement [`PgHandler`] and receive the plain
+//! `tokio_postgres::Transaction`, so business code stays plain SQL.
+//!
+//! **Driver: `tokio-postgres` with `deadpool-postgres`, not `sqlx`.** Both
+//! are maintained and async; tokio-postgres is the lighter build (no proc
+//! macros, no compile-time query checking that wants a database — or a
+//! checked-in query cache — at build time, no second runtime abstraction),
+//! which matters on a 2-core builder, and deadpool adds only a small pool
+//! around it. Business code gets the driver's own transaction type either way.
+//!
+//! **The barrier, insert first.** A command first inserts its own barrier
+//! row with `INSERT ... ON CONFLICT DO NOTHING` on the primary key (saga,
+//! step, op), `outcome` NULL until the handler is done, then runs the
+//! handler and writes the outcome into the row, all in one transaction.
+//! `READ COMMITTED` (PostgreSQL's default) is enough because of that order:
+//! an insert that meets a concurrent, uncommitted insert of the same key
+//! waits for that transaction to end, then either inserts (it rolled back)
+//! or does nothing (it committed). So when two replicas run the same command
+//! at once, exactly one inserts and runs the handler; the other waits, finds
+//! the row, and — each statement of a `READ COMMITTED` transaction taking a
+//! fresh snapshot — reads the committed outcome and answers with it. A
+//! compensation inserts its own row first, then the action's row as
+//! `prevented`: if that insert succeeds the action never ran and now never
+//! will (a late action waits on it, then finds `prevented`); if it meets a
+//! running action, it waits for it and then reads what it did. No decision
+//! rests on a read of a row the transaction did not first try to insert, so
+//! no stronger isolation (and no serialisation failures to retry) is needed.
+//! A NULL outcome is never visible outside its transaction.
+//!
+//! **One transaction per command**, on one pooled connection per received
+//! batch: a batch shares no locks, so two replicas with overlapping batches
+//! cannot deadlock, and a failing command costs only itself. The handler
+//! runs in a savepoint, so a business refusal keeps the barrier row but none
+//! of the handler's writes; a transient error or a panic rolls the whole
+//! command back, barrier row included.
+//!
+//! [`scratch`] creates and drops throw-away databases for tests and demos.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::FutureExt;
+use serde_json::Value;
+use sqsaga_core::Millis;
+use sqsaga_core::clock::Clock;
+use sqsaga_core::machine::{Outcome, Phase};
+use sqsaga_worker::barrier::{self, BarrierOutcome, LookupError, Recorded};
+use sqsaga_worker::db::{Job, JobResult, ParticipantDb, Run};
+use sqsaga_worker::{CommandContext, HandlerError, Participant, WorkerError};
+use tokio_postgres::{GenericClient, NoTls, Transaction};
+
+pub mod scratch;
+
+/// The barrier table, created in the participant's schema by [`PostgresDb::connect`].
+pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sqsaga_barrier (
+    saga_id    TEXT   NOT NULL,
+    step       TEXT   NOT NULL,
+    op         TEXT   NOT NULL CHECK (op IN ('action', 'compensation')),
+    -- NULL only inside the transaction that inserted the row.
+    outcome    TEXT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (saga_id, step, op)
+);";
+
+/// How long opening a connection may take before the database counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A participant over PostgreSQL.
+pub type PgParticipant = Participant<PostgresDb>;
+
+/// One command's business logic on PostgreSQL: runs inside the command's
+/// transaction, together with its barrier row. Return
+/// [`HandlerError::Transient`] for database errors (the command is rolled
+/// back and retried) and [`HandlerError::Refused`] for business refusals.
+#[async_trait]
+pub trait PgHandler: Send + Sync + 'static {
+    async fn handle(&self, tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError>;
+}
+
+/// A participant's PostgreSQL database: a connection pool, every connection
+/// in the participant's schema.
+pub struct PostgresDb {
+    pool: Pool,
+    /// `postgres://host:port/db` (and the schema), no password.
+    describe: String,
+}
+
+impl PostgresDb {
+    /// Connects to `url` (`postgres://user@host:port/db`), with every
+    /// connection's `search_path` set to `schema` when given (created if
+    /// missing), and runs the barrier table and `setup` (the service's own
+    /// `CREATE TABLE IF NOT EXISTS ...`) in it, serialised with any sibling
+    /// starting at the same moment. `pool_size` bounds concurrent commands.
+    pub async fn connect(url: &str, schema: Option<&str>, setup: &str, pool_size: usize) -> Result<Self, WorkerError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| WorkerError::Database {
+            database: redact(url),
+            cause: format!("not a PostgreSQL URL: {e}"),
+            retryable: false,
+        })?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        if let Some(schema) = schema {
+            config.options(format!("-c search_path={schema}"));
+        }
+        let describe = match schema {
+            Some(schema) => format!("{} (schema {schema})", redact(url)),
+            None => redact(url),
+        };
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| WorkerError::Database {
+                database: describe.clone(),
+                cause: e.to_string(),
+                retryable: false,
+            })?;
+        let db = PostgresDb { pool, describe };
+        let mut client = db.pool.get().await.map_err(|e| db.pool_error(e))?;
+        let tx = client.transaction().await.map_err(|e| db.error(e))?;
+        // Siblings starting together would race on CREATE ... IF NOT EXISTS.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('sqsaga-participant-setup'))", &[])
+            .await
+            .map_err(|e| db.error(e))?;
+        if let Some(schema) = schema {
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))
+                .await
+                .map_err(|e| db.error(e))?;
+        }
+        tx.batch_execute(SCHEMA).await.map_err(|e| db.error(e))?;
+        if !setup.trim().is_empty() {
+            tx.batch_execute(setup).await.map_err(|e| db.error(e))?;
+        }
+        tx.commit().await.map_err(|e| db.error(e))?;
+        Ok(db)
+    }
+
+    /// The pool, for reads and administrative writes (tests, the demo's
+    /// loader and invariant check).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn error(&self, e: tokio_postgres::Error) -> WorkerError {
+        db_error(&self.describe, &e)
+    }
+
+    fn pool_error(&self, e: deadpool_postgres::PoolError) -> WorkerError {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => self.error(e),
+            other => {
+                WorkerError::Database { database: self.describe.clone(), cause: other.to_string(), retryable: true }
+            }
+        }
+    }
+}
+
+/// A driver error as the worker sees it: retryable when it may pass (the
+/// connection, the server shutting down or out of resources, a deadlock or
+/// serialisation failure); the SQLSTATE is named.
+pub fn db_error(database: &str, e: &tokio_postgres::Error) -> WorkerError {
+    let code = e.code().map(|c| c.code().to_string());
+    let retryable = e.is_closed()
+        || match code.as_deref() {
+            // No SQLSTATE: an IO or protocol error on the connection.
+            None => true,
+            Some(c) => {
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57") || c == "40001" || c == "40P01"
+            }
+        };
+    let cause = match (&code, e.as_db_error()) {
+        (Some(code), Some(db)) => format!("{} (SQLSTATE {code})", db.message()),
+        _ => e.to_string(),
+    };
+    WorkerError::Database { database: database.to_string(), cause, retryable }
+}
+
+/// `url` without its password.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `name` as a quoted SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[async_trait]
+impl ParticipantDb for PostgresDb {
+    type Handler = dyn PgHandler;
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn run_batch(&self, batch: Vec<Job<dyn PgHandler>>, clock: Arc<dyn Clock>) -> Vec<JobResult> {
+        let mut client = match self.pool.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                let e = self.pool_error(e);
+                return batch.iter().map(|_| (Err(e.clone()), Duration::ZERO)).collect();
+            }
+        };
+        let mut out = Vec::with_capacity(batch.len());
+        for job in &batch {
+            let started = Instant::now();
+            let result = self.run_one(&mut client, job, clock.now()).await;
+            out.push((result, started.elapsed()));
+        }
+        out
+    }
+
+    async fn ping(&self) -> Result<(), WorkerError> {
+        let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+        client.simple_query("SELECT 1").await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+}
+
+/// What the barrier decided for one command's transaction.
+enum Decision {
+    /// Commit, then answer.
+    Commit(BarrierOutcome),
+    /// Roll back (nothing recorded), then answer.
+    Rollback(BarrierOutcome),
+}
+
+impl PostgresDb {
+    /// One command in its own transaction.
+    async fn run_one(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        job: &Job<dyn PgHandler>,
+        now: Millis,
+    ) -> Result<BarrierOutcome, WorkerError> {
+        let tx = client.transaction().await.map_err(|e| self.error(e))?;
+        let ctx = &job.ctx;
+        let decided = match &job.run {
+            Run::Fence => self.fence(&tx, ctx, now).await,
+            Run::Handler { handler, delay } => {
+                if !delay.is_zero() {
+                    tokio::time::sleep(*delay).await;
+                }
+                match ctx.phase {
+                    Phase::Action => self.action(&tx, handler.as_ref(), ctx, now).await,
+                    Phase::Compensation => self.compensation(&tx, handler.as_ref(), ctx, now).await,
+                }
+            }
+        };
+        match decided {
+            Ok(Decision::Commit(outcome)) => {
+                tx.commit().await.map_err(|e| self.error(e))?;
+                Ok(outcome)
+            }
+            Ok(Decision::Rollback(outcome)) => {
+                // A failed rollback still ends the transaction (the
+                // connection is dropped from the pool if it is broken).
+                if let Err(e) = tx.rollback().await {
+                    tracing::debug!(error = %e, "Rollback failed; the transaction ends with its connection.");
+                }
+                Ok(outcome)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Inserts the (saga, step, op) row unless it exists; `true` if inserted.
+    async fn claim(
+        &self,
+        tx: &Transaction<'_>,
+        ctx: &CommandContext,
+        op: Phase,
+        outcome: Option<&Recorded>,
+        now: Millis,
+    ) -> Result<bool, WorkerError> {
+        let n = tx
+            .execute(
+                "INSERT INTO sqsaga_barrier (saga_id, step, op, outcome, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &ctx.saga_id,
+                    &ctx.step,
+                    &barrier::op_name(op),
+                    &outcome.map(Recorded::encode),
+                    &i64::try_from(now).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(n == 1)
+    }
+
+    /// Writes the outcome into the row this transaction claimed.
+    async fn settle(
+        &self,
+        tx: &Transaction<'_>,
+        ctx: &CommandContext,
+        op: Phase,
+        outcome: &Recorded,
+    ) -> Result<(), WorkerError> {
+        tx.execute(
+            "UPDATE sqsaga_barrier SET outcome = $4 WHERE saga_id = $1 AND step = $2 AND op = $3",
+            &[&ctx.saga_id, &ctx.step, &barrier::op_name(op), &outcome.encode()],
+        )
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// The committed row of `op`, which a failed claim proved exists.
+    async fn existing(&self, tx: &Transaction<'_>, ctx: &CommandContext, op: Phase) -> Result<Recorded, WorkerError> {
+        match lookup(tx, &ctx.saga_id, &ctx.step, op).await {
+            Ok(Some(recorded)) => Ok(recorded),
+            Ok(None) => Err(self.corrupt(ctx, "the row that blocked the insert is gone or has no outcome".into())),
+            Err(LookupError::Sql(cause)) => {
+                Err(WorkerError::Database { database: self.describe.clone(), cause, retryable: true })
+            }
+            Err(LookupError::Corrupt { cause, .. }) => Err(self.corrupt(ctx, cause)),
+        }
+    }
+
+    fn corrupt(&self, ctx: &CommandContext, cause: String) -> WorkerError {
+        WorkerError::CorruptBarrier { saga_id: ctx.saga_id.clone(), step: ctx.step.clone(), cause }
+    }
+
+    /// Runs the handler in a savepoint: `Ok(Ok(output))`, or its error with
+    /// its writes rolled back (the barrier row stays).
+    async fn call(
+        &self,
+        tx: &Transaction<'_>,
+        handler: &dyn PgHandler,
+        ctx: &CommandContext,
+    ) -> Result<Result<Value, HandlerError>, WorkerError> {
+        tx.batch_execute("SAVEPOINT sqsaga_handler").await.map_err(|e| self.error(e))?;
+        let result = match AssertUnwindSafe(handler.handle(tx, ctx)).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => Err(HandlerError::Transient(format!(
+                "handler `{}` panicked: {}",
+                ctx.command,
+                barrier::panic_message(panic.as_ref())
+            ))),
+        };
+        let end = if result.is_ok() {
+            "RELEASE SAVEPOINT sqsaga_handler"
+        } else {
+            "ROLLBACK TO SAVEPOINT sqsaga_handler; RELEASE SAVEPOINT sqsaga_handler"
+        };
+        tx.batch_execute(end).await.map_err(|e| self.error(e))?;
+        Ok(result)
+    }
+
+    async fn action(
+        &self,
+        tx: &Transaction<'_>,
+        handler: &dyn PgHandler,
+        ctx: &CommandContext,
+        now: Millis,
+    ) -> Result<Decision, WorkerError> {
+        if !self.claim(tx, ctx, Phase::Action, None, now).await? {
+            // After the claim: an action that already ran answers with what
+            // it did, however late its redelivery comes.
+            let recorded = self.existing(tx, ctx, Phase::Action).await?;
+            return Ok(Decision::Commit(BarrierOutcome::answered(&recorded, Phase::Action)));
+        }
+        if let Some(reason) = barrier::expiry(ctx, now) {
+            let recorded = Recorded::Refused { reason };
+            self.settle(tx, ctx, Phase::Action, &recorded).await?;
+            return Ok(Decision::Commit(BarrierOutcome::expired(&recorded)));
+        }
+        let recorded = match self.call(tx, handler, ctx).await? {
+            Ok(output) => Recorded::Succeeded { output },
+            Err(HandlerError::Refused(reason)) => Recorded::Refused { reason },
+            Err(HandlerError::Transient(error)) => return Ok(Decision::Rollback(BarrierOutcome::transient(error))),
+        };
+        self.settle(tx, ctx, Phase::Action, &recorded).await?;
+        Ok(Decision::Commit(BarrierOutcome::fresh(recorded.to_outcome())))
+    }
+
+    /// For a compensation or a fence whose own row this transaction
+    /// claimed: blocks the action if it never ran (`None`), else returns
+    /// what it did.
+    async fn block_action(
+        &self,
+        tx: &Transaction<'_>,
+        ctx: &CommandContext,
+        now: Millis,
+    ) -> Result<Option<Recorded>, WorkerError> {
+        if self.claim(tx, ctx, Phase::Action, Some(&Recorded::Prevented), now).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.existing(tx, ctx, Phase::Action).await?))
+    }
+
+    async fn compensation(
+        &self,
+        tx: &Transaction<'_>,
+        handler: &dyn PgHandler,
+        ctx: &CommandContext,
+        now: Millis,
+    ) -> Result<Decision, WorkerError> {
+        if !self.claim(tx, ctx, Phase::Compensation, None, now).await? {
+            let recorded = self.existing(tx, ctx, Phase::Compensation).await?;
+            return Ok(Decision::Commit(BarrierOutcome::answered(&recorded, Phase::Compensation)));
+        }
+        let nothing = barrier::nothing_to_undo();
+        match self.block_action(tx, ctx, now).await? {
+            None => {
+                self.settle(tx, ctx, Phase::Compensation, &nothing).await?;
+                Ok(Decision::Commit(BarrierOutcome::null_compensation(&nothing)))
+            }
+            Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => {
+                self.settle(tx, ctx, Phase::Compensation, &nothing).await?;
+                Ok(Decision::Commit(BarrierOutcome::fresh(nothing.to_outcome())))
+            }
+            Some(Recorded::Succeeded { .. }) => match self.call(tx, handler, ctx).await? {
+                Ok(output) => {
+                    let recorded = Recorded::Succeeded { output };
+                    self.settle(tx, ctx, Phase::Compensation, &recorded).await?;
+                    Ok(Decision::Commit(BarrierOutcome::fresh(recorded.to_outcome())))
+                }
+                // A refused compensation is not recorded (barrier.rs): the
+                // claimed row goes with the rollback.
+                Err(HandlerError::Refused(reason)) => {
+                    Ok(Decision::Rollback(BarrierOutcome::fresh(Outcome::Refused { reason })))
+                }
+                Err(HandlerError::Transient(error)) => Ok(Decision::Rollback(BarrierOutcome::transient(error))),
+            },
+        }
+    }
+
+    async fn fence(&self, tx: &Transaction<'_>, ctx: &CommandContext, now: Millis) -> Result<Decision, WorkerError> {
+        if !self.claim(tx, ctx, Phase::Compensation, None, now).await? {
+            let recorded = self.existing(tx, ctx, Phase::Compensation).await?;
+            return Ok(Decision::Commit(BarrierOutcome::answered(&recorded, Phase::Compensation)));
+        }
+        let (recorded, outcome) = match self.block_action(tx, ctx, now).await? {
+            None => {
+                let r = barrier::fence_prevented();
+                let o = BarrierOutcome::null_compensation(&r);
+                (r, o)
+            }
+            Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => {
+                let r = barrier::fence_prevented();
+                let o = BarrierOutcome::fresh(r.to_outcome());
+                (r, o)
+            }
+            Some(Recorded::Succeeded { output }) => {
+                let r = barrier::fence_already_ran(output);
+                let o = BarrierOutcome::fresh(r.to_outcome());
+                (r, o)
+            }
+        };
+        self.settle(tx, ctx, Phase::Compensation, &recorded).await?;
+        Ok(Decision::Commit(outcome))
+    }
+}
+
+/// Reads the committed row for (saga, step, op), if any (a row whose
+/// outcome is still NULL counts as none).
+pub async fn lookup(
+    client: &impl GenericClient,
+    saga_id: &str,
+    step: &str,
+    op: Phase,
+) -> Result<Option<Recorded>, LookupError> {
+    let row = client
+        .query_opt(
+            "SELECT outcome FROM sqsaga_barrier WHERE saga_id = $1 AND step = $2 AND op = $3",
+            &[&saga_id, &step, &barrier::op_name(op)],
+        )
+        .await
+        .map_err(|e| LookupError::Sql(e.to_string()))?;
+    let Some(row) = row else { return Ok(None) };
+    let text: Option<String> = row.try_get(0).map_err(|e| LookupError::Sql(e.to_string()))?;
+    match text {
+        None => Ok(None),
+        Some(text) => Recorded::decode(&text).map(Some).map_err(|cause| LookupError::Corrupt {
+            saga_id: saga_id.to_string(),
+            step: step.to_string(),
+            cause,
+        }),
+    }
+}
+
+/// The output the action of (saga, step) recorded, for compensations that
+/// need it (say, the reservation to release).
+pub async fn action_output(
+    client: &impl GenericClient,
+    saga_id: &str,
+    step: &str,
+) -> Result<Option<Value>, LookupError> {
+    Ok(lookup(client, saga_id, step, Phase::Action).await?.and_then(Recorded::output))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_drops_the_password_only() {
+        assert_eq!(redact("postgres://app:s3cret@db:5432/orders"), "postgres://app@db:5432/orders");
+        assert_eq!(redact("postgres://postgres@127.0.0.1/postgres"), "postgres://postgres@127.0.0.1/postgres");
+        assert_eq!(redact("postgres://127.0.0.1/x"), "postgres://127.0.0.1/x");
+    }
+
+    #[test]
+    fn quote_ident_doubles_quotes() {
+        assert_eq!(quote_ident("inventory"), "\"inventory\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}
