@@ -155,12 +155,16 @@ impl PostgresDb {
     }
 
     fn pool_error(&self, e: deadpool_postgres::PoolError) -> WorkerError {
-        match e {
-            deadpool_postgres::PoolError::Backend(e) => self.error(e),
-            other => {
-                WorkerError::Database { database: self.describe.clone(), cause: other.to_string(), retryable: true }
-            }
-        }
+        // No connection could be had (refused, the database not accepting
+        // connections, a timeout): whatever the SQLSTATE, that may pass.
+        let cause = match e {
+            deadpool_postgres::PoolError::Backend(e) => match db_error(&self.describe, &e) {
+                WorkerError::Database { cause, .. } => cause,
+                other => other.to_string(),
+            },
+            other => other.to_string(),
+        };
+        WorkerError::Database { database: self.describe.clone(), cause, retryable: true }
     }
 }
 

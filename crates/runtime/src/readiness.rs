@@ -234,7 +234,7 @@ mod tests {
             participant: Some(database.clone()),
         };
         check(&probe, &watched).await;
-        let app = sqsaga_http::router(probe.clone(), Vec::new());
+        let app = sqsaga_http::router(probe.clone(), sqsaga_http::Registry::default());
         let shutdown = CancellationToken::new();
         let addr = "127.0.0.1:0".parse().unwrap();
         let (addr, http) = sqsaga_http::serve(addr, app, shutdown.clone().cancelled_owned()).await.unwrap();
