@@ -436,6 +436,24 @@ fn cross_check(winners: &BTreeMap<&'static str, Winner>, problems: &mut Vec<Conf
     if !has_key && matches!(winners.get("require_signature"), Some(Winner { value: Parsed::Bool(true), .. })) {
         require("require_signature", "needs a signing key: set SQSAGA_SIGNING_KEY (or `signing_key` in the file)");
     }
+    let has_access_key =
+        winners.contains_key("sqs_endpoint_access_key_id") || bad.contains("sqs_endpoint_access_key_id");
+    if let Some(Winner { value: Parsed::Addr(addr), .. }) = winners.get("sqs_endpoint_addr")
+        && !addr.ip().is_loopback()
+        && !has_access_key
+    {
+        require(
+            "sqs_endpoint_addr",
+            "a non-loopback address opens the queues to the network: set SQSAGA_SQS_ENDPOINT_ACCESS_KEY_ID \
+             (and SQSAGA_SQS_ENDPOINT_SECRET_ACCESS_KEY to verify signatures), or listen on 127.0.0.1",
+        );
+    }
+    if !has_access_key && winners.contains_key("sqs_endpoint_secret_access_key") {
+        require(
+            "sqs_endpoint_secret_access_key",
+            "a secret access key needs its key id: set SQSAGA_SQS_ENDPOINT_ACCESS_KEY_ID too",
+        );
+    }
     if !has_key && winners.contains_key("signing_key_previous") {
         require(
             "signing_key_previous",
@@ -478,6 +496,12 @@ fn build(winners: &BTreeMap<&'static str, Winner>, config_file: Option<PathBuf>)
             Some(Parsed::Addr(a)) => *a,
             _ => SocketAddr::from(([127, 0, 0, 1], 8080)),
         },
+        sqs_endpoint_addr: match get("sqs_endpoint_addr") {
+            Some(Parsed::Addr(a)) => Some(*a),
+            _ => None,
+        },
+        sqs_endpoint_access_key_id: text("sqs_endpoint_access_key_id"),
+        sqs_endpoint_secret_access_key: secret("sqs_endpoint_secret_access_key"),
         service: text("service"),
         instance_id: text("instance_id").unwrap_or_default(),
         concurrency: usize::try_from(int("concurrency")).unwrap_or(1),

@@ -61,6 +61,12 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Where /healthz, /readyz and /metrics are served; port 0 picks one.
     pub http_addr: SocketAddr,
+    /// Where the orchestrator serves the SQS API over the embedded queues, if at all.
+    pub sqs_endpoint_addr: Option<SocketAddr>,
+    /// The access key id SQS endpoint requests must be signed with.
+    pub sqs_endpoint_access_key_id: Option<String>,
+    /// Its secret: when set, SQS endpoint signatures are verified.
+    pub sqs_endpoint_secret_access_key: Option<Secret>,
     /// A worker's service name; picks its queue and handlers.
     pub service: Option<String>,
     /// This replica's name in heartbeats; per instance, not hashed.
@@ -198,6 +204,9 @@ impl Settings {
             "backend" => self.backend.as_str().into(),
             "data_dir" => self.data_dir.display().to_string().into(),
             "http_addr" => self.http_addr.to_string().into(),
+            "sqs_endpoint_addr" => self.sqs_endpoint_addr.map_or(Value::Null, |a| a.to_string().into()),
+            "sqs_endpoint_access_key_id" => text(&self.sqs_endpoint_access_key_id),
+            "sqs_endpoint_secret_access_key" => return Field::Secret(self.sqs_endpoint_secret_access_key.as_ref()),
             "service" => text(&self.service),
             "instance_id" => self.instance_id.clone().into(),
             "concurrency" => self.concurrency.into(),

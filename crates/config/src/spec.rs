@@ -269,6 +269,45 @@ pub static SETTINGS: &[SettingSpec] = &[
               free port and logs it; containers use 0.0.0.0:8080.",
     },
     SettingSpec {
+        env: "SQSAGA_SQS_ENDPOINT_ADDR",
+        env_fallbacks: &[],
+        key: "sqs_endpoint_addr",
+        flag: None,
+        secret: false,
+        per_instance: false,
+        default: None,
+        kind: Kind::SocketAddr,
+        doc: "Orchestrator on the embedded backend: also serve its queues with the SQS API (AWS JSON 1.0) \
+              at this address, so participants in any language use them through an unmodified AWS SDK \
+              (`AWS_ENDPOINT_URL=http://<address>`). Unset: not served. A non-loopback address is refused \
+              unless SQSAGA_SQS_ENDPOINT_ACCESS_KEY_ID is set. Port 0 picks a free port and logs it.",
+    },
+    SettingSpec {
+        env: "SQSAGA_SQS_ENDPOINT_ACCESS_KEY_ID",
+        env_fallbacks: &[],
+        key: "sqs_endpoint_access_key_id",
+        flag: None,
+        secret: false,
+        per_instance: false,
+        default: None,
+        kind: Kind::Text { chars: CharSet::Printable, min_len: 1, max_len: 128 },
+        doc: "The only access key id the SQS endpoint accepts: every request must carry a Signature Version 4 \
+              Authorization header naming it. Alone it is an identifier, not a secret (it keeps out clients \
+              not given it); with SQSAGA_SQS_ENDPOINT_SECRET_ACCESS_KEY signatures are verified.",
+    },
+    SettingSpec {
+        env: "SQSAGA_SQS_ENDPOINT_SECRET_ACCESS_KEY",
+        env_fallbacks: &[],
+        key: "sqs_endpoint_secret_access_key",
+        flag: None,
+        secret: true,
+        per_instance: false,
+        default: None,
+        kind: Kind::Secret { min_bytes: 16 },
+        doc: "Secret access key of SQSAGA_SQS_ENDPOINT_ACCESS_KEY_ID: with it the SQS endpoint verifies every \
+              request's SigV4 signature (body included, request time within 15 minutes). Secret: never logged.",
+    },
+    SettingSpec {
         env: "SQSAGA_SERVICE",
         env_fallbacks: &[],
         key: "service",

@@ -325,6 +325,22 @@ fn unreadable_files_are_named() {
 }
 
 #[test]
+fn the_sqs_endpoint_is_off_by_default_and_open_to_the_network_only_with_credentials() {
+    assert_eq!(ok(Case::default()).sqs_endpoint_addr, None);
+    let s = ok(Case { env: &[("SQSAGA_SQS_ENDPOINT_ADDR", "127.0.0.1:9324")], ..Case::default() });
+    assert_eq!(s.sqs_endpoint_addr, Some("127.0.0.1:9324".parse().unwrap()));
+    let e = err(Case { env: &[("SQSAGA_SQS_ENDPOINT_ADDR", "0.0.0.0:9324")], ..Case::default() });
+    assert!(e.starts_with("SQSAGA_SQS_ENDPOINT_ADDR=0.0.0.0:9324: a non-loopback address opens the queues"), "{e}");
+    let s = ok(Case {
+        env: &[("SQSAGA_SQS_ENDPOINT_ADDR", "0.0.0.0:9324"), ("SQSAGA_SQS_ENDPOINT_ACCESS_KEY_ID", "AKIDSQSAGA")],
+        ..Case::default()
+    });
+    assert_eq!(s.sqs_endpoint_access_key_id.as_deref(), Some("AKIDSQSAGA"));
+    let e = err(Case { env: &[("SQSAGA_SQS_ENDPOINT_SECRET_ACCESS_KEY", "0123456789abcdef")], ..Case::default() });
+    assert!(e.contains("a secret access key needs its key id"), "{e}");
+}
+
+#[test]
 fn signature_rules() {
     let e = err(Case { env: &[("SQSAGA_REQUIRE_SIGNATURE", "true")], ..Case::default() });
     assert_eq!(
@@ -405,7 +421,8 @@ fn every_setting_reaches_the_effective_map() {
         "heartbeat_interval": "3s", "max_receive_count": 7, "signing_key": KEY,
         "signing_key_previous": OLD_KEY, "require_signature": true,
         "signature_max_age": "1m", "otlp_endpoint": "http://otel:4317",
-        "endpoint_url": "http://127.0.0.1:5000"
+        "endpoint_url": "http://127.0.0.1:5000", "sqs_endpoint_addr": "0.0.0.0:9324",
+        "sqs_endpoint_access_key_id": "AKIDSQSAGA", "sqs_endpoint_secret_access_key": "0123456789abcdef"
     });
     let s = ok(Case { file: Some(&file.to_string()), ..Case::default() });
     let effective = s.effective();

@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     // Adapters: they know ports, never services.
     ("sqsaga-embedded", 3),
     ("sqsaga-aws", 3),
+    ("sqsaga-sqs-endpoint", 3),
     // Services.
     ("sqsaga-orchestrator", 4),
     ("sqsaga-worker", 4),

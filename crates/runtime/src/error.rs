@@ -36,6 +36,8 @@ pub enum RuntimeError {
     Sqlite(#[from] sqsaga_sqlite::SqliteError),
     #[error("embedded backend: {0}")]
     Embedded(#[from] sqsaga_embedded::EmbeddedError),
+    #[error(transparent)]
+    SqsEndpoint(#[from] sqsaga_sqs_endpoint::EndpointError),
 }
 
 impl RuntimeError {

@@ -23,6 +23,7 @@ pub mod readiness;
 pub mod sealing;
 pub mod settings;
 pub mod shutdown;
+pub mod sqs_endpoint;
 pub mod stack;
 pub mod telemetry;
 

@@ -60,6 +60,7 @@ pub async fn run_orchestrator(
     .with_fleet(fleet.monitor.clone());
     let registry = orchestrator_registry(&probe, &fp.id, &orchestrator, &fleet.monitor, opened.requests());
     let app = router(probe.clone(), registry).merge(fleet.route());
+    let sqs_endpoint = crate::sqs_endpoint::serve(&settings, opened.queue.clone(), shutdown.clone()).await?;
     let (addr, http) = serve_on(listener, app, shutdown.clone().cancelled_owned())?;
     let fleet_loop = fleet.spawn(probe.clone(), shutdown.clone());
     tracing::info!(http = %addr, fingerprint = %fp.short(), backend = settings.backend.as_str(), "Orchestrator started.");
@@ -74,6 +75,9 @@ pub async fn run_orchestrator(
     let _ = readiness.await;
     let _ = fleet_loop.await;
     let _ = http.await;
+    if let Some(endpoint) = sqs_endpoint {
+        let _ = endpoint.await;
+    }
     tracing::info!("Orchestrator exited cleanly.");
     Ok(())
 }
