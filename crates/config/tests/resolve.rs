@@ -405,7 +405,7 @@ fn config_hash_tracks_shared_settings_only() {
     // form must not change by accident: every fleet would look drifted after
     // an upgrade. Adding a setting or changing a default changes it on
     // purpose; then update this value.
-    assert_eq!(base, "477a3195a6cf0cd1793af47005f8eb7c2ca9e18f640654765d5d53fa8b764450");
+    assert_eq!(base, "81feaac6d5723cf1694bddd06926752eb55817e6f675ead87bf44bf5cdb3da04");
 }
 
 #[test]
