@@ -518,6 +518,7 @@ fn build(winners: &BTreeMap<&'static str, Winner>, config_file: Option<PathBuf>)
         sqs_preset: SqsPreset::from_name(&choice("sqs_preset")).unwrap_or(SqsPreset::Cost),
         heartbeat_interval: duration("heartbeat_interval"),
         max_receive_count: u32::try_from(int("max_receive_count")).unwrap_or(1),
+        max_in_flight: int("max_in_flight"),
         signing_key: secret("signing_key"),
         signing_key_previous: secret("signing_key_previous"),
         require_signature: matches!(get("require_signature"), Some(Parsed::Bool(true))),

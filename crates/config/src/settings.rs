@@ -99,6 +99,8 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// Receives after which a message goes to the DLQ.
     pub max_receive_count: u32,
+    /// Admission limit per definition and orchestrator replica; 0: none.
+    pub max_in_flight: u64,
     /// Key that signs outgoing messages.
     pub signing_key: Option<Secret>,
     /// Key being rotated out; its signatures are still accepted.
@@ -223,6 +225,7 @@ impl Settings {
             "sqs_preset" => self.sqs_preset.as_str().into(),
             "heartbeat_interval" => dur(self.heartbeat_interval),
             "max_receive_count" => self.max_receive_count.into(),
+            "max_in_flight" => self.max_in_flight.into(),
             "signing_key" => return Field::Secret(self.signing_key.as_ref()),
             "signing_key_previous" => return Field::Secret(self.signing_key_previous.as_ref()),
             "require_signature" => self.require_signature.into(),

@@ -500,6 +500,21 @@ pub static SETTINGS: &[SettingSpec] = &[
               maxReceiveCount; SQS allows 1 to 1000).",
     },
     SettingSpec {
+        env: "SQSAGA_MAX_IN_FLIGHT",
+        env_fallbacks: &[],
+        key: "max_in_flight",
+        flag: None,
+        secret: false,
+        per_instance: false,
+        default: Some("500"),
+        kind: Kind::Integer { min: 0, max: 1_000_000 },
+        doc: "Admission control: sagas of one definition an orchestrator replica lets run at once \
+              (running or compensating); start requests beyond it wait in the queue, not created, \
+              so their deadline has not started. With N replicas each admits up to this many. \
+              0: no limit. The default keeps 500 sagas' latency within a 2-minute deadline on a \
+              backend as slow as the AWS emulator (~9 order sagas/s).",
+    },
+    SettingSpec {
         env: "SQSAGA_SIGNING_KEY",
         env_fallbacks: &[],
         key: "signing_key",

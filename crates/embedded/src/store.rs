@@ -20,9 +20,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use sqsaga_core::Millis;
 use sqsaga_core::machine::{SagaInstance, SagaStatus};
-use sqsaga_queue::{OutgoingMessage, QueueError};
+use sqsaga_queue::OutgoingMessage;
 use sqsaga_store::{
-    Consumed, HistoryEntry, PendingOutbox, SagaRecord, SagaStore, SagaSummary, SagaWrite, StoreError, WriteOutcome,
+    Consumption, DeleteWhen, HistoryEntry, PendingOutbox, SagaRecord, SagaStore, SagaSummary, SagaWrite, StoreError,
+    UnitOfWork, UnitOutcome, WriteOutcome,
 };
 
 use crate::db::{Fail, Shared, for_store, now_ms, to_sql};
@@ -80,20 +81,17 @@ impl SagaStore for SqliteStore {
     /// nothing and is reported in its slot; a hard error (an outbox message
     /// to a queue that does not exist) fails the call and commits none of it.
     async fn commit(&self, writes: Vec<SagaWrite>) -> Result<Vec<WriteOutcome>, StoreError> {
-        Ok(self.commit_consuming(writes, Consumed::default()).await?.0)
+        Ok(self.commit_unit(UnitOfWork { writes, consumed: Vec::new() }).await?.outcomes)
     }
 
     /// Same file, same transaction: the consumed messages are deleted by
     /// the job that commits the writes they caused, so a consumed message
     /// costs the orchestrator no job of its own.
-    async fn commit_consuming(
-        &self,
-        writes: Vec<SagaWrite>,
-        consumed: Consumed,
-    ) -> Result<(Vec<WriteOutcome>, Option<Vec<QueueError>>), StoreError> {
-        if writes.is_empty() && consumed.is_empty() {
-            return Ok((Vec::new(), Some(Vec::new())));
+    async fn commit_unit(&self, unit: UnitOfWork) -> Result<UnitOutcome, StoreError> {
+        if unit.is_empty() {
+            return Ok(UnitOutcome { outcomes: Vec::new(), consumption: Consumption::Deleted { failed: Vec::new() } });
         }
+        let UnitOfWork { writes, consumed } = unit;
         let prepared = writes.into_iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
         let clock = self.shared.clock.clone();
         let job = self.shared.writer.run_in_batch(move |txn| -> Result<_, Fail> {
@@ -101,9 +99,7 @@ impl SagaStore for SqliteStore {
             // write: the job has no savepoint of its own.
             let mut queues: Vec<&str> =
                 prepared.iter().flat_map(|w| w.outbox.iter().map(|(q, _)| q.as_str())).collect();
-            if !consumed.is_empty() {
-                queues.push(&consumed.queue);
-            }
+            queues.extend(consumed.iter().map(|m| m.queue.as_str()));
             queues.sort_unstable();
             queues.dedup();
             for q in queues {
@@ -112,26 +108,35 @@ impl SagaStore for SqliteStore {
             let now = now_ms(&*clock);
             let mut outcomes = Vec::with_capacity(prepared.len());
             let mut touched: BTreeMap<String, usize> = BTreeMap::new();
-            let mut receipts: Vec<String> = consumed.always;
-            for (i, write) in prepared.iter().enumerate() {
+            for write in &prepared {
                 let outcome = apply(txn, write, now)?;
                 if matches!(outcome, WriteOutcome::Committed { .. }) {
                     for (q, _) in &write.outbox {
                         *touched.entry(q.clone()).or_default() += 1;
                     }
-                    if let Some(r) = consumed.per_write.get(i) {
-                        receipts.extend(r.iter().cloned());
-                    }
                 }
                 outcomes.push(outcome);
             }
-            let failed =
-                if receipts.is_empty() { Vec::new() } else { delete_receipts(txn, &consumed.queue, &receipts)? };
+            // The deletable receipts, by queue.
+            let mut receipts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for m in &consumed {
+                let deletable = match m.when {
+                    DeleteWhen::Always => true,
+                    DeleteWhen::Committed(i) => matches!(outcomes.get(i), Some(WriteOutcome::Committed { .. })),
+                };
+                if deletable {
+                    receipts.entry(m.queue.as_str()).or_default().push(m.receipt.clone());
+                }
+            }
+            let mut failed = Vec::new();
+            for (queue, receipts) in receipts {
+                failed.extend(delete_receipts(txn, queue, &receipts)?);
+            }
             Ok((outcomes, touched, failed))
         });
         let (outcomes, touched, failed) = for_store(job.await)?;
         self.shared.wake(touched.iter().map(|(q, n)| (q.as_str(), *n)));
-        Ok((outcomes, Some(failed)))
+        Ok(UnitOutcome { outcomes, consumption: Consumption::Deleted { failed } })
     }
 
     /// Nothing is ever pending here: the outbox went into the queues with the state.

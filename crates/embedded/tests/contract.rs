@@ -13,7 +13,7 @@ use serde_json::json;
 use sqsaga_embedded::{EmbeddedBackend, Sync};
 use sqsaga_queue::{OutgoingMessage, Queue, QueueError, QueueSpec, Receive};
 use sqsaga_store::contract::instance;
-use sqsaga_store::{HistoryEntry, OutboxMessage, SagaStore, SagaWrite, StoreError, WriteOutcome};
+use sqsaga_store::{DeleteWhen, HistoryEntry, OutboxMessage, SagaStore, SagaWrite, StoreError, WriteOutcome};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -385,7 +385,7 @@ async fn a_version_1_directory_is_migrated_with_its_rows() {
 /// Consumed messages go with the write they caused: deleted when it
 /// commits, kept (to come back) when it conflicts; `always` regardless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commit_consuming_deletes_only_with_a_committed_write() {
+async fn a_unit_of_work_deletes_only_with_a_committed_write() {
     let (_dir, b) = backend();
     let (q, s) = (b.queue(), b.store());
     q.ensure(&quick("orch")).await.unwrap();
@@ -397,15 +397,22 @@ async fn commit_consuming_deletes_only_with_a_committed_write() {
     let receipt = |body: &str| got.iter().find(|m| m.body == body).unwrap().receipt_handle.clone();
     let mut conflicting = create_with("consumer-b", Vec::new());
     conflicting.expected_revision = Some(9);
-    let consumed = sqsaga_store::Consumed {
-        queue: "orch".to_string(),
-        per_write: vec![vec![receipt("for-ok")], vec![receipt("for-conflict")]],
-        always: vec![receipt("heartbeat")],
+    let consumed =
+        |body: &str, when| sqsaga_store::ConsumedMessage { queue: "orch".to_string(), receipt: receipt(body), when };
+    let unit = sqsaga_store::UnitOfWork {
+        writes: vec![create_with("consumer-a", Vec::new()), conflicting],
+        consumed: vec![
+            consumed("for-ok", DeleteWhen::Committed(0)),
+            consumed("for-conflict", DeleteWhen::Committed(1)),
+            consumed("heartbeat", DeleteWhen::Always),
+        ],
     };
-    let (outcomes, deleted) =
-        s.commit_consuming(vec![create_with("consumer-a", Vec::new()), conflicting], consumed).await.unwrap();
-    assert_eq!(outcomes, vec![WriteOutcome::Committed { revision: 1, outbox_pending: false }, WriteOutcome::Conflict]);
-    assert_eq!(deleted, Some(Vec::new()));
+    let done = s.commit_unit(unit).await.unwrap();
+    assert_eq!(
+        done.outcomes,
+        vec![WriteOutcome::Committed { revision: 1, outbox_pending: false }, WriteOutcome::Conflict]
+    );
+    assert_eq!(done.consumption, sqsaga_store::Consumption::Deleted { failed: Vec::new() });
     let depth = q.depth("orch").await.unwrap();
     assert_eq!((depth.visible, depth.in_flight), (0, 1), "only the conflicting write's message is left");
     // What is left is that one: its receipt still deletes it.

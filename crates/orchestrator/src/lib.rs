@@ -9,11 +9,14 @@
 pub mod clock;
 pub mod definitions;
 pub mod fleet;
+pub mod plan;
 pub mod service;
 pub mod stats;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use definitions::{DefinitionError, Definitions};
 pub use fleet::FleetMonitor;
-pub use service::{ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, ensure_queues};
+pub use service::{
+    DEFAULT_MAX_IN_FLIGHT, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, ensure_queues,
+};
 pub use stats::{OrchestratorStats, SagaCounts};

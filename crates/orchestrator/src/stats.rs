@@ -37,6 +37,9 @@ pub struct OrchestratorStats {
     /// Terminal sagas deleted past their retention (stores without a TTL;
     /// not exported).
     pub sagas_expired: Counter,
+    /// Start requests held back by admission control, each time one is
+    /// held (not exported).
+    pub starts_held: Counter,
     /// Sagas by status, as this replica knows them.
     pub sagas: SagaCounts,
 }

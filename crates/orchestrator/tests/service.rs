@@ -302,3 +302,67 @@ async fn a_batch_is_applied_and_acknowledged_in_one_commit_job() {
     assert_eq!(queue.depth("alpha").await.unwrap().visible, 5);
     assert_eq!(s.store.load(&ids).await.unwrap().len(), 5);
 }
+
+/// Admission control: with room for 4 sagas in flight, 10 start requests
+/// create 4 sagas and hold 6 (not created, so no deadline runs); each
+/// finished saga lets a held one in, and all 10 complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_requests_over_the_admission_limit_wait_uncreated_until_a_slot_frees() {
+    let s = setup().await;
+    let o = Orchestrator::new(
+        s.defs.clone(),
+        s.queue.clone(),
+        s.store.clone(),
+        Arc::new(SystemClock),
+        OrchestratorOptions {
+            pollers: 2,
+            wait: Duration::from_millis(200),
+            timer_interval: Duration::from_millis(50),
+            max_in_flight: Some(4),
+            ..OrchestratorOptions::default()
+        },
+    );
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let running = o.clone();
+    tokio::spawn(async move {
+        running
+            .run(async move {
+                let _ = rx.changed().await;
+            })
+            .await
+    });
+    let ids: Vec<String> = (0..10).map(|i| format!("admit-{i}")).collect();
+    start(s.queue.as_ref(), &ids).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while o.held() < 6 {
+        assert!(tokio::time::Instant::now() < deadline, "6 start requests never held (held {})", o.held());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.store.load(&ids).await.unwrap().len(), 4, "only 4 sagas are created");
+    assert_eq!(o.in_flight().get("pair"), Some(&4));
+    let mut seen = HashMap::new();
+    let ok = Outcome::Succeeded { output: json!({}) };
+    let mut most = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let records = s.store.load(&ids).await.unwrap();
+        let in_flight = records.iter().filter(|r| !r.instance.status.is_terminal()).count();
+        most = most.max(in_flight);
+        if records.len() == ids.len() && in_flight == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "sagas not finished in time");
+        answer(s.queue.as_ref(), "alpha", &mut seen, ok.clone()).await;
+        answer(s.queue.as_ref(), "beta", &mut seen, ok.clone()).await;
+    }
+    let _ = tx.send(true);
+    assert!(most <= 4, "{most} sagas were in flight at once");
+    for r in s.store.load(&ids).await.unwrap() {
+        assert_eq!(r.instance.status, SagaStatus::Completed, "{}", r.instance.id);
+    }
+    assert_eq!(o.held(), 0);
+    assert_eq!(o.in_flight().get("pair"), Some(&0));
+    assert!(o.stats().starts_held.get() >= 6);
+    let d = s.queue.depth(ORCHESTRATOR_QUEUE).await.unwrap();
+    assert_eq!((d.visible, d.in_flight), (0, 0), "every start request was consumed");
+}

@@ -54,6 +54,7 @@ pub async fn run_orchestrator(
             wait: settings.wait_time,
             visibility: settings.visibility_timeout,
             retention: Some(settings.retention),
+            max_in_flight: (settings.max_in_flight > 0).then_some(settings.max_in_flight),
             ..OrchestratorOptions::default()
         },
     )

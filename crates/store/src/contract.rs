@@ -18,7 +18,10 @@ use sqsaga_core::machine::{SagaInstance, SagaStatus, StepStatus, start};
 use sqsaga_queue::contract::receive_n;
 use sqsaga_queue::{OutgoingMessage, Queue, QueueSpec, Receive};
 
-use crate::{HistoryEntry, OutboxMessage, SagaStore, SagaWrite, StoreError, WriteOutcome};
+use crate::{
+    ConsumedMessage, Consumption, DeleteWhen, HistoryEntry, OutboxMessage, SagaStore, SagaWrite, StoreError,
+    UnitOfWork, WriteOutcome,
+};
 
 /// Fails the case with a message unless the condition holds.
 macro_rules! check {
@@ -87,6 +90,7 @@ pub async fn run_all(store: &dyn SagaStore, queue: &dyn Queue, prefix: &str) -> 
     record("outbox", outbox(store, queue, prefix).await);
     record("outbox_to_missing_queue", outbox_to_missing_queue(store, queue, prefix).await);
     record("partial_conflict", partial_conflict(store, prefix).await);
+    record("unit_of_work", unit_of_work(store, queue, prefix).await);
     if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
 }
 
@@ -469,5 +473,73 @@ pub async fn partial_conflict(store: &dyn SagaStore, prefix: &str) -> Result<(),
     check!(find(&x.id).is_some_and(|r| r.instance == x2), "x lost its update");
     check!(find(&y.id).is_some_and(|r| r.instance == y && r.revision == ry), "y was changed by a conflicting write");
     check!(find(&z.id).is_some_and(|r| r.instance == z), "z was not created");
+    Ok(())
+}
+
+/// A unit of work: each write commits or conflicts on its own, and its
+/// consumed messages are deleted only with a committed write (`Always` ones
+/// regardless) — by the store in the same transaction (`Deleted`), or by no
+/// one yet (`LeftToCaller`: the store deleted nothing, and
+/// [`UnitOfWork::deletable`] names what the caller must delete).
+pub async fn unit_of_work(store: &dyn SagaStore, queue: &dyn Queue, prefix: &str) -> Result<(), String> {
+    let q = format!("{prefix}-consumed");
+    queue.ensure(&QueueSpec::named(&q)).await.ctx("ensure")?;
+    for body in ["for-ok", "for-conflict", "heartbeat"] {
+        queue.send(&q, OutgoingMessage::new(body)).await.ctx("send")?;
+    }
+    let got = receive_n(queue, &q, 3, Duration::from_secs(10)).await?;
+    check!(got.len() == 3, "received {} of 3 messages", got.len());
+    let receipt =
+        |body: &str| got.iter().find(|m| m.body == body).map(|m| m.receipt_handle.clone()).unwrap_or_default();
+    let consumed = |body: &str, when| ConsumedMessage { queue: q.clone(), receipt: receipt(body), when };
+    let now = wall_now();
+    let ok = instance(&format!("{prefix}-unit-ok"), now);
+    let lost = instance(&format!("{prefix}-unit-lost"), now);
+    let unit = UnitOfWork {
+        writes: vec![create(ok.clone()), update(lost.clone(), 41, vec![])],
+        consumed: vec![
+            consumed("for-ok", DeleteWhen::Committed(0)),
+            consumed("for-conflict", DeleteWhen::Committed(1)),
+            consumed("heartbeat", DeleteWhen::Always),
+        ],
+    };
+    let done = store.commit_unit(unit.clone()).await.ctx("commit_unit")?;
+    check!(
+        matches!(done.outcomes.as_slice(), [WriteOutcome::Committed { .. }, WriteOutcome::Conflict]),
+        "expected committed, conflict; got {:?}",
+        done.outcomes
+    );
+    check!(load_one(store, &ok.id).await?.is_some(), "the committed write of a unit is not stored");
+    let deletable: Vec<&str> = unit.deletable(&done.outcomes).map(|m| m.receipt.as_str()).collect();
+    check!(
+        deletable == [receipt("for-ok"), receipt("heartbeat")],
+        "deletable should be the committed write's message and the heartbeat, got {deletable:?}"
+    );
+    let in_flight = |want: u64| {
+        let q = q.clone();
+        async move {
+            settled(
+                || {
+                    let q = q.clone();
+                    async move { queue.depth(&q).await.ctx("depth") }
+                },
+                |d| d.in_flight == want,
+            )
+            .await
+        }
+    };
+    match done.consumption {
+        Consumption::Deleted { failed } => {
+            check!(failed.is_empty(), "fresh receipts failed to delete: {failed:?}");
+            let depth = in_flight(1).await?;
+            check!(depth.in_flight == 1, "only the conflicting write's message may be left, got {depth:?}");
+        }
+        Consumption::LeftToCaller => {
+            let depth = in_flight(3).await?;
+            check!(depth.in_flight == 3, "a store that leaves deletes to the caller deleted some: {depth:?}");
+        }
+    }
+    let receipts: Vec<String> = got.iter().map(|m| m.receipt_handle.clone()).collect();
+    queue.delete_batch(&q, &receipts).await.ctx("delete")?;
     Ok(())
 }

@@ -136,23 +136,68 @@ impl StoreError {
     }
 }
 
-/// Received messages a group of writes consumed, by receipt handle, for
-/// [`SagaStore::commit_consuming`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Consumed {
-    /// The queue they were received from.
-    pub queue: String,
-    /// Per write, in order: delete these if that write commits.
-    pub per_write: Vec<Vec<String>>,
-    /// Delete these whatever the writes' outcomes.
-    pub always: Vec<String>,
+/// When a consumed message may be deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteWhen {
+    /// Only if write `i` of the unit commits (it is what applied the message).
+    Committed(usize),
+    /// Whatever the writes' outcomes (a heartbeat, an ignored duplicate).
+    Always,
 }
 
-impl Consumed {
-    /// Whether there is nothing to delete.
+/// A received message a unit of work consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedMessage {
+    /// The queue it was received from.
+    pub queue: String,
+    pub receipt: String,
+    pub when: DeleteWhen,
+}
+
+/// What the orchestrator commits for one received batch: the saga writes
+/// and the messages they consumed. A store that shares a transaction with
+/// the queue (the embedded backend) deletes the messages with the writes;
+/// one that does not leaves them to the caller ([`Consumption`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UnitOfWork {
+    pub writes: Vec<SagaWrite>,
+    pub consumed: Vec<ConsumedMessage>,
+}
+
+impl UnitOfWork {
+    /// Whether there is nothing to write and nothing to delete.
     pub fn is_empty(&self) -> bool {
-        self.always.is_empty() && self.per_write.iter().all(Vec::is_empty)
+        self.writes.is_empty() && self.consumed.is_empty()
     }
+
+    /// The receipts to delete given the writes' outcomes: those whose write
+    /// committed, and the `Always` ones.
+    pub fn deletable<'a>(&'a self, outcomes: &'a [WriteOutcome]) -> impl Iterator<Item = &'a ConsumedMessage> + 'a {
+        self.consumed.iter().filter(move |m| match m.when {
+            DeleteWhen::Always => true,
+            DeleteWhen::Committed(i) => matches!(outcomes.get(i), Some(WriteOutcome::Committed { .. })),
+        })
+    }
+}
+
+/// Who deletes a unit's consumed messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consumption {
+    /// The store deleted every deletable message in the commit's
+    /// transaction; `failed` are receipts it could not delete (already
+    /// gone, stale), whose redelivery the state machine will ignore.
+    Deleted { failed: Vec<QueueError> },
+    /// The store cannot (another service than the queue): the caller deletes
+    /// [`UnitOfWork::deletable`] after the commit.
+    LeftToCaller,
+}
+
+/// What a [`UnitOfWork`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitOutcome {
+    /// Per write, in order.
+    pub outcomes: Vec<WriteOutcome>,
+    pub consumption: Consumption,
 }
 
 /// Durable saga state.
@@ -165,19 +210,13 @@ pub trait SagaStore: Send + Sync + 'static {
     /// adapter should use as few durable commits as it can (group commit).
     async fn commit(&self, writes: Vec<SagaWrite>) -> Result<Vec<WriteOutcome>, StoreError>;
 
-    /// Like [`SagaStore::commit`], and deletes the messages the writes
-    /// consumed in the same transaction, where the store shares one with the
-    /// queue (the embedded backend): `consumed.per_write[i]` only if write
-    /// `i` committed, `consumed.always` regardless. Returns the outcomes and
-    /// `Some(failed deletes)` when it deleted them, `None` (the default:
-    /// stores on another service than the queue) when the caller must.
-    async fn commit_consuming(
-        &self,
-        writes: Vec<SagaWrite>,
-        consumed: Consumed,
-    ) -> Result<(Vec<WriteOutcome>, Option<Vec<QueueError>>), StoreError> {
-        let _ = consumed;
-        Ok((self.commit(writes).await?, None))
+    /// Commits a unit of work: its writes like [`SagaStore::commit`], and
+    /// deletes the messages they consumed in the same transaction where the
+    /// store shares one with the queue (the embedded backend). The default
+    /// (stores on another service than the queue) commits the writes and
+    /// leaves the deletes to the caller.
+    async fn commit_unit(&self, unit: UnitOfWork) -> Result<UnitOutcome, StoreError> {
+        Ok(UnitOutcome { outcomes: self.commit(unit.writes).await?, consumption: Consumption::LeftToCaller })
     }
 
     /// Marks the outbox of `saga_id` at `revision` as sent. The adapter may
