@@ -506,13 +506,14 @@ pub static SETTINGS: &[SettingSpec] = &[
         flag: None,
         secret: false,
         per_instance: false,
-        default: Some("500"),
+        default: Some("200"),
         kind: Kind::Integer { min: 0, max: 1_000_000 },
         doc: "Admission control: sagas of one definition an orchestrator replica lets run at once \
               (running or compensating); start requests beyond it wait in the queue, not created, \
               so their deadline has not started. With N replicas each admits up to this many. \
-              0: no limit. The default keeps 500 sagas' latency within a 2-minute deadline on a \
-              backend as slow as the AWS emulator (~9 order sagas/s).",
+              0: no limit. The default keeps 200 sagas' latency at half a 2-minute deadline on a \
+              backend as slow as the AWS emulator under load (~3.4 order sagas/s), and fills SQS \
+              batches.",
     },
     SettingSpec {
         env: "SQSAGA_SIGNING_KEY",

@@ -19,8 +19,8 @@
 //! [`Disposition::Hold`] — the saga is not created, so its deadline has not
 //! started; the service keeps the message and offers it again when a slot
 //! frees. Without it, 1000 orders started at once on a backend that runs
-//! 9 sagas/s all start their 2-minute deadline together and the last ones
-//! pass it waiting in queues.
+//! 3–9 sagas/s (the AWS emulator) all start their 2-minute deadline
+//! together and the last ones pass it waiting in queues.
 
 use std::collections::BTreeMap;
 
