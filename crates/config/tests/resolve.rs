@@ -90,6 +90,7 @@ fn defaults_with_nothing_set() {
     assert_eq!(s.drift_mode, DriftMode::Observe);
     assert_eq!(s.heartbeat_interval, Duration::from_secs(10));
     assert_eq!(s.max_receive_count, 5);
+    assert_eq!(s.max_in_flight, 200);
     assert!(!s.require_signature);
     assert_eq!(s.signature_max_age, Duration::from_secs(300));
     assert_eq!(s.queue_url, None);
@@ -418,7 +419,7 @@ fn every_setting_reaches_the_effective_map() {
         "orchestrator_queue_url": "https://q/3", "queue_prefix": "p-", "table": "t-1", "retention": "7d",
         "sqs_preset": "balanced",
         "definitions": "/defs", "fleet_policy": "/fleet.yaml", "drift_mode": "enforce",
-        "heartbeat_interval": "3s", "max_receive_count": 7, "signing_key": KEY,
+        "heartbeat_interval": "3s", "max_receive_count": 7, "max_in_flight": 50, "signing_key": KEY,
         "signing_key_previous": OLD_KEY, "require_signature": true,
         "signature_max_age": "1m", "otlp_endpoint": "http://otel:4317",
         "endpoint_url": "http://127.0.0.1:5000", "sqs_endpoint_addr": "0.0.0.0:9324",
@@ -438,6 +439,7 @@ fn every_setting_reaches_the_effective_map() {
     assert_eq!(s.backend, Backend::Aws);
     assert_eq!(s.drift_mode, DriftMode::Enforce);
     assert_eq!(s.sqs_preset, sqsaga_config::SqsPreset::Balanced);
+    assert_eq!(s.max_in_flight, 50);
     assert_eq!(effective["visibility_timeout"], json!("1m"));
 }
 
