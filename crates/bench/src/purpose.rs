@@ -17,9 +17,9 @@ use async_trait::async_trait;
 use sqsaga_aws::with_purpose;
 use sqsaga_core::Millis;
 use sqsaga_core::machine::SagaStatus;
-use sqsaga_queue::QueueError;
 use sqsaga_store::{
-    Consumed, HistoryEntry, PendingOutbox, SagaRecord, SagaStore, SagaSummary, SagaWrite, StoreError, WriteOutcome,
+    HistoryEntry, PendingOutbox, SagaRecord, SagaStore, SagaSummary, SagaWrite, StoreError, UnitOfWork, UnitOutcome,
+    WriteOutcome,
 };
 
 /// Loads and commits of the event path (a saga's read before it decides, and its write).
@@ -60,12 +60,8 @@ impl SagaStore for Labelled {
         with_purpose(COMMIT, self.inner.commit(writes)).await
     }
 
-    async fn commit_consuming(
-        &self,
-        writes: Vec<SagaWrite>,
-        consumed: Consumed,
-    ) -> Result<(Vec<WriteOutcome>, Option<Vec<QueueError>>), StoreError> {
-        with_purpose(COMMIT, self.inner.commit_consuming(writes, consumed)).await
+    async fn commit_unit(&self, unit: UnitOfWork) -> Result<UnitOutcome, StoreError> {
+        with_purpose(COMMIT, self.inner.commit_unit(unit)).await
     }
 
     async fn clear_outbox(&self, saga_id: &str, revision: u64) -> Result<(), StoreError> {

@@ -88,8 +88,7 @@ async fn run(inputs: &[Value], initial: &sqsaga_order::DemoData, pace: Pace) -> 
             sqsaga_order::run::start_sagas(queue.as_ref(), &sagas, None, sqsaga_core::clock::now_ms()).await.unwrap();
             sent += n;
         }
-        held =
-            stack.orchestrators.iter().map(|s| s.starts_held.get()).sum::<u64>();
+        held = stack.orchestrators.iter().map(|s| s.starts_held.get()).sum::<u64>();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("{pace:?}: {total} sagas in {:.1} s, start requests held {held} times", began.elapsed().as_secs_f64());
