@@ -24,8 +24,8 @@
 //! from the store once at start, never by periodic scans.
 //!
 //! **Admission control** (`OrchestratorOptions::max_in_flight`): this
-//! replica counts the sagas in flight per definition (from the store once
-//! at start, then from its own commits); a start request beyond the limit is
+//! replica counts the sagas in flight per definition from its own commits
+//! (from zero at start); a start request beyond the limit is
 //! held — kept in memory, its visibility extended, the saga not created —
 //! and admitted, oldest first, when a slot frees.
 
@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use sqsaga_core::Millis;
-use sqsaga_core::machine::{CommandSpec, Event, Reply, SagaInstance, SagaStatus, WorkerStamp, command_id};
+use sqsaga_core::machine::{CommandSpec, Event, Reply, SagaInstance, WorkerStamp, command_id};
 use sqsaga_protocol::{ATTR_SIGNATURE, ATTR_TRACEPARENT, Command, Envelope, ReplyMessage, Signing, TraceParent};
 use sqsaga_queue::{MAX_BATCH, OutgoingMessage, Queue, QueueError, QueueSpec, Receive, ReceivedMessage};
 use sqsaga_store::{
@@ -47,7 +47,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::definitions::Definitions;
 use crate::fleet::FleetMonitor;
-use crate::plan::{Admission, Disposition, Incoming, Input, Plan, in_flight, plan};
+use crate::plan::{Admission, Disposition, Incoming, Input, Plan, plan};
 use crate::stats::OrchestratorStats;
 
 /// Logical name of the orchestrator's own queue.
@@ -190,8 +190,11 @@ struct Held {
 #[derive(Default)]
 struct AdmissionBook {
     /// Sagas in flight by definition name, as this replica counts them:
-    /// the store's count at start, then every committed create, finish and
-    /// resume of this replica (and creates planned but not yet committed).
+    /// every committed create, finish and resume of this replica (and
+    /// creates planned but not yet committed), from zero at start and never
+    /// below it. Not read from the store (its cost would grow with what is
+    /// stored): a replica restarted while sagas run admits up to that many
+    /// more until they finish.
     in_flight: BTreeMap<String, i64>,
     /// Held start requests by definition, oldest first.
     held: BTreeMap<String, VecDeque<Held>>,
@@ -293,9 +296,6 @@ impl Orchestrator {
     /// Runs the pollers, the timer loop and the outbox sweeper until
     /// `shutdown` resolves; in-flight batches finish before it returns.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-        if let Err(e) = self.count_in_flight().await {
-            tracing::warn!(error = %e, "Cannot count the sagas in flight; admission control starts from zero.");
-        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = JoinSet::new();
         {
@@ -839,7 +839,10 @@ impl Orchestrator {
                 (false, true) => w.in_flight,
             };
             if delta != 0 {
-                *book.in_flight.entry(w.state.saga.clone()).or_default() += delta;
+                // Never below zero: a saga admitted before this replica
+                // started (not counted) may finish through it.
+                let n = book.in_flight.entry(w.state.saga.clone()).or_default();
+                *n = (*n + delta).max(0);
             }
         }
     }
@@ -878,25 +881,6 @@ impl Orchestrator {
                 Disposition::DeadLetter { .. } => {}
             }
         }
-    }
-
-    /// Counts the sagas in flight per definition from the store, once at
-    /// start (through the status index: at most the admission limit's worth
-    /// of sagas, whatever the history holds).
-    pub async fn count_in_flight(&self) -> Result<(), OrchestratorError> {
-        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-        for status in [SagaStatus::Running, SagaStatus::Compensating] {
-            debug_assert!(in_flight(status));
-            for s in self.inner.store.list(Some(status), usize::MAX).await? {
-                *counts.entry(s.saga).or_default() += 1;
-            }
-        }
-        let mut book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);
-        for (saga, n) in counts {
-            tracing::info!(saga = %saga, in_flight = n, "Sagas in flight at start.");
-            *book.in_flight.entry(saga).or_default() += n;
-        }
-        Ok(())
     }
 
     /// Sagas in flight by definition, as this replica counts them.
