@@ -505,36 +505,34 @@ impl DynamoStore {
         forward: bool,
         limit: usize,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut expr = Expr::default();
+        let mut condition = format!("{} = {}", expr.n(hash.0), expr.v("h", s(hash.1.clone())));
+        if let Some((range, upto)) = range_upto {
+            condition.push_str(&format!(" AND {} <= {}", expr.n(range), expr.v("r", n(upto))));
+        }
+        let page = limit.clamp(1, PAGE) as i32;
+        // The SDK's paginator follows LastEvaluatedKey; we stop at `limit` items.
+        let mut items = self
+            .client
+            .query()
+            .table_name(self.table.as_ref())
+            .index_name(index)
+            .key_condition_expression(condition)
+            .set_expression_attribute_names(expr.names())
+            .set_expression_attribute_values(expr.values())
+            .scan_index_forward(forward)
+            .limit(page)
+            .into_paginator()
+            .items()
+            .send();
         let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let mut expr = Expr::default();
-            let mut condition = format!("{} = {}", expr.n(hash.0), expr.v("h", s(hash.1.clone())));
-            if let Some((range, upto)) = range_upto {
-                condition.push_str(&format!(" AND {} <= {}", expr.n(range), expr.v("r", n(upto))));
-            }
-            let page = limit.saturating_sub(out.len()).clamp(1, PAGE) as i32;
-            let result = self
-                .client
-                .query()
-                .table_name(self.table.as_ref())
-                .index_name(index)
-                .key_condition_expression(condition)
-                .set_expression_attribute_names(expr.names())
-                .set_expression_attribute_values(expr.values())
-                .scan_index_forward(forward)
-                .limit(page)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.failure(&e).into_store())?;
-            out.extend(result.items.unwrap_or_default());
-            start = result.last_evaluated_key.filter(|k| !k.is_empty());
-            if out.len() >= limit || start.is_none() {
-                out.truncate(limit);
-                return Ok(out);
+        while out.len() < limit {
+            match items.next().await {
+                Some(item) => out.push(item.map_err(|e| self.failure(&e).into_store())?),
+                None => break,
             }
         }
+        Ok(out)
     }
 
     /// [`DynamoStore::query_index`] over every shard's partition at once
@@ -1042,29 +1040,22 @@ impl SagaStore for DynamoStore {
         for status in SagaStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
             let mut total = 0u64;
             for shard in 0..INDEX_SHARDS {
-                let mut start: Option<HashMap<String, AttributeValue>> = None;
-                loop {
-                    let mut expr = Expr::default();
-                    let pk = crate::item::end_partition(status, shard);
-                    let condition = format!("{} = {}", expr.n("end_pk"), expr.v("p", s(pk)));
-                    let out = self
-                        .client
-                        .query()
-                        .table_name(self.table.as_ref())
-                        .index_name(END_INDEX)
-                        .key_condition_expression(condition)
-                        .set_expression_attribute_names(expr.names())
-                        .set_expression_attribute_values(expr.values())
-                        .select(Select::Count)
-                        .set_exclusive_start_key(start.take())
-                        .send()
-                        .await
-                        .map_err(|e| self.failure(&e).into_store())?;
-                    total += u64::try_from(out.count).unwrap_or(0);
-                    start = out.last_evaluated_key.filter(|k| !k.is_empty());
-                    if start.is_none() {
-                        break;
-                    }
+                let mut expr = Expr::default();
+                let pk = crate::item::end_partition(status, shard);
+                let condition = format!("{} = {}", expr.n("end_pk"), expr.v("p", s(pk)));
+                let mut pages = self
+                    .client
+                    .query()
+                    .table_name(self.table.as_ref())
+                    .index_name(END_INDEX)
+                    .key_condition_expression(condition)
+                    .set_expression_attribute_names(expr.names())
+                    .set_expression_attribute_values(expr.values())
+                    .select(Select::Count)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    total += u64::try_from(page.map_err(|e| self.failure(&e).into_store())?.count).unwrap_or(0);
                 }
             }
             counts.insert(status, total);
