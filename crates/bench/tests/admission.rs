@@ -101,6 +101,12 @@ async fn run(inputs: &[Value], initial: &sqsaga_order::DemoData, pace: Pace) -> 
     ids.iter().map(|id| by_id.get(id).cloned().unwrap_or_else(|| panic!("{pace:?}: saga {id} missing"))).collect()
 }
 
+// Not in the default run: two runs of 400 sagas on the emulator take 3-4
+// minutes, and on a CI machine busy with the rest of the suite one saga in
+// 400 has been seen to pass its 2-minute deadline (moto at a few steps a
+// second with 200 in flight). Run it alone:
+// `cargo nextest run -p sqsaga-bench --test admission --run-ignored all`.
+#[ignore = "emulator soak: 2 x 400 sagas, run alone with --run-ignored all"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sagas_started_at_once_end_as_sagas_started_slowly_and_none_for_time() {
     let n: usize = std::env::var("SQSAGA_ADMISSION_ORDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
