@@ -508,12 +508,12 @@ pub static SETTINGS: &[SettingSpec] = &[
         per_instance: false,
         default: Some("200"),
         kind: Kind::Integer { min: 0, max: 1_000_000 },
-        doc: "Admission control: sagas of one definition an orchestrator replica lets run at once \
-              (running or compensating); start requests beyond it wait in the queue, not created, \
-              so their deadline has not started. With N replicas each admits up to this many. \
-              0: no limit. The default keeps 200 sagas' latency at half a 2-minute deadline on a \
-              backend as slow as the AWS emulator under load (~3.4 order sagas/s), and fills SQS \
-              batches.",
+        doc: "Admission control: the most sagas of one definition an orchestrator replica lets run \
+              at once (running or compensating); start requests beyond the limit wait in the queue, \
+              not created, so their deadline has not started. The limit in force adapts below this \
+              maximum: it starts at 20 and follows the latency of finished sagas, aiming at a quarter \
+              of their deadline (never below 10). With N replicas each admits up to this many. \
+              0: no limit.",
     },
     SettingSpec {
         env: "SQSAGA_SIGNING_KEY",

@@ -6,6 +6,7 @@
 //! It knows the `Queue` and `SagaStore` ports, never an adapter; it is the
 //! only writer of saga state.
 
+pub mod admission;
 pub mod clock;
 pub mod definitions;
 pub mod fleet;

@@ -27,7 +27,9 @@
 //! replica counts the sagas in flight per definition from its own commits
 //! (from zero at start); a start request beyond the limit is
 //! held — kept in memory, its visibility extended, the saga not created —
-//! and admitted, oldest first, when a slot frees.
+//! and admitted, oldest first, when a slot frees. The limit adapts to the
+//! latency of the sagas that finish ([`crate::admission`]), up to
+//! `max_in_flight`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +46,7 @@ use sqsaga_store::{
 };
 use tokio::task::JoinSet;
 
+use crate::admission::AdaptiveLimit;
 use crate::clock::Clock;
 use crate::definitions::Definitions;
 use crate::fleet::FleetMonitor;
@@ -88,8 +91,10 @@ pub struct OrchestratorOptions {
     /// Admission control: at most this many sagas of one definition in
     /// flight (running or compensating) as this replica counts them; start
     /// requests beyond it wait, not created, so their deadline has not
-    /// started. With N replicas each admits up to this many: set it to the
-    /// total divided by N. `None`: no limit.
+    /// started. The limit in force adapts below this maximum to the
+    /// latency of finished sagas ([`crate::admission`]). With N replicas
+    /// each admits up to this many: set it to the total divided by N.
+    /// `None`: no limit.
     pub max_in_flight: Option<u64>,
     /// How long a held start request stays invisible to other consumers
     /// at a time; extended while it is held, so if this replica dies its held
@@ -100,14 +105,11 @@ pub struct OrchestratorOptions {
     pub max_held: usize,
 }
 
-/// The default admission limit per definition and replica. Latency grows
-/// with sagas in flight (Little's law: in flight / throughput), and a
-/// saga's deadline runs from its start. On the slowest backend we test, the
-/// AWS emulator shared with other test suites (measured 9 steps/s, 3.4
-/// order sagas/s), 200 in flight finish in about 60 s, half the example's
-/// 2 min deadline (500 would take ~150 s: measured, the burst test missed
-/// the deadline with it); and the SQS benchmark already fills its batches at
-/// 200 in flight (≤ 0.8 requests per step), so real SQS loses no batching.
+/// The default maximum of the admission limit per definition and replica.
+/// The limit in force adapts below it ([`crate::admission`]); the maximum
+/// bounds memory and the burst one replica sends to the workers. The SQS
+/// benchmark already fills its batches at 200 in flight (≤ 0.8 requests per
+/// step), so real SQS loses no batching under it.
 pub const DEFAULT_MAX_IN_FLIGHT: u64 = 200;
 
 impl Default for OrchestratorOptions {
@@ -198,6 +200,19 @@ struct AdmissionBook {
     in_flight: BTreeMap<String, i64>,
     /// Held start requests by definition, oldest first.
     held: BTreeMap<String, VecDeque<Held>>,
+    /// The adaptive limit by definition name, created at first use.
+    limits: BTreeMap<String, AdaptiveLimit>,
+}
+
+impl AdmissionBook {
+    /// How many more sagas of `saga` may start now under `max` (the
+    /// configured maximum; `None`: unlimited).
+    fn free(&mut self, saga: &str, max: Option<u64>) -> u64 {
+        let Some(max) = max else { return u64::MAX };
+        let limit = self.limits.entry(saga.to_string()).or_insert_with(|| AdaptiveLimit::new(max)).limit();
+        let used = u64::try_from(self.in_flight.get(saga).copied().unwrap_or(0)).unwrap_or(0);
+        limit.saturating_sub(used)
+    }
 }
 
 /// What happened to a batch's messages once planned and committed.
@@ -807,15 +822,11 @@ impl Orchestrator {
     ) -> Plan {
         let mut book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);
         let mut admission = Admission::unlimited();
-        if let Some(limit) = self.inner.options.max_in_flight {
+        let max = self.inner.options.max_in_flight;
+        if max.is_some() {
             for def in self.inner.defs.all() {
-                let used = book.in_flight.get(&def.name).copied().unwrap_or(0);
                 let queued_ahead = !from_held && book.held.get(&def.name).is_some_and(|h| !h.is_empty());
-                let free = if queued_ahead {
-                    0
-                } else {
-                    u64::try_from(i64::try_from(limit).unwrap_or(i64::MAX) - used).unwrap_or(0)
-                };
+                let free = if queued_ahead { 0 } else { book.free(&def.name, max) };
                 admission = admission.with(&def.name, free);
             }
         }
@@ -827,12 +838,21 @@ impl Orchestrator {
     }
 
     /// After a commit: counts the committed writes' changes of sagas in
-    /// flight (creates were counted when planned), and takes back the
-    /// creates that did not commit.
+    /// flight (creates were counted when planned), takes back the creates
+    /// that did not commit, and feeds each finished saga's latency to its
+    /// definition's adaptive limit.
     fn settle_admission(&self, plan: &Plan, outcomes: &[WriteOutcome]) {
         let mut book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);
         for (w, outcome) in plan.writes.iter().zip(outcomes) {
             let committed = matches!(outcome, WriteOutcome::Committed { .. });
+            if committed && !w.creates() && w.in_flight < 0 {
+                let s = &w.state;
+                let used = u64::try_from(book.in_flight.get(&s.saga).copied().unwrap_or(0)).unwrap_or(0);
+                if let Some(limit) = book.limits.get_mut(&s.saga) {
+                    let latency = s.updated_at.saturating_sub(s.started_at);
+                    limit.on_finish(latency, s.deadline_at.saturating_sub(s.started_at), used);
+                }
+            }
             let delta = match (w.creates(), committed) {
                 (true, true) | (false, false) => 0,
                 (true, false) => -w.in_flight,
@@ -949,14 +969,12 @@ impl Orchestrator {
         let o = &self.inner.options;
         let (admit, extend) = {
             let mut book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);
-            let AdmissionBook { in_flight, held } = &mut *book;
+            let mut held = std::mem::take(&mut book.held);
             let mut admit: Vec<Held> = Vec::new();
             let mut extend: Vec<String> = Vec::new();
             let now = tokio::time::Instant::now();
             for (saga, queue) in held.iter_mut() {
-                let used = in_flight.get(saga).copied().unwrap_or(0);
-                let limit = o.max_in_flight.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
-                let free = usize::try_from(limit.saturating_sub(used)).unwrap_or(0);
+                let free = usize::try_from(book.free(saga, o.max_in_flight)).unwrap_or(usize::MAX);
                 admit.extend(queue.drain(..free.min(queue.len())));
                 for h in queue.iter_mut() {
                     if now.duration_since(h.extended_at) >= o.hold_visibility / 2 {
@@ -966,6 +984,7 @@ impl Orchestrator {
                 }
             }
             held.retain(|_, q| !q.is_empty());
+            book.held = held;
             (admit, extend)
         };
         for receipt in extend {

@@ -92,14 +92,17 @@ async fn wait_for(
     }
 }
 
-/// Loads the orders into a running orchestrator (saga `yaml`), waits until
-/// every saga has dispatched its first command, starts the workers
-/// `lateness` later, and waits (polling the store) until every saga ended.
+/// Loads the orders into a running orchestrator (saga `yaml`, admission
+/// limit at most `max_in_flight`), waits until it has taken in every start
+/// request (each saga created and its first command dispatched, or the
+/// request held by admission control), starts the workers `lateness`
+/// later, and waits (polling the store) until every saga ended.
 async fn run_orders(
     dir: &Path,
     yaml: &str,
     orders: &[(String, Value)],
     lateness: Duration,
+    max_in_flight: Option<u64>,
 ) -> BTreeMap<String, SagaInstance> {
     let backend = EmbeddedBackend::open(dir, Sync::Normal).unwrap();
     let queue: Arc<dyn Queue> = backend.queue();
@@ -117,10 +120,11 @@ async fn run_orders(
             pollers: 4,
             wait: Duration::from_millis(500),
             timer_interval: Duration::from_millis(50),
+            max_in_flight,
             ..OrchestratorOptions::default()
         },
     );
-    tasks.spawn(orchestrator.run(stopped(&stop_rx)));
+    tasks.spawn(orchestrator.clone().run(stopped(&stop_rx)));
 
     let now = sqsaga_orchestrator::clock::now_ms();
     for chunk in orders.chunks(10) {
@@ -141,7 +145,16 @@ async fn run_orders(
     }
 
     let ids: Vec<String> = orders.iter().map(|(id, _)| id.clone()).collect();
-    wait_for(store.as_ref(), &ids, "sagas started", |_| true).await;
+    let since = Instant::now();
+    loop {
+        let created = store.load(&ids).await.unwrap().len();
+        let held = orchestrator.held();
+        if created + held == ids.len() {
+            break;
+        }
+        assert!(since.elapsed() < BUDGET, "start requests taken in: {created} created, {held} held after {BUDGET:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The deliberate lateness: the workers are not there yet (a slow
     // rollout, a traffic spike); the commands wait in their queues.
     tokio::time::sleep(lateness).await;
@@ -166,7 +179,7 @@ async fn run_orders(
 
 /// Runs `n` demo orders of saga `yaml` with workers `lateness` late, in a
 /// fresh directory.
-async fn run(yaml: &str, n: usize, lateness: Duration) -> Ended {
+async fn run(yaml: &str, n: usize, lateness: Duration, max_in_flight: Option<u64>) -> Ended {
     let dir = tempfile::tempdir().unwrap();
     let (mut initial, inputs) = generate_orders(n, SEED);
     // No stock of the scarce SKU: every order for it is refused, whatever
@@ -179,7 +192,7 @@ async fn run(yaml: &str, n: usize, lateness: Duration) -> Ended {
     seed_data(dir.path(), &initial).unwrap();
     let orders: Vec<(String, Value)> =
         inputs.into_iter().enumerate().map(|(i, input)| (format!("order-{i:05}"), input)).collect();
-    let ended = run_orders(dir.path(), yaml, &orders, lateness).await;
+    let ended = run_orders(dir.path(), yaml, &orders, lateness, max_in_flight).await;
     let causes = compensation_causes(ended.values());
     let statuses: BTreeMap<String, SagaStatus> = ended.into_iter().map(|(id, s)| (id, s.status)).collect();
     let sagas: Vec<(String, SagaStatus, Value)> =
@@ -216,11 +229,14 @@ async fn workers_started_30_s_late_end_every_order_as_workers_already_running_do
     assert!(count(&expected, SagaStatus::Compensated) > ORDERS / 10, "the mix should have compensations");
     assert_eq!(SERVICES.len(), 3);
 
-    let on_time = run(ORDER_SAGA, ORDERS, Duration::ZERO).await;
+    // The default admission control: most start requests are held while the
+    // workers are missing, and admitted as sagas finish.
+    let admission = OrchestratorOptions::default().max_in_flight;
+    let on_time = run(ORDER_SAGA, ORDERS, Duration::ZERO, admission).await;
     assert!(on_time.invariants.ok, "{}", on_time.invariants);
     assert_eq!(on_time.statuses, expected, "the on-time run's mix is the seed's");
 
-    let late = run(ORDER_SAGA, ORDERS, LATENESS).await;
+    let late = run(ORDER_SAGA, ORDERS, LATENESS, admission).await;
     assert!(late.invariants.ok, "{}", late.invariants);
     assert_eq!(late.causes.timeout, 0, "{}", late.causes);
     assert_eq!(late.causes, on_time.causes, "same causes, late or not");
@@ -234,7 +250,9 @@ async fn with_a_queue_timeout_late_workers_refuse_every_expired_command_and_noth
     let yaml = ORDER_SAGA.replacen("defaults:\n", "defaults:\n  queueTimeout: 1s\n", 1);
     assert_ne!(yaml, ORDER_SAGA);
     let n = 40;
-    let late = run(&yaml, n, Duration::from_secs(2)).await;
+    // No admission limit: every saga dispatches before the workers come
+    // (this is about commands expiring in a queue, not about holding starts).
+    let late = run(&yaml, n, Duration::from_secs(2), None).await;
     assert!(late.invariants.ok, "{}", late.invariants);
     assert_eq!(late.invariants.stock_final, late.invariants.stock_initial, "no stock moved");
     assert!(late.statuses.values().all(|s| *s == SagaStatus::Compensated), "{:?}", late.statuses);
