@@ -88,6 +88,7 @@ async fn two_orchestrator_replicas_lose_no_update_and_duplicate_no_transition() 
         wait: Duration::from_secs(2),
         timer_interval: Duration::from_millis(200),
         drain_timeout: Duration::from_secs(1),
+        ..StackOptions::default()
     };
     let queue: Arc<dyn Queue> = Arc::new(Duplicating(b.queue()));
     let participants = order_participants(&dir, 0.2, 11).unwrap();

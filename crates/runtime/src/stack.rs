@@ -31,6 +31,9 @@ pub struct StackOptions {
     pub timer_interval: Duration,
     /// Budget each worker has to finish in-flight work when the stack stops.
     pub drain_timeout: Duration,
+    /// The orchestrators' admission maximum (`None`: no admission control,
+    /// for a driver that paces the starts itself).
+    pub max_in_flight: Option<u64>,
 }
 
 impl Default for StackOptions {
@@ -42,6 +45,7 @@ impl Default for StackOptions {
             wait: Duration::from_secs(1),
             timer_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(10),
+            max_in_flight: OrchestratorOptions::default().max_in_flight,
         }
     }
 }
@@ -97,6 +101,7 @@ impl Stack {
                     pollers: o.orchestrator_pollers,
                     wait: o.wait,
                     timer_interval: o.timer_interval,
+                    max_in_flight: o.max_in_flight,
                     ..OrchestratorOptions::default()
                 },
             );
