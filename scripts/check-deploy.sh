@@ -202,6 +202,7 @@ API_VERSIONS = {
     "Namespace": "v1", "ServiceAccount": "v1", "ConfigMap": "v1", "Secret": "v1",
     "Service": "v1", "Deployment": "apps/v1", "PodDisruptionBudget": "policy/v1",
     "ScaledObject": "keda.sh/v1alpha1", "TriggerAuthentication": "keda.sh/v1alpha1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
     "GitRepository": "source.toolkit.fluxcd.io/v1", "HelmRepository": "source.toolkit.fluxcd.io/v1",
     "Kustomization": "kustomize.toolkit.fluxcd.io/v1", "HelmRelease": "helm.toolkit.fluxcd.io/v2",
     "ImageRepository": "image.toolkit.fluxcd.io/v1", "ImagePolicy": "image.toolkit.fluxcd.io/v1",
@@ -1414,6 +1415,34 @@ elif cmp -s examples/order/create_order.yaml deploy/k8s/base/definitions/create_
     ok "definitions copy deploy/k8s/base/definitions/create_order.yaml = examples/order/create_order.yaml"
 else
     fail "definitions copy" "deploy/k8s/base/definitions/create_order.yaml differs from examples/order/create_order.yaml; run: cp examples/order/create_order.yaml deploy/k8s/base/definitions/"
+fi
+
+# Alerting rules: promtool's syntax check and the rules' unit tests; the
+# PrometheusRule in the Kubernetes tree carries the same groups.
+if command -v promtool >/dev/null 2>&1; then
+    run_tool "promtool check rules deploy/prometheus/sqsaga-rules.yml" promtool check rules deploy/prometheus/sqsaga-rules.yml
+    run_tool "promtool test rules deploy/prometheus/sqsaga-rules.test.yml" \
+        promtool test rules deploy/prometheus/sqsaga-rules.test.yml
+else
+    fail "promtool rules" "promtool not found (Debian package prometheus; scripts/test installs it)"
+fi
+if [ "$have_py" = true ]; then
+    if "$PY" - deploy/k8s/base/prometheus-rule.yaml deploy/prometheus/sqsaga-rules.yml deploy/grafana/sqsaga.json \
+        >"$WORK/out" 2>&1 <<'PY'
+import json, sys, yaml
+crd = yaml.safe_load(open(sys.argv[1]))
+plain = yaml.safe_load(open(sys.argv[2]))
+if crd["spec"]["groups"] != plain["groups"]:
+    sys.exit(f"{sys.argv[1]} spec.groups differ from {sys.argv[2]} groups: copy the groups over")
+dash = json.load(open(sys.argv[3]))
+if not dash.get("panels") or any(not p.get("targets") for p in dash["panels"]):
+    sys.exit(f"{sys.argv[3]}: a panel without queries")
+PY
+    then
+        ok "PrometheusRule groups = deploy/prometheus/sqsaga-rules.yml; Grafana dashboard parses"
+    else
+        fail "PrometheusRule / dashboard" "$(cat "$WORK/out")"
+    fi
 fi
 
 # yamllint

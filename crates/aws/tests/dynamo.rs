@@ -163,6 +163,8 @@ async fn idle_requests_do_not_grow_with_the_sagas_stored() {
     writes.extend((0..waiting).map(|i| {
         let mut s = instance(&format!("idle-wait-{i:06}"), t);
         s.steps[0].due_at = Some(t + 3_600_000);
+        // And a deadline past it: storing 100,000 takes minutes.
+        s.deadline_at = t + 7_200_000;
         create(s)
     }));
     for chunk in writes.chunks(100) {

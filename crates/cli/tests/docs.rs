@@ -40,7 +40,7 @@ fn documented_families(doc: &str) -> BTreeSet<(String, String)> {
 
 /// The families of the registries `sqsaga orchestrator` and `sqsaga worker`
 /// build (with the AWS backend's counters), as their `/metrics` lists them.
-fn exported_families() -> BTreeSet<(String, String)> {
+async fn exported_families() -> BTreeSet<(String, String)> {
     use sqsaga_aws::RequestCounter;
     use sqsaga_embedded::{EmbeddedBackend, Sync};
     use sqsaga_http::Probe;
@@ -61,7 +61,13 @@ fn exported_families() -> BTreeSet<(String, String)> {
         OrchestratorOptions::default(),
     );
     let fleet = Arc::new(FleetMonitor::observing(Arc::new(SystemClock)));
-    let orchestrator = orchestrator_registry(&Probe::new(), "fp", &orchestrator, &fleet, requests.clone());
+    // Queue depths: a series once a queue has been read.
+    let depths = Arc::new(sqsaga_runtime::depths::QueueDepths::default());
+    let names = sqsaga_runtime::depths::QueueDepths::queues("orchestrator", &[]);
+    let template = sqsaga_queue::QueueSpec::named("template");
+    sqsaga_orchestrator::ensure_queues(backend.queue().as_ref(), &Definitions::default(), &template).await.unwrap();
+    depths.refresh(backend.queue().as_ref(), &names).await;
+    let orchestrator = orchestrator_registry(&Probe::new(), "fp", &orchestrator, &fleet, requests.clone(), &depths);
     let participant = Arc::new(Participant::open(&dir.path().join("payment.db"), Sync::Normal).unwrap());
     let worker = Worker::new(WorkerOptions::new("payment", "payment-1"), backend.queue(), participant);
     // A labelled family is listed once it has a series: one step run.
@@ -80,9 +86,45 @@ fn exported_families() -> BTreeSet<(String, String)> {
 async fn operations_md_lists_exactly_the_exported_metrics() {
     let doc = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
     let documented = documented_families(&doc);
-    let exported = exported_families();
+    let exported = exported_families().await;
     let undocumented: Vec<_> = exported.difference(&documented).collect();
     let stale: Vec<_> = documented.difference(&exported).collect();
     assert!(undocumented.is_empty(), "metrics missing from docs/operations.md (name, type): {undocumented:?}");
     assert!(stale.is_empty(), "docs/operations.md lists metrics the processes do not export: {stale:?}");
+}
+
+/// Every metric the alerting rules (deploy/prometheus, the same groups as
+/// the PrometheusRule) and the Grafana dashboard (deploy/grafana) query is
+/// one docs/operations.md lists, so a renamed metric cannot silently
+/// disable an alert or blank a panel.
+#[test]
+fn alerts_and_dashboard_query_only_documented_metrics() {
+    let doc = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
+    let documented: BTreeSet<String> = documented_families(&doc).into_iter().map(|(name, _)| name).collect();
+    for file in ["deploy/prometheus/sqsaga-rules.yml", "deploy/grafana/sqsaga.json"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let used = metric_names(&text);
+        assert!(used.len() >= 5, "{file}: only {used:?} found");
+        let unknown: Vec<&String> = used
+            .iter()
+            .filter(|m| {
+                let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| m.strip_suffix(s)).unwrap_or(m);
+                !documented.contains(*m) && !documented.contains(family)
+            })
+            .collect();
+        assert!(unknown.is_empty(), "{file} queries metrics docs/operations.md does not list: {unknown:?}");
+    }
+}
+
+/// The `sqsaga_…` identifiers in a text.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("sqsaga_") {
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        out.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
 }

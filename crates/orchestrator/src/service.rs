@@ -496,6 +496,7 @@ impl Orchestrator {
         }
         let cleared = self.deliver_all(pending).await;
         self.inner.stats.outboxes_swept.inc_by(cleared as u64);
+        self.inner.stats.outboxes_undelivered.set(i64::try_from(count.saturating_sub(cleared)).unwrap_or(i64::MAX));
         Ok(count)
     }
 

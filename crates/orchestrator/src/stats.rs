@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sqsaga_core::machine::SagaStatus;
 
@@ -31,9 +32,13 @@ pub struct OrchestratorStats {
     pub store_errors: Counter,
     /// Queue calls that failed and will be retried.
     pub queue_errors: Counter,
-    /// Outboxes the sweeper sent late (not exported: a sign of crashes
-    /// between commit and send, logged by the sweeper).
+    /// Outboxes the sweeper sent late: a crash (or a failed send) between
+    /// a commit and its delivery left them behind.
     pub outboxes_swept: Counter,
+    /// Outboxes older than the sweep interval that the last sweep found and
+    /// could not deliver: commands committed but not sent (alert when it
+    /// stays above zero).
+    pub outboxes_undelivered: Gauge,
     /// Terminal sagas deleted past their retention (stores without a TTL;
     /// not exported).
     pub sagas_expired: Counter,
@@ -48,7 +53,7 @@ impl OrchestratorStats {
     /// Registers every exported counter in `registry`; names without
     /// `_total`, which the encoder appends.
     pub fn register(&self, registry: &mut Registry) {
-        let counters: [(&str, &str, &Counter); 9] = [
+        let counters: [(&str, &str, &Counter); 10] = [
             ("sqsaga_messages_received", "Messages received from the orchestrator queue", &self.messages_received),
             ("sqsaga_events_applied", "Events that changed a saga", &self.events_applied),
             ("sqsaga_events_ignored", "Stale or duplicate events (no change)", &self.events_ignored),
@@ -62,10 +67,20 @@ impl OrchestratorStats {
             ("sqsaga_messages_dead_lettered", "Messages moved to the DLQ (poison)", &self.dead_lettered),
             ("sqsaga_store_errors", "Batches that failed on the saga store and will be retried", &self.store_errors),
             ("sqsaga_queue_errors", "Queue calls that failed and will be retried", &self.queue_errors),
+            (
+                "sqsaga_outboxes_swept",
+                "Outboxes a crash or a failed send left behind, sent late by the sweeper",
+                &self.outboxes_swept,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "sqsaga_outboxes_undelivered",
+            "Outboxes older than the sweep interval that the last sweep could not deliver",
+            self.outboxes_undelivered.clone(),
+        );
     }
 }
 

@@ -12,6 +12,7 @@
 //! binary passes the definitions and the participant in.
 
 pub mod backend;
+pub mod depths;
 mod error;
 pub mod fleet;
 pub mod identity;

@@ -3,7 +3,8 @@
 //! the families each component registers where it counts them (the worker's
 //! and the orchestrator's stats, the fleet monitor's heartbeats, the probe)
 //! and the collectors of values read at scrape time (saga counts by state
-//! here, fleet gauges in `fleet.rs`, AWS request counts in `backend.rs`).
+//! here, fleet gauges in `fleet.rs`, AWS request counts in `backend.rs`,
+//! queue depths in `depths.rs`).
 //! The docs test builds the same registries and lists their families.
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use sqsaga_orchestrator::{FleetMonitor, Orchestrator, OrchestratorStats};
 use sqsaga_worker::Worker;
 
 use crate::backend::Requests;
+use crate::depths::{QueueDepthMetrics, QueueDepths};
 use crate::fleet::FleetMetrics;
 use crate::identity::{GIT_SHA, VERSION};
 
@@ -39,10 +41,12 @@ pub fn orchestrator_registry(
     orchestrator: &Orchestrator,
     fleet: &Arc<FleetMonitor>,
     requests: Requests,
+    depths: &Arc<QueueDepths>,
 ) -> Registry {
     let mut registry = Registry::default();
     probe.register_metrics(&mut registry);
     register_build_info(&mut registry, "orchestrator", fingerprint);
+    registry.register_collector(Box::new(QueueDepthMetrics(depths.clone())));
     orchestrator.stats().register(&mut registry);
     registry.register_collector(Box::new(SagasByState(orchestrator.stats())));
     fleet.register_metrics(&mut registry);

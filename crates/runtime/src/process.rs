@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::RuntimeError;
 use crate::backend::{open_backend, queue_spec};
+use crate::depths::QueueDepths;
 use crate::fleet::{OrchestratorFleet, forward_quarantine};
 use crate::identity::{fingerprint, heartbeat_fields};
 use crate::metrics::{orchestrator_registry, worker_registry};
@@ -43,6 +44,7 @@ pub async fn run_orchestrator(
     probe.set_info("service", serde_json::json!("orchestrator"));
     probe.set_info("fingerprint", serde_json::json!(fp.id));
     probe.register_loop("readiness", Duration::from_secs(30));
+    let watched_queues = QueueDepths::queues(ORCHESTRATOR_QUEUE, &definitions.services());
     let orchestrator = Orchestrator::new(
         definitions,
         opened.queue.clone(),
@@ -59,7 +61,9 @@ pub async fn run_orchestrator(
         },
     )
     .with_fleet(fleet.monitor.clone());
-    let registry = orchestrator_registry(&probe, &fp.id, &orchestrator, &fleet.monitor, opened.requests());
+    let depths = Arc::new(QueueDepths::default());
+    let depth_loop = depths.spawn(opened.queue.clone(), watched_queues, probe.clone(), shutdown.clone());
+    let registry = orchestrator_registry(&probe, &fp.id, &orchestrator, &fleet.monitor, opened.requests(), &depths);
     let app = router(probe.clone(), registry).merge(fleet.route());
     let sqs_endpoint = crate::sqs_endpoint::serve(&settings, opened.queue.clone(), shutdown.clone()).await?;
     let (addr, http) = serve_on(listener, app, shutdown.clone().cancelled_owned())?;
@@ -75,6 +79,7 @@ pub async fn run_orchestrator(
     orchestrator.run(shutdown.cancelled_owned()).await;
     let _ = readiness.await;
     let _ = fleet_loop.await;
+    let _ = depth_loop.await;
     let _ = http.await;
     if let Some(endpoint) = sqs_endpoint {
         let _ = endpoint.await;
