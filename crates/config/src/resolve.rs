@@ -104,22 +104,44 @@ impl Settings {
     /// Resolves the configuration from `sources`. On failure the error holds
     /// every problem found, not just the first.
     pub fn resolve(sources: &Sources<'_>) -> Result<Settings, ConfigErrors> {
-        let mut problems = Vec::new();
-        check_env_names(sources.env, &mut problems);
-        check_flag_names(&sources.flags, &mut problems);
         let config_file = sources.config_file();
-        let file = config_file.as_deref().and_then(|path| load_file(path, &mut problems));
-
-        let mut winners = BTreeMap::new();
-        for spec in SETTINGS {
-            let file = file.as_ref().zip(config_file.as_deref());
-            if let Some(winner) = resolve_setting(spec, sources, file, &mut problems) {
-                winners.insert(spec.key, winner);
-            }
-        }
-        cross_check(&winners, &mut problems);
-        if problems.is_empty() { Ok(build(&winners, config_file)) } else { Err(ConfigErrors(problems)) }
+        let text = config_file
+            .as_deref()
+            .map(|path| std::fs::read_to_string(path).map_err(|e| format!("cannot read config file: {e}")));
+        resolve_with(sources, config_file, text)
     }
+
+    /// [`Settings::resolve`] with the config file's text given instead of
+    /// read: `path` only names it in problems and in [`Origin::File`], and
+    /// `sources.config_path` is ignored. Pure but for the default instance
+    /// id, which reads the hostname when `HOSTNAME` is not in `sources.env`.
+    /// What the `config_file` fuzz target drives.
+    pub fn resolve_with_file_text(sources: &Sources<'_>, path: &Path, text: &str) -> Result<Settings, ConfigErrors> {
+        resolve_with(sources, Some(path.to_path_buf()), Some(Ok(text.to_string())))
+    }
+}
+
+/// Resolution once the config file (if any) is read: `text` is its content
+/// or why it could not be read.
+fn resolve_with(
+    sources: &Sources<'_>,
+    config_file: Option<PathBuf>,
+    text: Option<Result<String, String>>,
+) -> Result<Settings, ConfigErrors> {
+    let mut problems = Vec::new();
+    check_env_names(sources.env, &mut problems);
+    check_flag_names(&sources.flags, &mut problems);
+    let file = config_file.as_deref().zip(text).and_then(|(path, text)| load_file(path, text, &mut problems));
+
+    let mut winners = BTreeMap::new();
+    for spec in SETTINGS {
+        let file = file.as_ref().zip(config_file.as_deref());
+        if let Some(winner) = resolve_setting(spec, sources, file, &mut problems) {
+            winners.insert(spec.key, winner);
+        }
+    }
+    cross_check(&winners, &mut problems);
+    if problems.is_empty() { Ok(build(&winners, config_file)) } else { Err(ConfigErrors(problems)) }
 }
 
 /// Unknown `SQSAGA_*` variables are typos; everything else in the
@@ -151,16 +173,21 @@ fn check_flag_names(flags: &BTreeMap<String, String>, problems: &mut Vec<ConfigP
     }
 }
 
-/// Reads the JSON file; `None` (with a problem) when it is missing,
+/// Parses the JSON file read from `path` (`text`: its content, or why it
+/// could not be read); `None` (with a problem) when it is missing,
 /// unreadable, not JSON, or not an object. Unknown keys are reported here.
-fn load_file(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<Map<String, Value>> {
+fn load_file(
+    path: &Path,
+    text: Result<String, String>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Map<String, Value>> {
     let mut fail = |message: String| {
         problems.push(ConfigProblem { location: path.display().to_string(), key: None, message });
         None
     };
-    let text = match std::fs::read_to_string(path) {
+    let text = match text {
         Ok(text) => text,
-        Err(e) => return fail(format!("cannot read config file: {e}")),
+        Err(message) => return fail(message),
     };
     let map = match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => map,
