@@ -146,6 +146,16 @@ impl SagaDefinition {
     }
 }
 
+/// Whether `name` can name a participant service: it becomes a queue name,
+/// so at most 64 lowercase ASCII letters, digits and `-`, starting with a
+/// letter or a digit. Saga definitions and the drift guard's `fleet.yaml`
+/// hold service names to the same rule.
+pub fn is_service_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Serde helper for optional durations, as integer milliseconds or absent.
 pub mod millis_opt {
     use std::time::Duration;

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::definition::{RetryPolicy, SagaDefinition, StepDefinition};
+use crate::definition::{RetryPolicy, SagaDefinition, StepDefinition, is_service_name};
 use crate::duration::{format_duration, parse_duration};
 use crate::marked::{Node, Options, Pos, Scalar, Value, parse_documents, suggest};
 pub use crate::marked::{Problem, format_problems};
@@ -671,10 +671,7 @@ impl Checker<'_> {
     /// Services become queue names: `[a-z0-9][a-z0-9-]*`, at most 64 characters.
     fn service(&mut self, node: &Node, key: &str) -> Option<String> {
         let s = self.string(node, key)?;
-        let ok = s.len() <= 64
-            && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !ok {
+        if !is_service_name(&s) {
             self.report(
                 node.pos,
                 format!(

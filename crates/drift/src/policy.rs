@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sqsaga_core::definition::is_service_name;
 use sqsaga_core::duration::{format_duration, parse_duration};
 use sqsaga_core::marked::{Node, Options, Pos, Problem, Scalar, Value, parse_documents, suggest};
 
@@ -178,14 +179,20 @@ fn build(text: &str) -> (Option<Node>, Vec<Problem>) {
 // ---------------------------------------------------------------------------
 // Pass 2: the tree -> a policy, collecting every problem.
 
-/// The entries of a mapping whose keys are unique strings from `allowed`;
-/// every other key is reported.
-fn mapping<'a>(node: &'a Node, path: &str, allowed: &[&str], problems: &mut Vec<Problem>) -> Vec<(&'a str, &'a Node)> {
+/// The entries of a mapping whose keys are unique strings from `allowed`
+/// (any string when `allowed` is empty), with where each key is; every
+/// other key is reported.
+fn mapping<'a>(
+    node: &'a Node,
+    path: &str,
+    allowed: &[&str],
+    problems: &mut Vec<Problem>,
+) -> Vec<(&'a str, Pos, &'a Node)> {
     let Value::Map(entries) = &node.value else {
         problems.push(problem(node.pos, format!("{path}: expected a mapping ({})", allowed.join(", "))));
         return Vec::new();
     };
-    let mut out: Vec<(&str, &Node)> = Vec::new();
+    let mut out: Vec<(&str, Pos, &Node)> = Vec::new();
     for (k, v) in entries {
         let Value::Scalar(Scalar { text, .. }) = &k.value else {
             problems.push(problem(k.pos, format!("{path}: keys must be plain strings")));
@@ -199,11 +206,11 @@ fn mapping<'a>(node: &'a Node, path: &str, allowed: &[&str], problems: &mut Vec<
             ));
             continue;
         }
-        if out.iter().any(|(seen, _)| *seen == text.as_str()) {
+        if out.iter().any(|(seen, _, _)| *seen == text.as_str()) {
             problems.push(problem(k.pos, format!("{path}: `{text}` is given twice")));
             continue;
         }
-        out.push((text.as_str(), v));
+        out.push((text.as_str(), k.pos, v));
     }
     out
 }
@@ -260,7 +267,7 @@ fn expectation(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<E
     let before = problems.len();
     let mut expect = Expectation::default();
     let fields = mapping(node, path, EXPECT_KEYS, problems);
-    for (key, value) in &fields {
+    for (key, _, value) in &fields {
         match *key {
             "version" => expect.version = string(value, &format!("{path}.version"), problems),
             "contracts" => {
@@ -299,8 +306,8 @@ fn expectation(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Option<E
 fn check_document(root: &Node, policy: &mut FleetPolicy, problems: &mut Vec<Problem>) {
     let top = mapping(root, "fleet policy", TOP_KEYS, problems);
     // `defaults` first: services inherit from it whatever their order in the file.
-    if let Some((_, node)) = top.iter().find(|(k, _)| *k == "defaults") {
-        for (key, value) in mapping(node, "defaults", DEFAULTS_KEYS, problems) {
+    if let Some((_, _, node)) = top.iter().find(|(k, _, _)| *k == "defaults") {
+        for (key, _, value) in mapping(node, "defaults", DEFAULTS_KEYS, problems) {
             match key {
                 "mode" => {
                     if let Some(m) = mode(value, "defaults.mode", problems) {
@@ -316,18 +323,31 @@ fn check_document(root: &Node, policy: &mut FleetPolicy, problems: &mut Vec<Prob
             }
         }
     }
-    let Some((_, services)) = top.iter().find(|(k, _)| *k == "services") else { return };
+    let Some((_, _, services)) = top.iter().find(|(k, _, _)| *k == "services") else { return };
     if services.is_null() {
         return;
     }
-    for (name, node) in mapping(services, "services", &[], problems) {
+    for (name, at, node) in mapping(services, "services", &[], problems) {
         let path = format!("services.{name}");
+        // A name that cannot be a service's would be a policy for nothing,
+        // and the service it was meant for would silently get the defaults.
+        if !is_service_name(name) {
+            problems.push(problem(
+                at,
+                format!(
+                    "services: `{}` is not a service name: use at most 64 lowercase letters, digits and `-`, \
+                     as saga definitions do",
+                    name.chars().take(40).collect::<String>().escape_debug()
+                ),
+            ));
+            continue;
+        }
         let mut entry = policy.defaults.clone();
         if node.is_null() {
             policy.services.insert(name.to_string(), entry);
             continue;
         }
-        for (key, value) in mapping(node, &path, SERVICE_KEYS, problems) {
+        for (key, _, value) in mapping(node, &path, SERVICE_KEYS, problems) {
             match key {
                 "mode" => {
                     if let Some(m) = mode(value, &format!("{path}.mode"), problems) {
@@ -429,5 +449,25 @@ extra: 1
             vec!["2:14: services.inventory: expected a mapping (mode, rolloutWindow, expect)"]
         );
         assert_eq!(problems("a: 1\n---\nb: 2\n")[0], "2:1: a fleet policy is one YAML document; remove this `---`");
+    }
+
+    /// Found by the `fleet_policy` fuzz target: any string was accepted as
+    /// a service name (1000 characters with control characters, `Inventory`
+    /// for `inventory`), a policy that applies to nothing while the service
+    /// meant runs on the defaults.
+    #[test]
+    fn a_service_name_that_cannot_be_a_service_is_a_problem() {
+        assert_eq!(
+            problems("services:\n  Inventory:\n    mode: enforce\n  \"a\\fb\": {}\n  inventory: {}\n"),
+            vec![
+                "2:3: services: `Inventory` is not a service name: use at most 64 lowercase letters, digits and `-`, \
+                 as saga definitions do",
+                "4:3: services: `a\\u{c}b` is not a service name: use at most 64 lowercase letters, digits and `-`, \
+                 as saga definitions do",
+            ]
+        );
+        let long = "s".repeat(65);
+        assert_eq!(problems(&format!("services:\n  {long}:\n")).len(), 1);
+        assert!(FleetPolicy::parse(&format!("services:\n  {}:\n  0-a:\n", &long[..64]), Mode::Observe).is_ok());
     }
 }
