@@ -307,6 +307,31 @@ mod tests {
         assert!(matches!(decode_worker_message(seed), Ok(WorkerMessage::Seed(_))));
     }
 
+    /// Found by the `envelope` fuzz target: without serde_json's
+    /// `float_roundtrip`, a long number could parse one ULP off, so a
+    /// payload changed when a message was decoded and re-encoded (the
+    /// orchestrator forwards the saga input in every command). Within this
+    /// workspace jsonschema turns the feature on anyway (which is why this
+    /// test passes without the protocol crate asking for it); the fuzz
+    /// build, without jsonschema, fails on `fuzz/seeds/envelope/regression-float-roundtrip.json`.
+    #[test]
+    fn payload_numbers_survive_decode_and_encode_exactly() {
+        // The fuzzer's input: an integer too large for u64, read as a float.
+        let big = "1996666666666666666666666666666666666666666666666666666666666666669";
+        let body = format!(
+            r#"{{"type":"start","saga_id":"s","saga":"create_order","input":{{"amount":{big},"rate":0.30000000000000004}},"requested_at":1}}"#
+        );
+        let decoded = Envelope::decode(&body).unwrap();
+        let encoded = decoded.encode();
+        assert!(encoded.contains("1.9966666666666667e+66") && encoded.contains("0.30000000000000004"), "{encoded}");
+        assert_eq!(Envelope::decode(&encoded), Ok(decoded));
+        let seed = format!(r#"{{"saga_id":"o-1","step":"payment.charge","payload":{{"amount":{big}}}}}"#);
+        match decode_worker_message(&seed) {
+            Ok(WorkerMessage::Seed(m)) => assert_eq!(m.payload["amount"].as_f64(), Some(1.9966666666666667e66)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     #[test]
     fn garbage_is_a_named_error() {
         assert!(matches!(decode_worker_message("not json"), Err(DecodeError::NotJson(_))));
