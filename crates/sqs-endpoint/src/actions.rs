@@ -77,23 +77,201 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
 }
 
+/// A request decoded and checked as SQS checks it, before any queue is
+/// touched: the pure half of [`dispatch`]. Entries of a batch that fail their
+/// own checks stay in the batch with their error (SQS answers them in
+/// `Failed`); anything wrong with the request as a whole is the error of
+/// [`decode`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    GetQueueUrl {
+        queue: String,
+    },
+    ReceiveMessage {
+        queue: String,
+        receive: Receive,
+        /// `AttributeNames` and `MessageSystemAttributeNames` together.
+        system_attributes: BTreeSet<String>,
+        /// `MessageAttributeNames` (names, `All`, `.*`, `prefix.*`).
+        message_attribute_names: Vec<String>,
+    },
+    SendMessage {
+        queue: String,
+        message: Checked,
+    },
+    SendMessageBatch {
+        queue: String,
+        /// By entry id, in request order.
+        entries: Vec<(String, Result<Checked, SqsError>)>,
+    },
+    DeleteMessage {
+        queue: String,
+        receipt: String,
+    },
+    DeleteMessageBatch {
+        queue: String,
+        /// Entry id and receipt handle (`None`: the entry had none).
+        entries: Vec<(String, Option<String>)>,
+    },
+    ChangeMessageVisibility {
+        queue: String,
+        change: VisibilityChange,
+    },
+    ChangeMessageVisibilityBatch {
+        queue: String,
+        /// Entry id and its change, or why it has none.
+        entries: Vec<(String, Result<VisibilityChange, SqsError>)>,
+    },
+    GetQueueAttributes {
+        queue: String,
+        /// Every name is one of the SQS API's queue attributes.
+        attribute_names: Vec<String>,
+    },
+}
+
+/// A message that passed SQS's checks, with the digest of its attributes as
+/// the client computes it (with the data types it sent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub message: OutgoingMessage,
+    pub md5_of_message_attributes: Option<String>,
+}
+
+/// A new visibility timeout for one received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisibilityChange {
+    pub receipt: String,
+    pub timeout: Duration,
+}
+
 /// Runs `action` on `body`.
 pub async fn dispatch(action: &str, body: &[u8], ctx: &Ctx) -> Result<Value, SqsError> {
-    match action {
-        "GetQueueUrl" => get_queue_url(parse(body)?, ctx).await,
-        "ReceiveMessage" => receive_message(parse(body)?, ctx).await,
-        "SendMessage" => send_message(parse(body)?, ctx).await,
-        "SendMessageBatch" => send_message_batch(parse(body)?, ctx).await,
-        "DeleteMessage" => delete_message(parse(body)?, ctx).await,
-        "DeleteMessageBatch" => delete_message_batch(parse(body)?, ctx).await,
-        "ChangeMessageVisibility" => change_message_visibility(parse(body)?, ctx).await,
-        "ChangeMessageVisibilityBatch" => change_message_visibility_batch(parse(body)?, ctx).await,
-        "GetQueueAttributes" => get_queue_attributes(parse(body)?, ctx).await,
-        known if KNOWN.contains(&known) => Err(SqsError::unsupported_operation(format!(
-            "{known} is not supported by the sqsaga embedded backend's SQS endpoint (supported: {}).",
-            SUPPORTED.join(", ")
-        ))),
-        other => Err(SqsError::unknown_operation(format!("Unknown SQS action `{other}`."))),
+    execute(decode(action, body)?, ctx).await
+}
+
+/// Decodes and checks the body of `action` (pure; see [`Request`]).
+pub fn decode(action: &str, body: &[u8]) -> Result<Request, SqsError> {
+    Ok(match action {
+        "GetQueueUrl" => {
+            let request: GetQueueUrl = parse(body)?;
+            let queue = required(request.queue_name, "QueueName")?;
+            if !is_name(&queue) {
+                return Err(SqsError::queue_does_not_exist(format!("The specified queue `{queue}` does not exist.")));
+            }
+            Request::GetQueueUrl { queue }
+        }
+        "ReceiveMessage" => {
+            let request: ReceiveMessage = parse(body)?;
+            let queue = queue_name(request.queue_url)?;
+            let max = in_range(request.max_number_of_messages, "MaxNumberOfMessages", 1, 10, 1)?;
+            let wait = in_range(request.wait_time_seconds, "WaitTimeSeconds", 0, 20, 0)?;
+            let mut receive = Receive::up_to(usize::try_from(max).unwrap_or(1)).wait(seconds(wait).min(MAX_WAIT));
+            if let Some(v) = request.visibility_timeout {
+                receive = receive.visibility(seconds(in_range(Some(v), "VisibilityTimeout", 0, MAX_VISIBILITY_S, 0)?));
+            }
+            let system_attributes =
+                request.attribute_names.into_iter().chain(request.message_system_attribute_names).collect();
+            Request::ReceiveMessage {
+                queue,
+                receive,
+                system_attributes,
+                message_attribute_names: request.message_attribute_names,
+            }
+        }
+        "SendMessage" => {
+            let request: SendMessage = parse(body)?;
+            let queue = queue_name(request.queue_url)?;
+            let message = outgoing(request.message_body, request.delay_seconds, request.message_attributes)?;
+            Request::SendMessage { queue, message }
+        }
+        "SendMessageBatch" => {
+            let request: SendMessageBatch = parse(body)?;
+            let queue = queue_name(request.queue_url)?;
+            let ids = check_entries(request.entries.iter().map(|e| e.id.as_ref()))?;
+            let total: usize = request.entries.iter().map(entry_size).sum();
+            if total > MAX_MESSAGE_BYTES {
+                return Err(SqsError::batch_too_long(format!(
+                    "Batch requests cannot be longer than {MAX_MESSAGE_BYTES} bytes. You have sent {total} bytes."
+                )));
+            }
+            let entries = ids
+                .into_iter()
+                .zip(request.entries)
+                .map(|(id, e)| (id, outgoing(e.message_body, e.delay_seconds, e.message_attributes)))
+                .collect();
+            Request::SendMessageBatch { queue, entries }
+        }
+        "DeleteMessage" => {
+            let request: DeleteMessage = parse(body)?;
+            let queue = queue_name(request.queue_url)?;
+            let receipt = required(request.receipt_handle, "ReceiptHandle")?;
+            Request::DeleteMessage { queue, receipt }
+        }
+        "DeleteMessageBatch" => {
+            let request: ReceiptBatch = parse(body)?;
+            let queue = queue_name(request.queue_url)?;
+            let ids = check_entries(request.entries.iter().map(|e| e.id.as_ref()))?;
+            let entries = ids.into_iter().zip(request.entries).map(|(id, e)| (id, e.receipt_handle)).collect();
+            Request::DeleteMessageBatch { queue, entries }
+        }
+        "ChangeMessageVisibility" => {
+            let request: ChangeMessageVisibility = parse(body)?;
+            let queue = queue_name(request.queue_url)?;
+            let change = visibility_change(request.receipt_handle, request.visibility_timeout)?;
+            Request::ChangeMessageVisibility { queue, change }
+        }
+        "ChangeMessageVisibilityBatch" => {
+            let request: ReceiptBatch = parse(body)?;
+            let queue = queue_name(request.queue_url)?;
+            let ids = check_entries(request.entries.iter().map(|e| e.id.as_ref()))?;
+            let entries = ids
+                .into_iter()
+                .zip(request.entries)
+                .map(|(id, ReceiptEntry { receipt_handle, visibility_timeout, .. })| {
+                    (id, visibility_change(receipt_handle, visibility_timeout))
+                })
+                .collect();
+            Request::ChangeMessageVisibilityBatch { queue, entries }
+        }
+        "GetQueueAttributes" => {
+            let request: GetQueueAttributes = parse(body)?;
+            let queue = queue_name(request.queue_url)?;
+            if let Some(bad) = request.attribute_names.iter().find(|n| !QUEUE_ATTRIBUTES.contains(&n.as_str())) {
+                return Err(SqsError::invalid_attribute_name(format!("Unknown Attribute {bad}.")));
+            }
+            Request::GetQueueAttributes { queue, attribute_names: request.attribute_names }
+        }
+        known if KNOWN.contains(&known) => {
+            return Err(SqsError::unsupported_operation(format!(
+                "{known} is not supported by the sqsaga embedded backend's SQS endpoint (supported: {}).",
+                SUPPORTED.join(", ")
+            )));
+        }
+        other => return Err(SqsError::unknown_operation(format!("Unknown SQS action `{other}`."))),
+    })
+}
+
+/// Carries out a decoded request on the queues.
+async fn execute(request: Request, ctx: &Ctx) -> Result<Value, SqsError> {
+    match request {
+        Request::GetQueueUrl { queue } => get_queue_url(&queue, ctx).await,
+        Request::ReceiveMessage { queue, receive, system_attributes, message_attribute_names } => {
+            receive_message(&queue, receive, &system_attributes, &message_attribute_names, ctx).await
+        }
+        Request::SendMessage { queue, message } => send_message(&queue, message, ctx).await,
+        Request::SendMessageBatch { queue, entries } => send_message_batch(&queue, entries, ctx).await,
+        Request::DeleteMessage { queue, receipt } => delete_message(&queue, receipt, ctx).await,
+        Request::DeleteMessageBatch { queue, entries } => delete_message_batch(&queue, entries, ctx).await,
+        Request::ChangeMessageVisibility { queue, change } => {
+            change_visibility(ctx, &queue, &change).await?;
+            Ok(serde_json::json!({}))
+        }
+        Request::ChangeMessageVisibilityBatch { queue, entries } => {
+            change_message_visibility_batch(&queue, entries, ctx).await
+        }
+        Request::GetQueueAttributes { queue, attribute_names } => {
+            get_queue_attributes(&queue, &attribute_names, ctx).await
+        }
     }
 }
 
@@ -142,12 +320,8 @@ fn seconds(v: i64) -> Duration {
     Duration::from_secs(u64::try_from(v).unwrap_or(0))
 }
 
-async fn get_queue_url(request: GetQueueUrl, ctx: &Ctx) -> Result<Value, SqsError> {
-    let name = required(request.queue_name, "QueueName")?;
-    if !is_name(&name) {
-        return Err(SqsError::queue_does_not_exist(format!("The specified queue `{name}` does not exist.")));
-    }
-    ctx.queue.depth(&name).await.map_err(|e| SqsError::from_queue(&name, e))?;
+async fn get_queue_url(name: &str, ctx: &Ctx) -> Result<Value, SqsError> {
+    ctx.queue.depth(name).await.map_err(|e| SqsError::from_queue(name, e))?;
     Ok(serde_json::json!({ "QueueUrl": format!("{}/{name}", ctx.base_url) }))
 }
 
@@ -163,21 +337,18 @@ fn selected(patterns: &[String], name: &str) -> bool {
     })
 }
 
-async fn receive_message(request: ReceiveMessage, ctx: &Ctx) -> Result<Value, SqsError> {
-    let name = queue_name(request.queue_url)?;
-    let max = in_range(request.max_number_of_messages, "MaxNumberOfMessages", 1, 10, 1)?;
-    let wait = in_range(request.wait_time_seconds, "WaitTimeSeconds", 0, 20, 0)?;
-    let mut receive = Receive::up_to(usize::try_from(max).unwrap_or(1)).wait(seconds(wait).min(MAX_WAIT));
-    if let Some(v) = request.visibility_timeout {
-        receive = receive.visibility(seconds(in_range(Some(v), "VisibilityTimeout", 0, MAX_VISIBILITY_S, 0)?));
-    }
+async fn receive_message(
+    name: &str,
+    receive: Receive,
+    system: &BTreeSet<String>,
+    message_attribute_names: &[String],
+    ctx: &Ctx,
+) -> Result<Value, SqsError> {
     let received = tokio::select! {
-        received = ctx.queue.receive(&name, receive) => received.map_err(|e| SqsError::from_queue(&name, e))?,
+        received = ctx.queue.receive(name, receive) => received.map_err(|e| SqsError::from_queue(name, e))?,
         // A long poll answers empty when the process stops, as SQS may.
         () = ctx.shutdown.cancelled() => Vec::new(),
     };
-    let system: BTreeSet<&str> =
-        request.attribute_names.iter().chain(&request.message_system_attribute_names).map(String::as_str).collect();
     let all = system.contains("All");
     let messages: Vec<Message> = received
         .into_iter()
@@ -192,7 +363,7 @@ async fn receive_message(request: ReceiveMessage, ctx: &Ctx) -> Result<Value, Sq
             let message_attributes: BTreeMap<String, AttributeValue> = m
                 .attributes
                 .into_iter()
-                .filter(|(k, _)| selected(&request.message_attribute_names, k))
+                .filter(|(k, _)| selected(message_attribute_names, k))
                 .map(|(k, v)| {
                     (k, AttributeValue { data_type: "String".to_string(), string_value: Some(v), binary_value: None })
                 })
@@ -244,7 +415,7 @@ fn outgoing(
     body: Option<String>,
     delay: Option<i64>,
     attributes: BTreeMap<String, AttributeValue>,
-) -> Result<(OutgoingMessage, Option<String>), SqsError> {
+) -> Result<Checked, SqsError> {
     let body = required(body, "MessageBody")?;
     if body.is_empty() {
         return Err(SqsError::invalid_parameter_value("The message body must be at least one character long."));
@@ -307,19 +478,17 @@ fn outgoing(
     let digest = md5::of_attributes(
         attributes.iter().map(|(k, v)| (k.as_str(), v.data_type.as_str(), v.string_value.as_deref().unwrap_or(""))),
     );
-    Ok((message, digest))
+    Ok(Checked { message, md5_of_message_attributes: digest })
 }
 
 fn new_message_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-async fn send_message(request: SendMessage, ctx: &Ctx) -> Result<Value, SqsError> {
-    let name = queue_name(request.queue_url)?;
-    let (message, md5_of_message_attributes) =
-        outgoing(request.message_body, request.delay_seconds, request.message_attributes)?;
+async fn send_message(name: &str, checked: Checked, ctx: &Ctx) -> Result<Value, SqsError> {
+    let Checked { message, md5_of_message_attributes } = checked;
     let md5_of_message_body = md5::of_body(&message.body);
-    ctx.queue.send(&name, message).await.map_err(|e| SqsError::from_queue(&name, e))?;
+    ctx.queue.send(name, message).await.map_err(|e| SqsError::from_queue(name, e))?;
     to_json(&Sent { id: None, message_id: new_message_id(), md5_of_message_body, md5_of_message_attributes })
 }
 
@@ -356,20 +525,16 @@ fn failed(id: &str, e: &SqsError) -> Failed {
     Failed { id: id.to_string(), sender_fault: e.sender_fault(), code: e.code.to_string(), message: e.message.clone() }
 }
 
-async fn send_message_batch(request: SendMessageBatch, ctx: &Ctx) -> Result<Value, SqsError> {
-    let name = queue_name(request.queue_url)?;
-    let ids = check_entries(request.entries.iter().map(|e| e.id.as_ref()))?;
-    let total: usize = request.entries.iter().map(entry_size).sum();
-    if total > MAX_MESSAGE_BYTES {
-        return Err(SqsError::batch_too_long(format!(
-            "Batch requests cannot be longer than {MAX_MESSAGE_BYTES} bytes. You have sent {total} bytes."
-        )));
-    }
+async fn send_message_batch(
+    name: &str,
+    entries: Vec<(String, Result<Checked, SqsError>)>,
+    ctx: &Ctx,
+) -> Result<Value, SqsError> {
     let mut result = BatchResult { successful: Vec::new(), failed: Vec::new() };
     let mut batch = Vec::new();
-    for (id, entry) in ids.into_iter().zip(request.entries) {
-        match outgoing(entry.message_body, entry.delay_seconds, entry.message_attributes) {
-            Ok((message, md5_of_message_attributes)) => {
+    for (id, entry) in entries {
+        match entry {
+            Ok(Checked { message, md5_of_message_attributes }) => {
                 result.successful.push(Sent {
                     id: Some(id),
                     message_id: new_message_id(),
@@ -382,11 +547,11 @@ async fn send_message_batch(request: SendMessageBatch, ctx: &Ctx) -> Result<Valu
         }
     }
     let sent = if batch.is_empty() {
-        ctx.queue.depth(&name).await.map(|_| ())
+        ctx.queue.depth(name).await.map(|_| ())
     } else {
-        ctx.queue.send_batch(&name, batch).await
+        ctx.queue.send_batch(name, batch).await
     };
-    sent.map_err(|e| SqsError::from_queue(&name, e))?;
+    sent.map_err(|e| SqsError::from_queue(name, e))?;
     to_json(&result)
 }
 
@@ -411,28 +576,28 @@ fn delete_outcome(failures: Vec<QueueError>) -> Result<(), SqsError> {
     }
 }
 
-async fn delete_message(request: DeleteMessage, ctx: &Ctx) -> Result<Value, SqsError> {
-    let name = queue_name(request.queue_url)?;
-    let receipt = required(request.receipt_handle, "ReceiptHandle")?;
-    let failures = ctx.queue.delete_batch(&name, &[receipt]).await.map_err(|e| SqsError::from_queue(&name, e))?;
+async fn delete_message(name: &str, receipt: String, ctx: &Ctx) -> Result<Value, SqsError> {
+    let failures = ctx.queue.delete_batch(name, &[receipt]).await.map_err(|e| SqsError::from_queue(name, e))?;
     delete_outcome(failures)?;
     Ok(serde_json::json!({}))
 }
 
-async fn delete_message_batch(request: ReceiptBatch, ctx: &Ctx) -> Result<Value, SqsError> {
-    let name = queue_name(request.queue_url)?;
-    let ids = check_entries(request.entries.iter().map(|e| e.id.as_ref()))?;
+async fn delete_message_batch(
+    name: &str,
+    entries: Vec<(String, Option<String>)>,
+    ctx: &Ctx,
+) -> Result<Value, SqsError> {
     let mut result = BatchResult { successful: Vec::new(), failed: Vec::new() };
     let mut todo: Vec<(String, String)> = Vec::new();
-    for (id, entry) in ids.into_iter().zip(request.entries) {
-        match entry.receipt_handle {
+    for (id, receipt) in entries {
+        match receipt {
             Some(receipt) => todo.push((id, receipt)),
             None => result.failed.push(failed(&id, &SqsError::missing_parameter("The entry has no ReceiptHandle."))),
         }
     }
     if !todo.is_empty() {
         let receipts: Vec<String> = todo.iter().map(|(_, r)| r.clone()).collect();
-        let failures = ctx.queue.delete_batch(&name, &receipts).await.map_err(|e| SqsError::from_queue(&name, e))?;
+        let failures = ctx.queue.delete_batch(name, &receipts).await.map_err(|e| SqsError::from_queue(name, e))?;
         if delete_outcome(failures).is_ok() {
             result.successful.extend(todo.into_iter().map(|(id, _)| Done { id }));
         } else {
@@ -440,7 +605,7 @@ async fn delete_message_batch(request: ReceiptBatch, ctx: &Ctx) -> Result<Value,
             // (those already deleted by the batch are now stale: success).
             for (id, receipt) in todo {
                 let outcome =
-                    ctx.queue.delete_batch(&name, &[receipt]).await.map_err(|e| SqsError::from_queue(&name, e))?;
+                    ctx.queue.delete_batch(name, &[receipt]).await.map_err(|e| SqsError::from_queue(name, e))?;
                 match delete_outcome(outcome) {
                     Ok(()) => result.successful.push(Done { id }),
                     Err(e) => result.failed.push(failed(&id, &e)),
@@ -451,16 +616,17 @@ async fn delete_message_batch(request: ReceiptBatch, ctx: &Ctx) -> Result<Value,
     to_json(&result)
 }
 
-async fn change_visibility(
-    ctx: &Ctx,
-    name: &str,
-    receipt: Option<String>,
-    timeout: Option<i64>,
-) -> Result<(), SqsError> {
+/// The receipt handle and timeout of a visibility change, both required.
+fn visibility_change(receipt: Option<String>, timeout: Option<i64>) -> Result<VisibilityChange, SqsError> {
     let receipt = required(receipt, "ReceiptHandle")?;
     let timeout =
         seconds(in_range(Some(required(timeout, "VisibilityTimeout")?), "VisibilityTimeout", 0, MAX_VISIBILITY_S, 0)?);
-    ctx.queue.change_visibility(name, &receipt, timeout).await.map_err(|e| match e {
+    Ok(VisibilityChange { receipt, timeout })
+}
+
+async fn change_visibility(ctx: &Ctx, name: &str, change: &VisibilityChange) -> Result<(), SqsError> {
+    let VisibilityChange { receipt, timeout } = change;
+    ctx.queue.change_visibility(name, receipt, *timeout).await.map_err(|e| match e {
         QueueError::Invalid(why) => SqsError::receipt_handle_is_invalid(why),
         QueueError::StaleReceipt(_) => SqsError::message_not_inflight(format!(
             "Message with receipt handle `{receipt}` is not in flight (deleted, or received again since)."
@@ -469,20 +635,20 @@ async fn change_visibility(
     })
 }
 
-async fn change_message_visibility(request: ChangeMessageVisibility, ctx: &Ctx) -> Result<Value, SqsError> {
-    let name = queue_name(request.queue_url)?;
-    change_visibility(ctx, &name, request.receipt_handle, request.visibility_timeout).await?;
-    Ok(serde_json::json!({}))
-}
-
-async fn change_message_visibility_batch(request: ReceiptBatch, ctx: &Ctx) -> Result<Value, SqsError> {
-    let name = queue_name(request.queue_url)?;
-    let ids = check_entries(request.entries.iter().map(|e| e.id.as_ref()))?;
+async fn change_message_visibility_batch(
+    name: &str,
+    entries: Vec<(String, Result<VisibilityChange, SqsError>)>,
+    ctx: &Ctx,
+) -> Result<Value, SqsError> {
     let mut result = BatchResult { successful: Vec::new(), failed: Vec::new() };
     // One after the other: each is a point update, and a queue that does not
     // exist fails the first the same as all.
-    for (id, ReceiptEntry { receipt_handle, visibility_timeout, .. }) in ids.into_iter().zip(request.entries) {
-        match change_visibility(ctx, &name, receipt_handle, visibility_timeout).await {
+    for (id, entry) in entries {
+        let outcome = match entry {
+            Ok(change) => change_visibility(ctx, name, &change).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(()) => result.successful.push(Done { id }),
             Err(e) if e.shape == "QueueDoesNotExist" || !e.sender_fault() => return Err(e),
             Err(e) => result.failed.push(failed(&id, &e)),
@@ -517,12 +683,8 @@ const QUEUE_ATTRIBUTES: &[&str] = &[
     "SqsManagedSseEnabled",
 ];
 
-async fn get_queue_attributes(request: GetQueueAttributes, ctx: &Ctx) -> Result<Value, SqsError> {
-    let name = queue_name(request.queue_url)?;
-    if let Some(bad) = request.attribute_names.iter().find(|n| !QUEUE_ATTRIBUTES.contains(&n.as_str())) {
-        return Err(SqsError::invalid_attribute_name(format!("Unknown Attribute {bad}.")));
-    }
-    let depth = ctx.queue.depth(&name).await.map_err(|e| SqsError::from_queue(&name, e))?;
+async fn get_queue_attributes(name: &str, attribute_names: &[String], ctx: &Ctx) -> Result<Value, SqsError> {
+    let depth = ctx.queue.depth(name).await.map_err(|e| SqsError::from_queue(name, e))?;
     // What the port knows; the rest (visibility, retention, redrive) is the
     // queue's spec, which only the process that created it holds.
     let known: [(&str, String); 7] = [
@@ -534,9 +696,9 @@ async fn get_queue_attributes(request: GetQueueAttributes, ctx: &Ctx) -> Result<
         ("DelaySeconds", "0".to_string()),
         ("ReceiveMessageWaitTimeSeconds", "0".to_string()),
     ];
-    let all = request.attribute_names.iter().any(|n| n == "All");
+    let all = attribute_names.iter().any(|n| n == "All");
     let attributes: BTreeMap<&str, String> =
-        known.into_iter().filter(|(k, _)| all || request.attribute_names.iter().any(|n| n == k)).collect();
+        known.into_iter().filter(|(k, _)| all || attribute_names.iter().any(|n| n == k)).collect();
     if attributes.is_empty() {
         return Ok(serde_json::json!({}));
     }
