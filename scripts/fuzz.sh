@@ -12,7 +12,8 @@
 # (-Zsanitizer, -Cpasses=sancov-module...), which RUSTC_BOOTSTRAP=1 admits.
 # cargo-fuzz is installed from crates.io when missing. Targets build without
 # a sanitizer (-s none): the project forbids unsafe code, so AddressSanitizer
-# would mostly watch dependencies, and it halves the executions per second.
+# would only watch dependencies, at the price of a slower build and slower
+# executions (a long run can add it: cargo fuzz run -s address ...).
 # FUZZ_JOBS targets run at once (default: the CPU count).
 # What a run finds (new inputs) goes to a scratch directory, never into the
 # committed seeds; a crashing input is kept in fuzz/artifacts/<target>/ and
@@ -24,6 +25,15 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${FUZZ_SECONDS:-20}"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="$PWD/target"
+
+# libfuzzer-sys compiles libFuzzer (C++) from source.
+if ! command -v c++ >/dev/null 2>&1; then
+  echo "==> installing g++ (libFuzzer is C++)"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq >/dev/null 2>&1 || true
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null 2>&1 \
+    || { echo "error: the fuzz targets need a C++ compiler (g++ or clang++) to build libFuzzer" >&2; exit 1; }
+fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "==> installing cargo-fuzz (crates.io)"
