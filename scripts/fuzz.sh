@@ -43,6 +43,9 @@ fi
 
 if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list); fi
 
+# The workspace's `cargo fmt --all` does not reach this separate crate.
+cargo fmt --check || { echo "error: fuzz/ is not formatted (cd fuzz && cargo fmt)" >&2; exit 1; }
+
 start=$(date +%s)
 echo "==> building fuzz targets (${targets[*]})"
 cargo fuzz build -s none >/dev/null 2>build.log \
