@@ -1,12 +1,16 @@
-//! The Go participant (`participants/go`, the seed's worker finished) passes
-//! the conformance kit as a separate process with its barrier in a scratch
-//! PostgreSQL database: on the embedded backend through the orchestrator's
-//! SQS endpoint (`SQSAGA_SQS_ENDPOINT_ADDR`, which Debian's Go SDK speaks to
-//! in the query protocol), with signatures required; and on the emulator
-//! (moto). It answers `/healthz` and `/readyz`, and SIGTERM ends it cleanly.
+//! The participants in other languages pass the conformance kit, each as a
+//! separate process with its barrier in a scratch PostgreSQL database: on
+//! the embedded backend through the orchestrator's SQS endpoint
+//! (`SQSAGA_SQS_ENDPOINT_ADDR`; Debian's Go SDK speaks the query protocol to
+//! it, boto3 the JSON one), with signatures required; and on the emulator
+//! (moto). Each answers `/healthz` and `/readyz`, and SIGTERM ends it
+//! cleanly.
 //!
-//! Needs Go and the Debian packages of the AWS SDK for Go v2 and lib/pq
-//! (`scripts/test` installs them); fails, never skips, without them.
+//! - Go (`participants/go`, the seed's worker finished): needs Go and the
+//!   Debian packages of the AWS SDK for Go v2 and lib/pq;
+//! - Python (`participants/python`): boto3 and psycopg in `.venv`.
+//!
+//! `scripts/test` installs both; the tests fail, never skip, without them.
 #![allow(clippy::unwrap_used, reason = "tests: a failure is the test failing")]
 
 use std::collections::BTreeMap;
@@ -60,6 +64,40 @@ fn settings(env: &[(&str, String)]) -> Settings {
     Settings::resolve(&Sources::new(&env)).unwrap()
 }
 
+/// `.venv/bin/python` with boto3 and psycopg.
+fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    let ok = Command::new(&python).args(["-c", "import boto3, psycopg"]).status().is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} cannot import boto3 and psycopg: run scripts/test, or scripts/moto.sh start and \
+         .venv/bin/pip install -r participants/python/requirements.txt",
+        python.display()
+    );
+    python
+}
+
+/// Which participant runs.
+#[derive(Debug, Clone, Copy)]
+enum Language {
+    Go,
+    Python,
+}
+
+impl Language {
+    fn command(self) -> Command {
+        match self {
+            Language::Go => Command::new(build()),
+            Language::Python => {
+                let mut cmd = Command::new(python());
+                cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../participants/python/participant.py"));
+                cmd
+            }
+        }
+    }
+}
+
 /// The participant process; killed when the test ends, pass or fail.
 struct Participant {
     child: Child,
@@ -67,9 +105,9 @@ struct Participant {
 }
 
 impl Participant {
-    fn start(database_url: &str, env: &[(&str, String)]) -> Participant {
+    fn start(language: Language, database_url: &str, env: &[(&str, String)]) -> Participant {
         let port = free_port();
-        let mut cmd = Command::new(build());
+        let mut cmd = language.command();
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("SQSAGA_SERVICE", SERVICE)
@@ -123,9 +161,8 @@ fn assert_all_pass(report: &sqsaga_conformance::Report, signatures: bool) {
     assert_eq!(skipped, if signatures { 0 } else { 3 }, "{}", report.table());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_go_participant_passes_on_the_embedded_backend_through_the_sqs_endpoint() {
-    build();
+/// The kit against `language`'s participant on the embedded backend, through the endpoint.
+async fn on_the_embedded_endpoint(language: Language) {
     let db = ScratchDb::create().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let endpoint = free_port();
@@ -144,7 +181,7 @@ async fn the_go_participant_passes_on_the_embedded_backend_through_the_sqs_endpo
 
     let mut participant_env = vec![("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{endpoint}"))];
     participant_env.extend(signing.iter().cloned());
-    let participant = Participant::start(&db.url, &participant_env);
+    let participant = Participant::start(language, &db.url, &participant_env);
     let report = run_configured(&settings, SERVICE, Duration::from_secs(20)).await.unwrap();
     assert_all_pass(&report, true);
     assert_eq!(participant.get("/healthz"), Some(200));
@@ -156,12 +193,11 @@ async fn the_go_participant_passes_on_the_embedded_backend_through_the_sqs_endpo
     db.drop_now().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_go_participant_passes_on_the_emulator() {
+/// The kit against `language`'s participant on the emulator.
+async fn on_the_emulator(language: Language) {
     let moto = std::env::var("AWS_TEST_ENDPOINT_URL").unwrap_or_else(|_| {
         panic!("AWS_TEST_ENDPOINT_URL is not set: run `scripts/test`, or `scripts/moto.sh start` and `eval \"$(scripts/moto.sh env)\"`")
     });
-    build();
     let db = ScratchDb::create().await.unwrap();
     let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let aws = [
@@ -179,9 +215,33 @@ async fn the_go_participant_passes_on_the_emulator() {
     ];
     env.extend(aws.iter().cloned());
     let settings = settings(&env);
-    let participant = Participant::start(&db.url, &aws);
+    let participant = Participant::start(language, &db.url, &aws);
     let report = run_configured(&settings, SERVICE, Duration::from_secs(20)).await.unwrap();
     assert_all_pass(&report, false);
     participant.terminate();
     db.drop_now().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_participant_passes_on_the_embedded_backend_through_the_sqs_endpoint() {
+    build();
+    on_the_embedded_endpoint(Language::Go).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_participant_passes_on_the_emulator() {
+    build();
+    on_the_emulator(Language::Go).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_participant_passes_on_the_embedded_backend_through_the_sqs_endpoint() {
+    python();
+    on_the_embedded_endpoint(Language::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_participant_passes_on_the_emulator() {
+    python();
+    on_the_emulator(Language::Python).await;
 }
