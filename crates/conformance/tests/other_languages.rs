@@ -13,56 +13,22 @@
 //! `scripts/test` installs both; the tests fail, never skip, without them.
 #![allow(clippy::unwrap_used, reason = "tests: a failure is the test failing")]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqsaga_config::{Settings, Sources};
 use sqsaga_conformance::{Verdict, run_configured};
 use sqsaga_orchestrator::Definitions;
 use sqsaga_postgres::scratch::ScratchDb;
 use sqsaga_runtime::{CancellationToken, run_orchestrator};
 
+mod support;
+
+use support::{build, free_port, settings};
+
 const SERVICE: &str = "conformance";
 const KEY: &str = "go-conformance-test-key-0123456789abcdef";
-
-/// Builds the Go participant once per test binary into `target/`.
-fn build() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqsaga-participant-go");
-            let status = Command::new("go")
-                .args(["build", "-o"])
-                .arg(&out)
-                .arg(".")
-                .current_dir(root.join("participants/go"))
-                .env("GO111MODULE", "off")
-                .env("GOPATH", "/usr/share/gocode")
-                .status()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot run `go` ({e}): apt-get install golang-go golang-github-aws-aws-sdk-go-v2-dev \
-                         golang-github-lib-pq-dev (scripts/test does)"
-                    )
-                });
-            assert!(status.success(), "go build of participants/go failed (are the Debian Go packages installed?)");
-            out
-        })
-        .clone()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn settings(env: &[(&str, String)]) -> Settings {
-    let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    Settings::resolve(&Sources::new(&env)).unwrap()
-}
 
 /// `.venv/bin/python` with boto3 and psycopg.
 fn python() -> PathBuf {
