@@ -1,17 +1,16 @@
 //! Operator commands: `validate`, `graph`, `provision`, `start`, `sagas
-//! list|show|resume` and `dlq list|redrive`. Thin: they parse arguments,
-//! call a port, print.
+//! list|show|resume`, `dlq list|redrive` and `conformance`. Thin: they
+//! parse arguments, call a port or a library, print.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
 use sqsaga_protocol::{ATTR_SIGNATURE, Envelope, StartSaga, TraceParent};
-use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, MAX_BATCH, OutgoingMessage, Queue, Receive, dlq_name};
+use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, OutgoingMessage, dlq_name};
 
 use sqsaga_runtime::sealing;
 use sqsaga_runtime::{Opened, Overrides};
@@ -90,15 +89,12 @@ pub enum DlqCommand {
 /// The configured backend (`SQSAGA_BACKEND`, embedded by default). An
 /// embedded data dir must already exist: a typo should not create an empty one.
 pub async fn open(data: &DataDir) -> Result<(Opened, sqsaga_config::Settings)> {
-    let settings = sqsaga_runtime::resolve(&overrides(data))?;
+    let settings =
+        sqsaga_runtime::resolve(&Overrides { data_dir: Some(data.data_dir.clone()), ..Overrides::default() })?;
     if settings.backend == sqsaga_config::Backend::Embedded && !data.data_dir.exists() {
         bail!("data dir {} does not exist (set --data-dir or SQSAGA_DATA_DIR)", data.data_dir.display());
     }
     Ok((sqsaga_runtime::open_backend(&settings).await?, settings))
-}
-
-fn overrides(data: &DataDir) -> Overrides {
-    Overrides { data_dir: Some(data.data_dir.clone()), ..Overrides::default() }
 }
 
 /// `sqsaga provision`.
@@ -233,7 +229,7 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
     match command {
         DlqCommand::List { data, queue, json } => {
             let q = open(&data).await?.0.queue;
-            let messages = peek_all(q.as_ref(), &dlq_name(&queue)).await?;
+            let messages = sqsaga_queue::peek_all(q.as_ref(), &dlq_name(&queue), 1000).await?;
             if json {
                 let rows: Vec<Value> = messages
                     .iter()
@@ -284,22 +280,23 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
     }
 }
 
-/// Lists a queue without consuming it: receive with a short visibility,
-/// then hand everything back at once (SQS has no peek).
-async fn peek_all(queue: &dyn Queue, name: &str) -> Result<Vec<sqsaga_queue::ReceivedMessage>> {
-    let mut seen = Vec::new();
-    loop {
-        let batch = queue.receive(name, Receive::up_to(MAX_BATCH).visibility(Duration::from_secs(30))).await?;
-        if batch.is_empty() {
-            break;
-        }
-        seen.extend(batch);
-        if seen.len() >= 1000 {
-            break;
-        }
-    }
-    for m in &seen {
-        queue.change_visibility(name, &m.receipt_handle, Duration::ZERO).await?;
-    }
-    Ok(seen)
+/// Arguments of `sqsaga conformance`.
+#[derive(Debug, Args)]
+pub struct ConformanceArgs {
+    #[command(flatten)]
+    config: crate::ConfigArgs,
+    /// The participant's service, whose queue the commands go to (e.g. `payment`).
+    #[arg(long)]
+    service: String,
+    /// How long one reply or dead letter may take (e.g. `30s`).
+    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    timeout: std::time::Duration,
+}
+
+/// `sqsaga conformance`: the kit's table; exit 1 on any failed case.
+pub async fn conformance(args: ConformanceArgs) -> Result<ExitCode> {
+    let settings = crate::resolve(&args.config, None)?;
+    let report = sqsaga_conformance::run_configured(&settings, &args.service, args.timeout).await?;
+    print!("{}", report.table());
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

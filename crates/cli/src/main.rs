@@ -123,6 +123,8 @@ enum Command {
         #[command(subcommand)]
         command: demo::BenchCommand,
     },
+    /// Drive a running participant through the protocol's cases (conformance/v1); a pass/fail table, exit 1 on a failure.
+    Conformance(admin::ConformanceArgs),
     /// Check Kubernetes manifests and the Chef cookbook against what this binary reads and serves.
     LintDeploy(lint_deploy::LintArgs),
 }
@@ -177,6 +179,7 @@ fn main() -> ExitCode {
             Command::Fleet(args) => fleet::fleet(args).await,
             Command::Bench { command } => demo::bench(command).await,
             Command::LintDeploy(args) => lint_deploy::run(args),
+            Command::Conformance(args) => admin::conformance(args).await,
         }
     });
     // Spans still buffered are exported now, while the runtime that sends

@@ -277,8 +277,8 @@ pub static SETTINGS: &[SettingSpec] = &[
         per_instance: false,
         default: None,
         kind: Kind::SocketAddr,
-        doc: "Orchestrator on the embedded backend: also serve its queues with the SQS API (AWS JSON 1.0) \
-              at this address, so participants in any language use them through an unmodified AWS SDK \
+        doc: "Orchestrator on the embedded backend: also serve its queues with the SQS API (AWS JSON 1.0 and the \
+              query protocol) at this address, so participants in any language use them through an unmodified AWS SDK \
               (`AWS_ENDPOINT_URL=http://<address>`). Unset: not served. A non-loopback address is refused \
               unless SQSAGA_SQS_ENDPOINT_ACCESS_KEY_ID is set. Port 0 picks a free port and logs it.",
     },

@@ -43,6 +43,8 @@ const LAYERS: &[(&str, u8)] = &[
     // What runs on it: the order example (participants, demo runs), the deploy linter.
     ("sqsaga-order", 6),
     ("sqsaga-lint-deploy", 6),
+    // The conformance kit: drives a running participant through the protocol.
+    ("sqsaga-conformance", 6),
     ("sqsaga-bench", 7),
     // The binary.
     ("sqsaga-cli", 8),

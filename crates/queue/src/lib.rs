@@ -300,3 +300,25 @@ where
         moved += batch.len();
     }
 }
+
+/// Lists up to `limit` messages of `queue` without consuming them: receive
+/// with a short visibility, then hand everything back at once (SQS has no
+/// peek).
+pub async fn peek_all<Q: Queue + ?Sized>(
+    queue: &Q,
+    name: &str,
+    limit: usize,
+) -> Result<Vec<ReceivedMessage>, QueueError> {
+    let mut seen = Vec::new();
+    while seen.len() < limit {
+        let batch = queue.receive(name, Receive::up_to(MAX_BATCH).visibility(Duration::from_secs(30))).await?;
+        if batch.is_empty() {
+            break;
+        }
+        seen.extend(batch);
+    }
+    for m in &seen {
+        queue.change_visibility(name, &m.receipt_handle, Duration::ZERO).await?;
+    }
+    Ok(seen)
+}

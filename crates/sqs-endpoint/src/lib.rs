@@ -4,10 +4,11 @@
 //! AWS SDK (`AWS_ENDPOINT_URL=http://127.0.0.1:<port>`), as it would use SQS
 //! in production.
 //!
-//! The AWS JSON 1.0 protocol only (`POST /`, `X-Amz-Target:
+//! The AWS JSON 1.0 protocol (`POST /`, `X-Amz-Target:
 //! AmazonSQS.<Action>`, `Content-Type: application/x-amz-json-1.0`), which
-//! every current SDK speaks to SQS; the older query protocol is refused with
-//! an error saying so. Actions: see [`actions::SUPPORTED`]. Errors are shaped
+//! every current SDK speaks to SQS, and the older query protocol (a form,
+//! XML answers; [`query`]), which SDKs packaged by distributions still
+//! speak (Debian's AWS SDK for Go v2). Actions: see [`actions::SUPPORTED`]. Errors are shaped
 //! as SQS shapes them ([`error`]); queue URLs are
 //! `http://<host>/000000000000/<name>`.
 //!
@@ -39,6 +40,7 @@ pub mod actions;
 pub mod auth;
 pub mod error;
 mod md5;
+pub mod query;
 mod wire;
 
 pub use auth::Credentials;
@@ -127,18 +129,42 @@ pub fn serve_on(
     Ok((addr, task))
 }
 
+/// Which protocol a request speaks; the response speaks the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// AWS JSON 1.0: `X-Amz-Target`, JSON bodies.
+    Json,
+    /// The query protocol: a form (`Action=...`), XML responses ([`query`]).
+    Query,
+}
+
 async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut response = match answer(&state, request).await {
-        Ok(body) => {
+    let form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let protocol = if form || request.uri().query().is_some_and(|q| q.contains("Action=")) {
+        Protocol::Query
+    } else {
+        Protocol::Json
+    };
+    let (action, result) = answer(&state, request, protocol).await;
+    if let Err(e) = &result {
+        debug!(error_type = e.shape, error = %e.message, "SQS endpoint request refused.");
+    }
+    let mut response = match (protocol, result) {
+        (Protocol::Json, Ok(body)) => {
             let mut r = body.to_string().into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
             r
         }
-        Err(e) => {
-            debug!(error_type = e.shape, error = %e.message, "SQS endpoint request refused.");
-            e.into_response()
+        (Protocol::Json, Err(e)) => e.into_response(),
+        (Protocol::Query, Ok(body)) => {
+            xml(axum::http::StatusCode::OK, query::render_result(&action, &body, &request_id))
         }
+        (Protocol::Query, Err(e)) => xml(e.status, query::render_error(&e, &request_id)),
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-amzn-requestid", value);
@@ -146,8 +172,58 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
     response
 }
 
-async fn answer(state: &AppState, request: Request) -> Result<serde_json::Value, SqsError> {
+fn xml(status: axum::http::StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    r
+}
+
+/// The action a request names (empty when unknown) and its result.
+async fn answer(
+    state: &AppState,
+    request: Request,
+    protocol: Protocol,
+) -> (String, Result<serde_json::Value, SqsError>) {
     let (parts, body) = request.into_parts();
+    let body = match read_and_authenticate(state, &parts, body).await {
+        Ok(body) => body,
+        Err(e) => return (String::new(), Err(e)),
+    };
+    let (action, body) = match protocol {
+        Protocol::Query => {
+            let form = if body.is_empty() { parts.uri.query().unwrap_or("").as_bytes() } else { &body[..] };
+            match query::parse_form(form).and_then(|pairs| query::to_json_request(&pairs)) {
+                Ok((action, json)) => (action, axum::body::Bytes::from(json)),
+                Err(e) => return (String::new(), Err(e)),
+            }
+        }
+        Protocol::Json => match json_action(&parts) {
+            Ok(action) => (action, body),
+            Err(e) => return (String::new(), Err(e)),
+        },
+    };
+    let header = |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = match header(header::HOST) {
+        "" => "localhost",
+        host => host,
+    };
+    let ctx = actions::Ctx {
+        queue: state.queue.clone(),
+        base_url: format!("http://{host}/{ACCOUNT_ID}"),
+        account_id: ACCOUNT_ID.to_string(),
+        region: region_of(header(header::AUTHORIZATION)).unwrap_or("us-east-1").to_string(),
+        shutdown: state.shutdown.clone(),
+    };
+    let result = actions::dispatch(&action, &body, &ctx).await;
+    (action, result)
+}
+
+/// The request body, once the request is known to come from the configured credentials.
+async fn read_and_authenticate(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, SqsError> {
     let body = axum::body::to_bytes(Body::new(body), MAX_REQUEST_BYTES).await.map_err(|e| {
         SqsError::invalid_parameter_value(format!(
             "Request body could not be read (at most {MAX_REQUEST_BYTES} bytes): {e}"
@@ -165,40 +241,24 @@ async fn answer(state: &AppState, request: Request) -> Result<serde_json::Value,
             warn!(error_type = e.shape, error = %e.message, "SQS endpoint refused an unauthenticated request.");
         })?;
     }
-    let header = |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let content_type = header(header::CONTENT_TYPE);
-    if content_type.starts_with("application/x-www-form-urlencoded")
-        || parts.uri.query().is_some_and(|q| q.contains("Action="))
-    {
-        return Err(SqsError::unknown_operation(
-            "The SQS query protocol is not supported: use the AWS JSON 1.0 protocol (X-Amz-Target: AmazonSQS.<Action>, \
-             Content-Type: application/x-amz-json-1.0), as current AWS SDKs do.",
-        ));
-    }
+    Ok(body)
+}
+
+/// The action of an AWS JSON 1.0 request (`X-Amz-Target: AmazonSQS.<Action>`).
+fn json_action(parts: &axum::http::request::Parts) -> Result<String, SqsError> {
     if parts.method != Method::POST {
         return Err(SqsError::unknown_operation(format!(
-            "{} is not an SQS request: POST with X-Amz-Target.",
+            "{} is not an SQS request: POST with X-Amz-Target, or the query protocol's Action form.",
             parts.method
         )));
     }
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let Some(action) = target.strip_prefix("AmazonSQS.") else {
-        return Err(SqsError::unknown_operation(format!(
+    match target.strip_prefix("AmazonSQS.") {
+        Some(action) => Ok(action.to_string()),
+        None => Err(SqsError::unknown_operation(format!(
             "X-Amz-Target `{target}` is not an SQS action (AmazonSQS.<Action>)."
-        )));
-    };
-    let host = match header(header::HOST) {
-        "" => "localhost",
-        host => host,
-    };
-    let ctx = actions::Ctx {
-        queue: state.queue.clone(),
-        base_url: format!("http://{host}/{ACCOUNT_ID}"),
-        account_id: ACCOUNT_ID.to_string(),
-        region: region_of(header(header::AUTHORIZATION)).unwrap_or("us-east-1").to_string(),
-        shutdown: state.shutdown.clone(),
-    };
-    actions::dispatch(action, &body, &ctx).await
+        ))),
+    }
 }
 
 /// The region of a SigV4 credential scope, if the header has one.
