@@ -33,9 +33,10 @@ pub mod run;
 pub use causes::{Cause, CompensationCauses, compensation_causes};
 pub use demo::{DemoData, generate_orders, seed_data};
 pub use invariants::{InvariantReport, check_invariants};
-pub use participants::{injected_failure, inventory, notification, payment};
+pub use participants::{inventory, notification, payment};
 pub use placement::{Participants, Placement, WorkerKnobs, open_worker};
 pub use postgres::{open_postgres, seed_postgres};
+pub use rules::injected_failure;
 
 /// Contracts, as the saga definition names them.
 pub const INVENTORY_CONTRACT: &str = "inventory/v1";

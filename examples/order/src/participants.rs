@@ -10,8 +10,6 @@
 
 use std::path::Path;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 use sqsaga_sqlite::Sync;
@@ -188,7 +186,7 @@ fn refund(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerEr
 /// no compensation (an e-mail cannot be unsent).
 ///
 /// Whether an attempt fails is a pure function of `seed`, the order and the
-/// attempt ([`injected_failure`]), not of the order in which commands happen
+/// attempt ([`crate::injected_failure`]), not of the order in which commands happen
 /// to arrive: the same seed gives the same failures, hence the same
 /// completed/compensated mix, however the run is scheduled (the backlog test
 /// compares a run with late workers to one without).
@@ -217,18 +215,4 @@ pub fn notification(path: &Path, sync: Sync, failure_rate: f64, seed: u64) -> Re
 /// A failure rate must be a probability.
 pub(crate) fn check_failure_rate(failure_rate: f64) -> Result<(), OrderError> {
     if (0.0..=1.0).contains(&failure_rate) { Ok(()) } else { Err(OrderError::BadFailureRate(failure_rate)) }
-}
-
-/// Whether attempt `attempt` of order `order_id`'s notification fails, at
-/// `rate`, for the run seeded with `seed`: a draw from an RNG seeded with the
-/// three, so it depends on nothing else.
-pub fn injected_failure(seed: u64, order_id: &str, attempt: u32, rate: f64) -> bool {
-    // FNV-1a over the order id and attempt, mixed with the run's seed: a
-    // stable value (std's hasher may change between Rust releases).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in order_id.bytes().chain(attempt.to_le_bytes()) {
-        h = (h ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let draw: f64 = StdRng::seed_from_u64(seed ^ h).random();
-    draw < rate
 }

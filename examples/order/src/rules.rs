@@ -5,6 +5,8 @@
 //! differ only in SQL text; a refusal, its wording and every output are
 //! decided once, in this file, which does no IO.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sqsaga_worker::{CommandContext, HandlerError};
 
@@ -107,10 +109,10 @@ pub(crate) fn refunded(charged: Option<&(String, i64)>) -> Value {
 }
 
 /// `notification.send`: the order to confirm, unless this attempt is one
-/// the run's failure rate makes fail ([`crate::injected_failure`]).
+/// the run's failure rate makes fail ([`injected_failure`]).
 pub(crate) fn send(ctx: &CommandContext, seed: u64, failure_rate: f64) -> Result<String, HandlerError> {
     let order_id = order_id(ctx)?;
-    if crate::injected_failure(seed, &order_id, ctx.attempt, failure_rate) {
+    if injected_failure(seed, &order_id, ctx.attempt, failure_rate) {
         return Err(HandlerError::Transient("mail server unavailable (injected failure)".to_string()));
     }
     Ok(order_id)
@@ -119,6 +121,20 @@ pub(crate) fn send(ctx: &CommandContext, seed: u64, failure_rate: f64) -> Result
 /// `notification.send`'s output.
 pub(crate) fn sent(order_id: &str) -> Value {
     json!({"confirmation": order_id})
+}
+
+/// Whether attempt `attempt` of order `order_id`'s notification fails, at
+/// `rate`, for the run seeded with `seed`: a draw from an RNG seeded with the
+/// three, so it depends on nothing else.
+pub fn injected_failure(seed: u64, order_id: &str, attempt: u32, rate: f64) -> bool {
+    // FNV-1a over the order id and attempt, mixed with the run's seed: a
+    // stable value (std's hasher may change between Rust releases).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in order_id.bytes().chain(attempt.to_le_bytes()) {
+        h = (h ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let draw: f64 = StdRng::seed_from_u64(seed ^ h).random();
+    draw < rate
 }
 
 /// A database error inside a handler: rolled back, the orchestrator retries.
