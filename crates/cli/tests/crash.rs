@@ -124,7 +124,11 @@ fn crash_run(load_args: &[&str]) {
     }
     eprintln!("killed {kills:?} within {:?}", started.elapsed());
 
-    let check = sqsaga().args(["demo", "check", "--wait", "120", "--json", "--data-dir"]).arg(data).output().unwrap();
+    // A SIGKILLed orchestrator holds the start requests its admission
+    // control held back until their visibility ends (2 minutes, README,
+    // admission control): those sagas start only then, so the wait allows
+    // for that and a little more.
+    let check = sqsaga().args(["demo", "check", "--wait", "240", "--json", "--data-dir"]).arg(data).output().unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);
     eprintln!("{stdout}");
     let last = stdout.lines().last().unwrap_or_default();
