@@ -4,14 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use sqsaga_order::run::{MANIFEST, Manifest, Summary};
-use sqsaga_runtime::{Opened, Overrides, Stack, StackOptions};
+use sqsaga_order::run::Summary;
+use sqsaga_runtime::Overrides;
 
 use crate::parse_duration;
 
@@ -52,6 +51,25 @@ pub struct RunArgs {
     /// `aws` (SQS + DynamoDB at `AWS_ENDPOINT_URL`/the default AWS endpoint).
     #[arg(long, default_value = "embedded", value_parser = ["embedded", "aws"])]
     backend: String,
+    /// Where the participants keep their databases: `sqlite` (files in the data dir) or `postgres` (a fresh
+    /// database on the `--postgres-url` server, a schema per service).
+    #[arg(long, default_value = "sqlite", value_parser = sqsaga_order::commands::ParticipantsOn::NAMES)]
+    participants: String,
+    /// The PostgreSQL server for `--participants postgres` (a user allowed to create databases).
+    #[arg(long, default_value = sqsaga_order::commands::DEFAULT_POSTGRES_SERVER)]
+    postgres_url: String,
+}
+
+impl RunArgs {
+    fn options(&self) -> sqsaga_order::commands::RunOptions {
+        sqsaga_order::commands::RunOptions {
+            orders: self.orders,
+            seed: self.seed,
+            failure_rate: self.failure_rate,
+            backend: self.backend.clone(),
+            participants: sqsaga_order::commands::ParticipantsOn::from_name(&self.participants, &self.postgres_url),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,45 +201,6 @@ fn parse_preset(name: &str) -> Result<sqsaga_aws::SqsPreset, String> {
     sqsaga_aws::SqsPreset::from_name(name).ok_or_else(|| format!("`{name}` is not a preset: latency, balanced or cost"))
 }
 
-/// Opens the chosen backend for a demo run and creates what the definitions
-/// need: queues (and, on AWS, the table), idempotently.
-async fn open_demo_backend(dir: &Path, backend: &str, defs: &sqsaga_orchestrator::Definitions) -> Result<Opened> {
-    let overrides =
-        Overrides { data_dir: Some(dir.to_path_buf()), backend: Some(backend.to_string()), ..Overrides::default() };
-    let settings = sqsaga_runtime::resolve(&overrides)?;
-    let opened = sqsaga_runtime::open_backend(&settings).await?;
-    match &opened.aws {
-        Some(aws) => {
-            let options = sqsaga_runtime::ProvisionOptions {
-                visibility_timeout: settings.visibility_timeout,
-                max_receive_count: settings.max_receive_count,
-                ..sqsaga_runtime::ProvisionOptions::default()
-            };
-            sqsaga_runtime::provision(aws, defs, &options)
-                .await
-                .context("cannot create the demo's queues and table (is AWS_ENDPOINT_URL reachable?)")?;
-        }
-        None => {
-            let spec = sqsaga_queue::QueueSpec::named("template");
-            sqsaga_orchestrator::ensure_queues(opened.queue.as_ref(), defs, &spec).await?;
-        }
-    }
-    Ok(opened)
-}
-
-/// `dir` (a fresh temporary one when not given), refusing one that already holds a run.
-fn fresh_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
-    let dir = match given {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("sqsaga-demo-{}", uuid::Uuid::new_v4().simple())),
-    };
-    if dir.join(MANIFEST).exists() {
-        bail!("{} already holds a demo run ({MANIFEST} exists); use a new --data-dir or delete it", dir.display());
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
-    Ok(dir)
-}
-
 fn progress(total: usize, json: bool) -> ProgressBar {
     let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::hidden()
@@ -254,82 +233,57 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
     match args.command {
         Some(DemoCommand::Load { run }) => return demo_load(run).await,
         Some(DemoCommand::Check { data, wait, json, verbose, backend }) => {
-            return demo_check(&data.data_dir, wait, json, verbose, &backend).await;
+            let bar = progress(0, json);
+            let wait = Duration::from_secs(wait);
+            let summary = sqsaga_order::commands::demo_check(&data.data_dir, &backend, wait, |n, total| {
+                bar.set_length(total as u64);
+                bar.set_position(n as u64)
+            })
+            .await?;
+            bar.finish_and_clear();
+            return Ok(print_summary(&summary, json, verbose));
         }
         None => {}
     }
     let run = args.run;
-    let dir = fresh_dir(&run.data_dir)?;
-    let defs = Arc::new(sqsaga_order::run::definitions()?);
+    let dir = sqsaga_order::commands::fresh_dir(run.data_dir.as_deref())?;
     println!(
-        "sqsaga demo: {} order sagas (seed {}, notification failure rate {}) on the {} backend, data in {}",
+        "sqsaga demo: {} order sagas (seed {}, notification failure rate {}) on the {} backend, participants on {}, \
+         data in {}",
         run.orders,
         run.seed,
         run.failure_rate,
         run.backend,
+        run.participants,
         dir.display()
     );
-    let opened = open_demo_backend(&dir, &run.backend, &defs).await?;
-    let participants: Vec<(String, Arc<sqsaga_worker::Participant>)> =
-        sqsaga_order::participants(&dir, sqsaga_sqlite::Sync::Full, run.failure_rate, run.seed)?
-            .into_iter()
-            .map(|(service, p)| (service.to_string(), Arc::new(p)))
-            .collect();
-    let stack = Stack::start(opened.queue.clone(), opened.store.clone(), defs, &participants, &StackOptions::default());
-    let started = Instant::now();
-    let now = sqsaga_orchestrator::clock::now_ms();
-    let manifest = sqsaga_order::run::load(&dir, run.orders, run.seed, opened.queue.as_ref(), None, now).await?;
-    let bar = progress(manifest.sagas.len(), args.json);
-    sqsaga_order::run::wait_terminal(opened.store.as_ref(), &manifest.ids(), args.timeout, |n| {
+    let bar = progress(run.orders, args.json);
+    let temporary = run.data_dir.is_none();
+    let outcome = sqsaga_order::commands::demo(&run.options(), &dir, temporary, args.keep, args.timeout, |n, _| {
         bar.set_position(n as u64)
     })
     .await?;
     bar.finish_and_clear();
-    let elapsed = started.elapsed();
-    stack.stop().await;
-    let summary = sqsaga_order::run::summarize(&dir, opened.store.as_ref(), &manifest, Some(elapsed)).await?;
-    let code = print_summary(&summary, args.json, false);
-    if summary.invariants_ok && run.data_dir.is_none() && !args.keep {
-        drop(participants);
-        drop(opened);
-        let _ = std::fs::remove_dir_all(&dir);
+    let code = print_summary(&outcome.summary, args.json, false);
+    if outcome.removed {
         println!("(temporary data dir removed; --keep keeps it)");
     }
     Ok(code)
 }
 
 async fn demo_load(run: RunArgs) -> Result<ExitCode> {
-    let dir = fresh_dir(&Some(run.data_dir.clone().unwrap_or_else(|| PathBuf::from("./.sqsaga"))))?;
-    let defs = sqsaga_order::run::definitions()?;
-    let opened = open_demo_backend(&dir, &run.backend, &defs).await?;
-    let overrides = Overrides { data_dir: Some(dir.clone()), ..Overrides::default() };
-    let signing = sqsaga_runtime::signing(&sqsaga_runtime::resolve(&overrides)?);
-    let now = sqsaga_orchestrator::clock::now_ms();
-    let manifest =
-        sqsaga_order::run::load(&dir, run.orders, run.seed, opened.queue.as_ref(), signing.as_deref(), now).await?;
+    let dir = sqsaga_order::commands::fresh_dir(Some(run.data_dir.as_deref().unwrap_or(Path::new("./.sqsaga"))))?;
+    let manifest = sqsaga_order::commands::demo_load(&run.options(), &dir).await?;
     println!(
         "loaded stock and accounts and requested {} sagas (run {}) in {}",
         manifest.sagas.len(),
         manifest.run_id,
         dir.display()
     );
+    if let Some(url) = &manifest.participant_db {
+        println!("participants' database (run the workers with --participant-db): {url}");
+    }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn demo_check(dir: &Path, wait: u64, json: bool, verbose: bool, backend: &str) -> Result<ExitCode> {
-    let manifest = Manifest::read(dir)?;
-    let overrides =
-        Overrides { data_dir: Some(dir.to_path_buf()), backend: Some(backend.to_string()), ..Overrides::default() };
-    let store = sqsaga_runtime::open_backend(&sqsaga_runtime::resolve(&overrides)?).await?.store;
-    let bar = progress(manifest.sagas.len(), json);
-    sqsaga_order::run::wait_terminal(store.as_ref(), &manifest.ids(), Duration::from_secs(wait), |n| {
-        bar.set_position(n as u64)
-    })
-    .await?;
-    bar.finish_and_clear();
-    // The run's own span (first start to last update), not the check's.
-    let summary = sqsaga_order::run::summarize(dir, store.as_ref(), &manifest, None).await?;
-    Ok(print_summary(&summary, json, verbose))
 }
 
 pub async fn bench(command: BenchCommand) -> Result<ExitCode> {

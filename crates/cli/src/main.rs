@@ -62,6 +62,9 @@ pub struct WorkerArgs {
     /// Participant service to run (inventory, payment, notification); overrides `SQSAGA_SERVICE`.
     #[arg(long)]
     pub service: Option<String>,
+    /// Its own database, `sqlite:<path>` or `postgres://...` (a schema per service); overrides `SQSAGA_PARTICIPANT_DB`.
+    #[arg(long)]
+    pub participant_db: Option<String>,
     /// Probability that a notification attempt fails transiently (demo participant).
     #[arg(long, default_value_t = 0.2)]
     pub failure_rate: f64,
@@ -162,7 +165,7 @@ fn main() -> ExitCode {
             Command::Orchestrator(args) => orchestrator(args).await,
             Command::Worker(args) => worker(args).await,
             Command::Config { command: ConfigCommand::Check(args) } => {
-                let settings = resolve(&args, None)?;
+                let settings = resolve(&args)?;
                 println!("{}", settings.redacted_report());
                 Ok(ExitCode::SUCCESS)
             }
@@ -197,15 +200,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the shared flags set on top of the environment and the file.
+fn overrides(config: &ConfigArgs) -> Overrides {
+    Overrides { config: config.config.clone(), data_dir: config.data_dir.clone(), ..Overrides::default() }
+}
+
 /// Settings from flags, the environment and the config file; every problem
 /// named (exit code 2 through [`RuntimeError::Config`]).
-fn resolve(config: &ConfigArgs, service: Option<&str>) -> Result<sqsaga_config::Settings, RuntimeError> {
-    sqsaga_runtime::resolve(&Overrides {
-        config: config.config.clone(),
-        data_dir: config.data_dir.clone(),
-        service: service.map(str::to_string),
-        backend: None,
-    })
+fn resolve(config: &ConfigArgs) -> Result<sqsaga_config::Settings, RuntimeError> {
+    sqsaga_runtime::resolve(&overrides(config))
 }
 
 /// Logging, and trace export when an OTLP endpoint is configured.
@@ -223,7 +226,7 @@ fn definitions(settings: &sqsaga_config::Settings) -> anyhow::Result<sqsaga_orch
 }
 
 async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
-    let settings = resolve(&args.config, None)?;
+    let settings = resolve(&args.config)?;
     init_logging(&settings, "orchestrator")?;
     // Signals first: a SIGTERM during start-up must also end in a clean exit.
     let shutdown = sqsaga_runtime::on_signals();
@@ -236,31 +239,22 @@ async fn orchestrator(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
 async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     // Before hashing the executable: siblings started together report (nearly) the same start.
     let started_at = sqsaga_orchestrator::clock::now_ms();
-    let settings = resolve(&args.config, args.service.as_deref())?;
+    let settings = sqsaga_runtime::resolve(&Overrides {
+        service: args.service.clone(),
+        participant_db: args.participant_db.clone(),
+        ..overrides(&args.config)
+    })?;
     init_logging(&settings, settings.service.as_deref().unwrap_or("worker"))?;
     let shutdown = sqsaga_runtime::on_signals();
-    let Some(service) = settings.service.clone() else {
-        Err(RuntimeError::config("no service: set --service, SQSAGA_SERVICE or `service` in the config file"))?
+    let knobs = sqsaga_order::WorkerKnobs {
+        failure_rate: args.failure_rate,
+        seed: args.seed,
+        handler_delay: args.handler_delay,
+        without_contract: args.without_contract.clone(),
     };
-    if !sqsaga_order::SERVICES.contains(&service.as_str()) {
-        Err(RuntimeError::config(format!(
-            "service `{service}`: this binary implements {}",
-            sqsaga_order::SERVICES.join(", ")
-        )))?;
-    }
-    let sync = sqsaga_sqlite::Sync::Full;
-    let mut participant =
-        sqsaga_order::open_participant(&settings.data_dir, &service, sync, args.failure_rate, args.seed)?;
-    if let Some(delay) = args.handler_delay {
-        tracing::warn!(delay_ms = delay.as_millis() as u64, "Test knob --handler-delay: every handler sleeps first.");
-        participant.delay_handlers(delay);
-    }
-    for contract in &args.without_contract {
-        let removed = participant.remove_contract(contract);
-        tracing::warn!(contract = %contract, removed, "Drill knob --without-contract: handlers of this contract are not served.");
-    }
+    let participant = sqsaga_order::open_worker(&settings, &knobs).await?;
     let listener = sqsaga_runtime::bind(settings.http_addr).await?;
-    sqsaga_runtime::run_worker(settings, Arc::new(participant), listener, shutdown, started_at).await?;
+    sqsaga_runtime::run_worker(settings, participant, listener, shutdown, started_at).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -16,7 +16,7 @@ use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
 use sqsaga_protocol::{Envelope, ResumeSaga, TraceParent};
 use sqsaga_runtime::identity::short;
 use sqsaga_runtime::sealing;
-use sqsaga_store::{HistoryEntry, SagaStore};
+use sqsaga_store::{HistoryEntry, SagaRecord, SagaStore};
 
 use crate::DataDir;
 use crate::admin::open;
@@ -46,7 +46,7 @@ pub enum SagasCommand {
         /// Print the saga, its revision and history as one JSON object.
         #[arg(long)]
         json: bool,
-        /// Keep printing new history lines until the saga is terminal.
+        /// Keep printing new history lines until the saga is terminal (waiting up to a minute for one just started).
         #[arg(long, conflicts_with = "json")]
         follow: bool,
     },
@@ -157,7 +157,7 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
         SagasCommand::Show { data, id, json, follow } => {
             let (opened, settings) = open(&data).await?;
             let store = opened.store.as_ref();
-            let Some(record) = store.load(std::slice::from_ref(&id)).await?.into_iter().next() else {
+            let Some(record) = load_or_wait(store, &id, follow).await? else {
                 bail!("no saga `{id}`");
             };
             let history = store.history(&id).await?;
@@ -213,6 +213,19 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             println!("resume requested for {id}");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The saga `id`; with `wait`, one just requested appears once the
+/// orchestrator takes its start (up to a minute).
+async fn load_or_wait(store: &dyn SagaStore, id: &str, wait: bool) -> Result<Option<SagaRecord>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(if wait { 60 } else { 0 });
+    loop {
+        let found = store.load(&[id.to_string()]).await?.into_iter().next();
+        if found.is_some() || std::time::Instant::now() >= deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

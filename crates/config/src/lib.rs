@@ -15,6 +15,7 @@
 //! into checked, typed settings.
 
 mod choices;
+mod database;
 pub mod docs;
 mod error;
 mod resolve;
@@ -25,6 +26,7 @@ mod spec;
 use std::collections::BTreeMap;
 
 pub use choices::{Backend, DriftMode, LogLevel, SqsPreset};
+pub use database::DatabaseUrl;
 pub use error::{ConfigErrors, ConfigProblem};
 pub use resolve::{Sources, hostname};
 pub use secret::Secret;

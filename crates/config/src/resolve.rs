@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use sqsaga_core::duration::{DurationError, format_duration, parse_duration};
 
 use crate::choices::{Backend, DriftMode, LogLevel, SqsPreset};
+use crate::database::DatabaseUrl;
 use crate::error::{ConfigErrors, ConfigProblem};
 use crate::secret::Secret;
 use crate::settings::{Origin, Settings};
@@ -83,6 +84,7 @@ enum Parsed {
     Bool(bool),
     Addr(SocketAddr),
     Secret(Secret),
+    Database(DatabaseUrl),
 }
 
 /// The value a setting ended up with, and where it came from.
@@ -317,6 +319,8 @@ fn shown(spec: &SettingSpec, raw: &Raw<'_>) -> String {
         Raw::Text(t) => (*t).to_string(),
         Raw::Json(v) => v.to_string(),
     };
+    // A database URL may carry a password, even a malformed one.
+    let text = if spec.kind == Kind::DatabaseUrl { crate::database::redact_password(&text) } else { text };
     const MAX: usize = 100;
     if text.chars().count() > MAX { format!("{}…", text.chars().take(MAX).collect::<String>()) } else { text }
 }
@@ -380,6 +384,7 @@ fn parse_text(kind: Kind, text: &str) -> Result<Parsed, String> {
             }
         }
         Kind::Path => Ok(Parsed::Text(text.to_string())),
+        Kind::DatabaseUrl => DatabaseUrl::parse(text).map(Parsed::Database),
         Kind::SocketAddr => text.trim().parse().map(Parsed::Addr).map_err(|_| {
             "expected a socket address such as `127.0.0.1:8080` or `0.0.0.0:0` (port 0 picks a free port)".to_string()
         }),
@@ -530,6 +535,10 @@ fn build(winners: &BTreeMap<&'static str, Winner>, config_file: Option<PathBuf>)
         sqs_endpoint_access_key_id: text("sqs_endpoint_access_key_id"),
         sqs_endpoint_secret_access_key: secret("sqs_endpoint_secret_access_key"),
         service: text("service"),
+        participant_db: match get("participant_db") {
+            Some(Parsed::Database(d)) => Some(d.clone()),
+            _ => None,
+        },
         instance_id: text("instance_id").unwrap_or_default(),
         concurrency: usize::try_from(int("concurrency")).unwrap_or(1),
         visibility_timeout: duration("visibility_timeout"),

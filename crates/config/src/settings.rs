@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use sqsaga_core::duration::format_duration;
 
 use crate::choices::{Backend, DriftMode, LogLevel, SqsPreset};
+use crate::database::DatabaseUrl;
 use crate::secret::Secret;
 use crate::spec::SETTINGS;
 
@@ -69,6 +70,8 @@ pub struct Settings {
     pub sqs_endpoint_secret_access_key: Option<Secret>,
     /// A worker's service name; picks its queue and handlers.
     pub service: Option<String>,
+    /// A worker's own database; `None`: `<data_dir>/<service>.db`.
+    pub participant_db: Option<DatabaseUrl>,
     /// This replica's name in heartbeats; per instance, not hashed.
     pub instance_id: String,
     /// Number of concurrent pollers.
@@ -210,6 +213,7 @@ impl Settings {
             "sqs_endpoint_access_key_id" => text(&self.sqs_endpoint_access_key_id),
             "sqs_endpoint_secret_access_key" => return Field::Secret(self.sqs_endpoint_secret_access_key.as_ref()),
             "service" => text(&self.service),
+            "participant_db" => self.participant_db.as_ref().map_or(Value::Null, |d| d.redacted().into()),
             "instance_id" => self.instance_id.clone().into(),
             "concurrency" => self.concurrency.into(),
             "visibility_timeout" => dur(self.visibility_timeout),

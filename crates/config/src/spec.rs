@@ -82,6 +82,9 @@ pub enum Kind {
     Region,
     /// A filesystem path.
     Path,
+    /// A participant database: `sqlite:<path>` or a `postgres://` URL
+    /// ([`crate::DatabaseUrl`]); its password never reaches a report.
+    DatabaseUrl,
     /// A socket address `ip:port`; port 0 picks a free port.
     SocketAddr,
     /// One of a fixed list of lowercase words (accepted case-insensitively).
@@ -161,6 +164,7 @@ impl Kind {
             Kind::Url => "URL (http:// or https://)".to_string(),
             Kind::Region => "AWS region (e.g. us-east-1)".to_string(),
             Kind::Path => "path".to_string(),
+            Kind::DatabaseUrl => "sqlite:<path> or postgres://user@host:port/database".to_string(),
             Kind::SocketAddr => "socket address ip:port (port 0 picks a free port)".to_string(),
             Kind::Choice(words) => format!("one of {}", words.join("|")),
             Kind::Integer { min, max } => format!("integer {min}..={max}"),
@@ -318,6 +322,20 @@ pub static SETTINGS: &[SettingSpec] = &[
         kind: Kind::Text { chars: CharSet::LowerDash, min_len: 1, max_len: 64 },
         doc: "Name of the service a worker runs (`inventory`): picks its queue and its \
               handlers. Unused by the orchestrator.",
+    },
+    SettingSpec {
+        env: "SQSAGA_PARTICIPANT_DB",
+        env_fallbacks: &[],
+        key: "participant_db",
+        flag: Some("--participant-db"),
+        secret: false,
+        per_instance: false,
+        default: None,
+        kind: Kind::DatabaseUrl,
+        doc: "A worker's own database, where its business tables and the barrier live: `sqlite:<path>` or \
+              `postgres://user@host:port/database` (each order service keeps its tables in a schema named \
+              after it). Unset: `<data_dir>/<service>.db`. A password in the URL is redacted in reports and \
+              the config hash. Unused by the orchestrator.",
     },
     SettingSpec {
         env: "SQSAGA_INSTANCE_ID",

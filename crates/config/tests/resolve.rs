@@ -227,6 +227,42 @@ fn every_bad_value_is_reported_at_once() {
 }
 
 #[test]
+fn participant_db_is_sqlite_or_postgres_by_flag_env_or_file() {
+    use sqsaga_config::DatabaseUrl;
+    let db = |case: Case<'_>| ok(case).participant_db;
+    assert_eq!(db(Case::default()), None);
+    assert_eq!(
+        db(Case { env: &[("SQSAGA_PARTICIPANT_DB", "sqlite:/var/lib/inv.db")], ..Case::default() }),
+        Some(DatabaseUrl::Sqlite("/var/lib/inv.db".into()))
+    );
+    assert_eq!(
+        db(Case {
+            flags: &[("participant_db", "postgres://app@db/orders")],
+            env: &[("SQSAGA_PARTICIPANT_DB", "sqlite:/x.db")],
+            file: Some(r#"{"participant_db": "sqlite:/y.db"}"#),
+        }),
+        Some(DatabaseUrl::Postgres("postgres://app@db/orders".into()))
+    );
+    // Bad values name the setting in each source; a password never shows.
+    let e = err(Case {
+        flags: &[("participant_db", "mysql://app:hunter2@db/orders")],
+        env: &[("SQSAGA_PARTICIPANT_DB", "/var/lib/inv.db")],
+        file: Some(r#"{"participant_db": "sqlite:"}"#),
+    });
+    for want in [
+        "--participant-db=mysql://app:<redacted>@db/orders: expected `sqlite:<path>` or a `postgres://",
+        "SQSAGA_PARTICIPANT_DB=/var/lib/inv.db: expected `sqlite:<path>` or a `postgres://",
+        "config.json: `participant_db` = \"sqlite:\": `sqlite:` needs a path",
+    ] {
+        assert!(e.lines().any(|l| l.starts_with(want)), "missing `{want}` in:\n{e}");
+    }
+    assert!(!e.contains("hunter2"), "a password leaked into the errors:\n{e}");
+    let s = ok(Case { env: &[("SQSAGA_PARTICIPANT_DB", "postgres://app:hunter2@db/orders")], ..Case::default() });
+    assert_eq!(effective(&s, "participant_db"), json!("postgres://app:<redacted>@db/orders"));
+    assert!(!s.redacted_report().contains("hunter2"));
+}
+
+#[test]
 fn range_limits_are_enforced() {
     // (env var, value, expected message; None = accepted)
     let cases = [
@@ -406,7 +442,7 @@ fn config_hash_tracks_shared_settings_only() {
     // form must not change by accident: every fleet would look drifted after
     // an upgrade. Adding a setting or changing a default changes it on
     // purpose; then update this value.
-    assert_eq!(base, "41d0e7deaebb87839d6fca198ac94c2b58c28e38bd54d3fd43bd0176c45cfa18");
+    assert_eq!(base, "9b1f02d5b23edf6c866738074033b4d474ea19e95e66f8398a9e2c859466c6cc");
 }
 
 #[test]
@@ -415,6 +451,7 @@ fn every_setting_reaches_the_effective_map() {
         "queue_url": "https://q/1", "dlq_url": "https://q/2", "region": "us-east-1",
         "log_level": "warn", "backend": "aws", "data_dir": "/d", "http_addr": "0.0.0.0:0",
         "service": "inventory", "instance_id": "i-1", "concurrency": 2,
+        "participant_db": "postgres://app:pw@db:5432/orders",
         "visibility_timeout": "1m", "wait_time": "1s", "drain_timeout": "2s",
         "orchestrator_queue_url": "https://q/3", "queue_prefix": "p-", "table": "t-1", "retention": "7d",
         "sqs_preset": "balanced",

@@ -40,8 +40,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("sqsaga-runtime", 5),
     // The PostgreSQL adapter of the worker's participant database port.
     ("sqsaga-postgres", 5),
-    // What runs on it: the order example (participants, demo runs), the deploy linter.
+    // What runs on it: the order example (participants, demo runs), the
+    // shipping example of docs/participants.md, the deploy linter.
     ("sqsaga-order", 6),
+    ("sqsaga-shipping", 6),
     ("sqsaga-lint-deploy", 6),
     // The conformance kit: drives a running participant through the protocol.
     ("sqsaga-conformance", 6),

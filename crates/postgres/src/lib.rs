@@ -79,6 +79,37 @@ pub type PgParticipant = Participant<PostgresDb>;
 /// transaction, together with its barrier row. Return
 /// [`HandlerError::Transient`] for database errors (the command is rolled
 /// back and retried) and [`HandlerError::Refused`] for business refusals.
+///
+/// ```no_run
+/// use async_trait::async_trait;
+/// use serde_json::Value;
+/// use sqsaga_postgres::{PgHandler, PostgresDb};
+/// use sqsaga_worker::{CommandContext, HandlerError, Participant};
+/// use tokio_postgres::Transaction;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Parcel { parcel_id: String }
+///
+/// struct Book;
+///
+/// #[async_trait]
+/// impl PgHandler for Book {
+///     async fn handle(&self, tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
+///         let parcel: Parcel = ctx.input_as()?;
+///         tx.execute("INSERT INTO shipments (parcel_id, status) VALUES ($1, 'booked')", &[&parcel.parcel_id])
+///             .await
+///             .map_err(|e| HandlerError::Transient(e.to_string()))?;
+///         sqsaga_worker::output(&serde_json::json!({"booked": parcel.parcel_id}))
+///     }
+/// }
+///
+/// # async fn open() -> Result<(), sqsaga_worker::WorkerError> {
+/// let setup = "CREATE TABLE IF NOT EXISTS shipments (parcel_id TEXT PRIMARY KEY, status TEXT NOT NULL)";
+/// let db = PostgresDb::connect("postgres://app@db:5432/shipping", Some("shipping"), setup, 8).await?;
+/// let mut p = Participant::new(db);
+/// p.register("shipping/v1", "shipping.book", Box::new(Book), None);
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait PgHandler: Send + Sync + 'static {
     async fn handle(&self, tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError>;

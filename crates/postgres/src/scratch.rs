@@ -1,6 +1,7 @@
-//! Throw-away PostgreSQL databases for tests: [`ScratchDb::create`] makes a
-//! database with a random name on the server at [`server_url`] and
-//! [`ScratchDb::drop_now`] drops it. There is no skipping: with no server
+//! Throw-away PostgreSQL databases for tests and demo runs:
+//! [`ScratchDb::create`] makes a database with a random name on the server
+//! at [`server_url`] ([`ScratchDb::create_named`] on any server, with a
+//! prefix of the caller's) and [`ScratchDb::drop_now`] drops it. There is no skipping: with no server
 //! reachable, creation fails with a message saying how to start one.
 
 use tokio_postgres::NoTls;
@@ -71,13 +72,28 @@ impl ScratchDb {
 
     /// Creates a database with a random name on the server at `admin_url`.
     pub async fn create_on(admin_url: &str) -> Result<ScratchDb, String> {
+        ScratchDb::create_named(admin_url, "sqsaga_test").await
+    }
+
+    /// Creates a database named `<prefix>_<random>` on the server at
+    /// `admin_url` (a URL to any database there, by a user allowed to create
+    /// databases).
+    pub async fn create_named(admin_url: &str, prefix: &str) -> Result<ScratchDb, String> {
         let client = admin(admin_url).await?;
-        let name = format!("sqsaga_test_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         client
             .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name)))
             .await
             .map_err(|e| format!("cannot create scratch database {name}: {e}"))?;
         Ok(ScratchDb { url: with_database(admin_url, &name), name, admin: admin_url.to_string() })
+    }
+
+    /// The database at `url` (created earlier, say by a demo run), to drop
+    /// through the server at `admin_url`.
+    pub fn existing(admin_url: &str, url: &str) -> Result<ScratchDb, String> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+        let name = config.get_dbname().ok_or_else(|| format!("{} names no database", crate::redact(url)))?;
+        Ok(ScratchDb { name: name.to_string(), url: url.to_string(), admin: admin_url.to_string() })
     }
 
     /// Makes the database refuse new connections and ends the open ones

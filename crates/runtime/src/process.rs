@@ -91,6 +91,26 @@ pub async fn run_orchestrator(
 /// Runs a worker of `settings.service` with `participant` until `shutdown`
 /// is cancelled. `started_at` is when the process started (before hashing
 /// its executable), so siblings started together report the same start.
+///
+/// A participant service's whole `main` (see `docs/participants.md` and
+/// `examples/shipping`):
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use sqsaga_runtime::{Overrides, RuntimeError};
+/// use sqsaga_worker::Participant;
+///
+/// # async fn main_() -> Result<(), RuntimeError> {
+/// let started_at = sqsaga_core::clock::now_ms();
+/// let overrides = Overrides { service: Some("shipping".into()), ..Overrides::default() };
+/// let settings = sqsaga_runtime::resolve(&overrides)?; // SQSAGA_*, the config file, the flags
+/// let shutdown = sqsaga_runtime::on_signals(); // SIGTERM or SIGINT: drain, then return
+/// let participant = Participant::open(&settings.data_dir.join("shipping.db"), sqsaga_sqlite::Sync::Full)?;
+/// // ... participant.register(...) for each command ...
+/// let listener = sqsaga_runtime::bind(settings.http_addr).await?; // /healthz, /readyz, /metrics
+/// sqsaga_runtime::run_worker(settings, Arc::new(participant), listener, shutdown, started_at).await
+/// # }
+/// ```
 pub async fn run_worker(
     settings: Settings,
     participant: Arc<dyn AnyParticipant>,

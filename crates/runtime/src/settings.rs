@@ -19,6 +19,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--service`: the worker's participant service.
     pub service: Option<String>,
+    /// `--participant-db`: the worker's own database (`sqlite:<path>`, `postgres://...`).
+    pub participant_db: Option<String>,
     /// The backend a one-shot command works on (`embedded`, `aws`).
     pub backend: Option<String>,
 }
@@ -39,6 +41,9 @@ pub fn resolve(overrides: &Overrides) -> Result<Settings, RuntimeError> {
     }
     if let Some(service) = &overrides.service {
         sources = sources.with_flag("service", service.clone());
+    }
+    if let Some(db) = &overrides.participant_db {
+        sources = sources.with_flag("participant_db", db.clone());
     }
     Ok(Settings::resolve(&sources)?)
 }

@@ -12,7 +12,7 @@ use sqsaga_orchestrator::{Definitions, Orchestrator, OrchestratorOptions, Orches
 use sqsaga_queue::Queue;
 use sqsaga_store::SagaStore;
 use sqsaga_worker::db::ParticipantDb;
-use sqsaga_worker::{Participant, Worker, WorkerOptions, WorkerStats};
+use sqsaga_worker::{AnyParticipant, Participant, Worker, WorkerOptions, WorkerStats};
 use tokio::task::JoinSet;
 
 use crate::shutdown::CancellationToken;
@@ -88,6 +88,19 @@ impl Stack {
         store: Arc<dyn SagaStore>,
         definitions: Arc<Definitions>,
         participants: &[(String, Arc<Participant<D>>)],
+        o: &StackOptions,
+    ) -> Stack {
+        let any: Vec<(String, Arc<dyn AnyParticipant>)> =
+            participants.iter().map(|(s, p)| (s.clone(), p.clone() as Arc<dyn AnyParticipant>)).collect();
+        Stack::start_any(queue, store, definitions, &any, o)
+    }
+
+    /// [`Stack::start`] with participants of any database each.
+    pub fn start_any(
+        queue: Arc<dyn Queue>,
+        store: Arc<dyn SagaStore>,
+        definitions: Arc<Definitions>,
+        participants: &[(String, Arc<dyn AnyParticipant>)],
         o: &StackOptions,
     ) -> Stack {
         let mut stack = Stack::new();

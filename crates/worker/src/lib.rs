@@ -26,12 +26,14 @@ mod participant;
 mod runtime;
 pub mod sqlite;
 mod stats;
+mod typed;
 
 pub use barrier::BarrierOutcome;
 pub use options::WorkerOptions;
 pub use participant::{AnyParticipant, Participant};
 pub use runtime::Worker;
 pub use stats::{LATENCY_BUCKETS_SECONDS, StatsSnapshot, WorkerStats};
+pub use typed::{output, typed};
 
 /// Why a handler did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

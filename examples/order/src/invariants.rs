@@ -65,27 +65,28 @@ impl fmt::Display for InvariantReport {
 }
 
 /// A reservation row.
-struct Reservation {
-    sku: String,
-    qty: i64,
-    reserved: bool,
+pub(crate) struct Reservation {
+    pub sku: String,
+    pub qty: i64,
+    pub reserved: bool,
 }
 
 /// A charge row.
-struct Charge {
-    account: String,
-    amount: i64,
-    charged: bool,
+pub(crate) struct Charge {
+    pub account: String,
+    pub amount: i64,
+    pub charged: bool,
 }
 
-/// What the participants' databases hold now.
-struct State {
-    stock: BTreeMap<String, i64>,
-    reservations: BTreeMap<String, Reservation>,
-    accounts: BTreeMap<String, i64>,
-    charges: BTreeMap<String, Charge>,
-    merchant: i64,
-    confirmations: BTreeSet<String>,
+/// What the participants' databases hold now, whichever databases they are.
+#[derive(Default)]
+pub(crate) struct State {
+    pub stock: BTreeMap<String, i64>,
+    pub reservations: BTreeMap<String, Reservation>,
+    pub accounts: BTreeMap<String, i64>,
+    pub charges: BTreeMap<String, Charge>,
+    pub merchant: i64,
+    pub confirmations: BTreeSet<String>,
 }
 
 fn open(data_dir: &Path, service: &str) -> Result<Connection, OrderError> {
@@ -142,22 +143,26 @@ fn rows<V>(
 }
 
 /// Checks every invariant of the order saga against the participants'
-/// databases in `data_dir`. `sagas` is `(saga id, final status, input)` for
-/// every saga started; `initial` is what [`crate::seed_data`] loaded.
-/// `Err` only when a database cannot be read at all; every broken invariant
-/// is a line in the report.
+/// SQLite databases in `data_dir`. `sagas` is `(saga id, final status,
+/// input)` for every saga started; `initial` is what [`crate::seed_data`]
+/// loaded. `Err` only when a database cannot be read at all; every broken
+/// invariant is a line in the report.
 pub fn check_invariants(
     data_dir: &Path,
     sagas: &[(String, SagaStatus, Value)],
     initial: &DemoData,
 ) -> Result<InvariantReport, OrderError> {
+    Ok(check_state(&read_state(data_dir)?, sagas, initial))
+}
+
+/// [`check_invariants`] on what the participants hold, wherever they are.
+pub(crate) fn check_state(state: &State, sagas: &[(String, SagaStatus, Value)], initial: &DemoData) -> InvariantReport {
     let mut report = InvariantReport {
         sagas: sagas.len(),
         stock_initial: initial.total_stock(),
         money_initial: initial.total_money(),
         ..InvariantReport::default()
     };
-    let state = read_state(data_dir)?;
     let v = &mut report.violations;
 
     // Every saga finished, and its effects match its ending.
@@ -180,7 +185,7 @@ pub fn check_invariants(
                 continue;
             }
         };
-        check_saga(v, id, *status, &order, &state);
+        check_saga(v, id, *status, &order, state);
         if let Some((other, _)) = orders.get(&order.order_id) {
             v.push(format!("order {} belongs to two sagas: {other} and {id}", order.order_id));
         } else {
@@ -272,7 +277,7 @@ pub fn check_invariants(
     }
 
     report.ok = report.violations.is_empty();
-    Ok(report)
+    report
 }
 
 /// A finished saga's effects match how it finished.

@@ -1,7 +1,9 @@
 //! The order saga's participants: inventory, payment and notification, each
-//! a [`Participant`] over its own SQLite database in the data directory, plus
-//! the demo's data generator and the invariant checker that proves every
-//! order ended fully done or fully undone.
+//! a [`Participant`] over its own database — a SQLite file in the data
+//! directory, or a schema of a PostgreSQL database ([`Placement`],
+//! [`open_worker`]; the business decisions are shared, only the SQL
+//! differs) — plus the demo's data generator and the invariant checker that
+//! proves every order ended fully done or fully undone.
 //!
 //! The saga definition itself is `create_order.yaml` beside this crate; the
 //! command and contract names here must match it. Saga inputs carry the
@@ -18,16 +20,23 @@ use sqsaga_sqlite::Sync;
 use sqsaga_worker::{Participant, WorkerError};
 
 mod causes;
+pub mod commands;
 mod demo;
 mod input;
 mod invariants;
 mod participants;
+mod placement;
+mod postgres;
+mod rules;
 pub mod run;
 
 pub use causes::{Cause, CompensationCauses, compensation_causes};
 pub use demo::{DemoData, generate_orders, seed_data};
 pub use invariants::{InvariantReport, check_invariants};
-pub use participants::{injected_failure, inventory, notification, payment};
+pub use participants::{inventory, notification, payment};
+pub use placement::{Participants, Placement, WorkerKnobs, open_worker};
+pub use postgres::{open_postgres, seed_postgres};
+pub use rules::injected_failure;
 
 /// Contracts, as the saga definition names them.
 pub const INVENTORY_CONTRACT: &str = "inventory/v1";
@@ -53,13 +62,7 @@ pub fn open_participant(
     notification_failure_rate: f64,
     seed: u64,
 ) -> Result<Participant, OrderError> {
-    let path = database_path(data_dir, service);
-    match service {
-        "inventory" => inventory(&path, sync),
-        "payment" => payment(&path, sync),
-        "notification" => notification(&path, sync, notification_failure_rate, seed),
-        other => Err(OrderError::UnknownService(other.to_string())),
-    }
+    placement::open_sqlite(&database_path(data_dir, service), service, sync, notification_failure_rate, seed)
 }
 
 /// Opens all three participants in `data_dir`, as `(service, participant)`.

@@ -1,7 +1,8 @@
-//! The three participants of the order saga and their handlers. Each owns
-//! its database; its handlers run inside the worker's local transaction,
-//! together with the barrier row, so they never check for duplicates
-//! themselves.
+//! The three participants of the order saga on SQLite, and their handlers.
+//! Each owns its database; its handlers run inside the worker's local
+//! transaction, together with the barrier row, so they never check for
+//! duplicates themselves. What they decide is in `rules.rs`, shared with
+//! the PostgreSQL handlers (`postgres.rs`); only the SQL is written here.
 //!
 //! Money is in integer cents; quantities are integers. A business refusal
 //! (out of stock, card declined, malformed order) is `Refused`; a database
@@ -9,14 +10,12 @@
 
 use std::path::Path;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rusqlite::{OptionalExtension, Transaction, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqsaga_sqlite::Sync;
 use sqsaga_worker::{CommandContext, Handler, HandlerError, Participant};
 
-use crate::input::{amount, field};
+use crate::rules::{self, Charge, Reserve};
 use crate::{INVENTORY_CONTRACT, NOTIFICATION_CONTRACT, OrderError, PAYMENT_CONTRACT};
 
 /// The inventory's tables: what is on the shelf, and what is held per order.
@@ -60,7 +59,7 @@ CREATE TABLE IF NOT EXISTS confirmations (
 
 /// A database error inside a handler: rolled back, the orchestrator retries.
 fn db(service: &'static str) -> impl Fn(rusqlite::Error) -> HandlerError {
-    move |e| HandlerError::Transient(format!("{service} database: {e}"))
+    rules::transient(service)
 }
 
 /// `execute` through the connection's statement cache: handlers run the
@@ -93,38 +92,27 @@ pub fn inventory(path: &Path, sync: Sync) -> Result<Participant, OrderError> {
 }
 
 fn reserve(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
-    let input = ctx.input();
-    let order_id = field(input, "order_id")?;
-    let sku = field(input, "sku")?;
-    let qty = amount(input, "qty")?;
+    let r = Reserve::parse(ctx)?;
     let err = db("inventory");
     let held: Option<String> =
-        one(tx, "SELECT status FROM reservations WHERE order_id = ?1", params![order_id], |r| r.get(0))
+        one(tx, "SELECT status FROM reservations WHERE order_id = ?1", params![r.order_id], |r| r.get(0))
             .optional()
             .map_err(&err)?;
-    if let Some(status) = held {
-        return Err(HandlerError::Refused(format!("order {order_id} already has a reservation ({status})")));
-    }
     let available: Option<i64> =
-        one(tx, "SELECT available FROM stock WHERE sku = ?1", params![sku], |r| r.get(0)).optional().map_err(&err)?;
-    let Some(available) = available else {
-        return Err(HandlerError::Refused(format!("unknown sku {sku}")));
-    };
-    if available < qty {
-        return Err(HandlerError::Refused(format!("out of stock: sku {sku} has {available}, order wants {qty}")));
-    }
-    exec(tx, "UPDATE stock SET available = available - ?1 WHERE sku = ?2", params![qty, sku]).map_err(&err)?;
+        one(tx, "SELECT available FROM stock WHERE sku = ?1", params![r.sku], |r| r.get(0)).optional().map_err(&err)?;
+    r.decide(held.as_deref(), available)?;
+    exec(tx, "UPDATE stock SET available = available - ?1 WHERE sku = ?2", params![r.qty, r.sku]).map_err(&err)?;
     exec(
         tx,
         "INSERT INTO reservations (order_id, sku, qty, status) VALUES (?1, ?2, ?3, 'reserved')",
-        params![order_id, sku, qty],
+        params![r.order_id, r.sku, r.qty],
     )
     .map_err(&err)?;
-    Ok(json!({"reservation": order_id, "sku": sku, "qty": qty}))
+    Ok(r.output())
 }
 
 fn release(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
-    let order_id = field(ctx.input(), "order_id")?;
+    let order_id = rules::order_id(ctx)?;
     let err = db("inventory");
     let held: Option<(String, i64)> = one(
         tx,
@@ -134,13 +122,11 @@ fn release(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerE
     )
     .optional()
     .map_err(&err)?;
-    let Some((sku, qty)) = held else {
-        // Nothing held (the barrier normally catches this first).
-        return Ok(json!({"released": 0}));
-    };
-    exec(tx, "UPDATE stock SET available = available + ?1 WHERE sku = ?2", params![qty, sku]).map_err(&err)?;
-    exec(tx, "UPDATE reservations SET status = 'released' WHERE order_id = ?1", params![order_id]).map_err(&err)?;
-    Ok(json!({"released": qty, "sku": sku}))
+    if let Some((sku, qty)) = &held {
+        exec(tx, "UPDATE stock SET available = available + ?1 WHERE sku = ?2", params![qty, sku]).map_err(&err)?;
+        exec(tx, "UPDATE reservations SET status = 'released' WHERE order_id = ?1", params![order_id]).map_err(&err)?;
+    }
+    Ok(rules::released(held.as_ref()))
 }
 
 /// Payment (`payment/v1`): `payment.charge` moves `amount` cents from
@@ -152,41 +138,31 @@ pub fn payment(path: &Path, sync: Sync) -> Result<Participant, OrderError> {
 }
 
 fn charge(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
-    let input = ctx.input();
-    let order_id = field(input, "order_id")?;
-    let account = field(input, "account")?;
-    let cents = amount(input, "amount")?;
+    let c = Charge::parse(ctx)?;
     let err = db("payment");
     let charged: Option<String> =
-        one(tx, "SELECT status FROM charges WHERE order_id = ?1", params![order_id], |r| r.get(0))
+        one(tx, "SELECT status FROM charges WHERE order_id = ?1", params![c.order_id], |r| r.get(0))
             .optional()
             .map_err(&err)?;
-    if let Some(status) = charged {
-        return Err(HandlerError::Refused(format!("order {order_id} already has a charge ({status})")));
-    }
     let balance: Option<i64> =
-        one(tx, "SELECT balance FROM accounts WHERE account = ?1", params![account], |r| r.get(0))
+        one(tx, "SELECT balance FROM accounts WHERE account = ?1", params![c.account], |r| r.get(0))
             .optional()
             .map_err(&err)?;
-    let Some(balance) = balance else {
-        return Err(HandlerError::Refused(format!("card declined: unknown account {account}")));
-    };
-    if balance < cents {
-        return Err(HandlerError::Refused("card declined: insufficient funds".to_string()));
-    }
-    exec(tx, "UPDATE accounts SET balance = balance - ?1 WHERE account = ?2", params![cents, account]).map_err(&err)?;
-    exec(tx, "UPDATE merchant SET balance = balance + ?1 WHERE id = 1", params![cents]).map_err(&err)?;
+    c.decide(charged.as_deref(), balance)?;
+    exec(tx, "UPDATE accounts SET balance = balance - ?1 WHERE account = ?2", params![c.cents, c.account])
+        .map_err(&err)?;
+    exec(tx, "UPDATE merchant SET balance = balance + ?1 WHERE id = 1", params![c.cents]).map_err(&err)?;
     exec(
         tx,
         "INSERT INTO charges (order_id, account, amount, status) VALUES (?1, ?2, ?3, 'charged')",
-        params![order_id, account, cents],
+        params![c.order_id, c.account, c.cents],
     )
     .map_err(&err)?;
-    Ok(json!({"charge": order_id, "amount": cents}))
+    Ok(c.output())
 }
 
 fn refund(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
-    let order_id = field(ctx.input(), "order_id")?;
+    let order_id = rules::order_id(ctx)?;
     let err = db("payment");
     let charged: Option<(String, i64)> = one(
         tx,
@@ -196,13 +172,13 @@ fn refund(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerEr
     )
     .optional()
     .map_err(&err)?;
-    let Some((account, cents)) = charged else {
-        return Ok(json!({"refunded": 0}));
-    };
-    exec(tx, "UPDATE merchant SET balance = balance - ?1 WHERE id = 1", params![cents]).map_err(&err)?;
-    exec(tx, "UPDATE accounts SET balance = balance + ?1 WHERE account = ?2", params![cents, account]).map_err(&err)?;
-    exec(tx, "UPDATE charges SET status = 'refunded' WHERE order_id = ?1", params![order_id]).map_err(&err)?;
-    Ok(json!({"refunded": cents}))
+    if let Some((account, cents)) = &charged {
+        exec(tx, "UPDATE accounts SET balance = balance + ?1 WHERE account = ?2", params![cents, account])
+            .map_err(&err)?;
+        exec(tx, "UPDATE merchant SET balance = balance - ?1 WHERE id = 1", params![cents]).map_err(&err)?;
+        exec(tx, "UPDATE charges SET status = 'refunded' WHERE order_id = ?1", params![order_id]).map_err(&err)?;
+    }
+    Ok(rules::refunded(charged.as_ref()))
 }
 
 /// Notification (`notification/v1`): `notification.send` records the order
@@ -210,23 +186,18 @@ fn refund(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerEr
 /// no compensation (an e-mail cannot be unsent).
 ///
 /// Whether an attempt fails is a pure function of `seed`, the order and the
-/// attempt ([`injected_failure`]), not of the order in which commands happen
+/// attempt ([`crate::injected_failure`]), not of the order in which commands happen
 /// to arrive: the same seed gives the same failures, hence the same
 /// completed/compensated mix, however the run is scheduled (the backlog test
 /// compares a run with late workers to one without).
 pub fn notification(path: &Path, sync: Sync, failure_rate: f64, seed: u64) -> Result<Participant, OrderError> {
-    if !(0.0..=1.0).contains(&failure_rate) {
-        return Err(OrderError::BadFailureRate(failure_rate));
-    }
+    check_failure_rate(failure_rate)?;
     let mut p = Participant::open_with_schema(path, sync, NOTIFICATION_SCHEMA)?;
     p.register(
         NOTIFICATION_CONTRACT,
         "notification.send",
         boxed(move |tx: &Transaction<'_>, ctx: &CommandContext| -> Result<Value, HandlerError> {
-            let order_id = field(ctx.input(), "order_id")?;
-            if injected_failure(seed, &order_id, ctx.attempt, failure_rate) {
-                return Err(HandlerError::Transient("mail server unavailable (injected failure)".to_string()));
-            }
+            let order_id = rules::send(ctx, seed, failure_rate)?;
             let sent_at = i64::try_from(sqsaga_core::clock::now_ms()).unwrap_or(i64::MAX);
             exec(
                 tx,
@@ -234,23 +205,14 @@ pub fn notification(path: &Path, sync: Sync, failure_rate: f64, seed: u64) -> Re
                 params![order_id, sent_at],
             )
             .map_err(db("notification"))?;
-            Ok(json!({"confirmation": order_id}))
+            Ok(rules::sent(&order_id))
         }),
         None,
     );
     Ok(p)
 }
 
-/// Whether attempt `attempt` of order `order_id`'s notification fails, at
-/// `rate`, for the run seeded with `seed`: a draw from an RNG seeded with the
-/// three, so it depends on nothing else.
-pub fn injected_failure(seed: u64, order_id: &str, attempt: u32, rate: f64) -> bool {
-    // FNV-1a over the order id and attempt, mixed with the run's seed: a
-    // stable value (std's hasher may change between Rust releases).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in order_id.bytes().chain(attempt.to_le_bytes()) {
-        h = (h ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let draw: f64 = StdRng::seed_from_u64(seed ^ h).random();
-    draw < rate
+/// A failure rate must be a probability.
+pub(crate) fn check_failure_rate(failure_rate: f64) -> Result<(), OrderError> {
+    if (0.0..=1.0).contains(&failure_rate) { Ok(()) } else { Err(OrderError::BadFailureRate(failure_rate)) }
 }

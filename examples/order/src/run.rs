@@ -18,7 +18,7 @@ use sqsaga_queue::{MAX_BATCH, Queue, QueueError};
 use sqsaga_runtime::sealing::{new_trace, seal};
 use sqsaga_store::{SagaStore, StoreError};
 
-use crate::{DemoData, InvariantReport, ORDER_SAGA, OrderError};
+use crate::{DemoData, InvariantReport, ORDER_SAGA, OrderError, Placement};
 
 /// File in the data dir that records what `load` started, for `demo check`.
 pub const MANIFEST: &str = "demo.json";
@@ -39,6 +39,11 @@ pub enum RunError {
     File { what: &'static str, path: String, cause: String },
     #[error("the built-in saga definition: {0}")]
     Definition(String),
+    #[error(transparent)]
+    Runtime(#[from] sqsaga_runtime::RuntimeError),
+    /// The run could not be set up (a data dir in use, no database server).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// What `load` leaves behind for `demo check`.
@@ -49,9 +54,22 @@ pub struct Manifest {
     pub initial: DemoData,
     /// Saga id and input of every order started.
     pub sagas: Vec<(String, Value)>,
+    /// The PostgreSQL database the participants keep their schemas in, when
+    /// the run put them there (`--participants postgres`); absent: SQLite
+    /// files in the data dir. `demo check` reads the invariants there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_db: Option<String>,
 }
 
 impl Manifest {
+    /// Where the run's participants keep their databases.
+    pub fn placement(&self, dir: &Path) -> Placement {
+        match &self.participant_db {
+            Some(url) => Placement::Postgres { url: url.clone() },
+            None => Placement::Sqlite { dir: dir.to_path_buf() },
+        }
+    }
+
     /// The saga ids, in start order.
     pub fn ids(&self) -> Vec<String> {
         self.sagas.iter().map(|(id, _)| id.clone()).collect()
@@ -109,8 +127,9 @@ pub async fn start_sagas(
     Ok(())
 }
 
-/// Seeds stock and accounts for `orders` orders of `seed` into `dir`, writes
-/// the manifest, then requests the sagas.
+/// Seeds stock and accounts for `orders` orders of `seed` into the
+/// participants' SQLite databases in `dir`, writes the manifest, then
+/// requests the sagas.
 pub async fn load(
     dir: &Path,
     orders: usize,
@@ -119,12 +138,31 @@ pub async fn load(
     signing: Option<&Signing>,
     now: sqsaga_core::Millis,
 ) -> Result<Manifest, RunError> {
+    let placement = Placement::Sqlite { dir: dir.to_path_buf() };
+    load_at(dir, &placement, orders, seed, queue, signing, now).await
+}
+
+/// [`load`] with the participants' databases at `placement` (the manifest
+/// still goes into `dir`, and says where they are).
+pub async fn load_at(
+    dir: &Path,
+    placement: &Placement,
+    orders: usize,
+    seed: u64,
+    queue: &dyn Queue,
+    signing: Option<&Signing>,
+    now: sqsaga_core::Millis,
+) -> Result<Manifest, RunError> {
     let (initial, inputs) = crate::generate_orders(orders, seed);
-    crate::seed_data(dir, &initial)?;
+    placement.seed(&initial).await?;
+    let participant_db = match placement {
+        Placement::Postgres { url } => Some(url.clone()),
+        Placement::Sqlite { .. } => None,
+    };
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let sagas: Vec<(String, Value)> =
         inputs.into_iter().enumerate().map(|(i, input)| (format!("order-{run_id}-{i:05}"), input)).collect();
-    let manifest = Manifest { run_id, seed, initial, sagas };
+    let manifest = Manifest { run_id, seed, initial, sagas, participant_db };
     let path = dir.join(MANIFEST);
     let text = serde_json::to_string(&manifest).map_err(|e| RunError::File {
         what: "cannot encode the manifest",
@@ -184,6 +222,9 @@ pub struct Summary {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub data_dir: String,
+    /// Where the participants' databases are: `sqlite (data dir)` or the
+    /// PostgreSQL database's URL, without a password.
+    pub participants: String,
 }
 
 /// Reads the run's sagas back and checks the invariants. `elapsed` is the
@@ -207,7 +248,7 @@ pub async fn summarize(
             (id.clone(), status, input.clone())
         })
         .collect();
-    let report: InvariantReport = crate::check_invariants(dir, &sagas, &manifest.initial)?;
+    let report: InvariantReport = manifest.placement(dir).check_invariants(&sagas, &manifest.initial).await?;
     let count = |s: SagaStatus| sagas.iter().filter(|(_, st, _)| *st == s).count();
     let steps = records.iter().flat_map(|r| r.instance.steps.iter());
     let attempts: u64 = steps.clone().map(|s| u64::from(s.attempt) + u64::from(s.comp_attempt)).sum();
@@ -240,6 +281,10 @@ pub async fn summarize(
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         data_dir: dir.display().to_string(),
+        participants: match &manifest.participant_db {
+            Some(url) => sqsaga_postgres::redact(url),
+            None => "sqlite (data dir)".to_string(),
+        },
     })
 }
 
@@ -263,6 +308,7 @@ impl std::fmt::Display for Summary {
         writeln!(f, "  step latency p50 {:>8.0} ms", s.p50_ms)?;
         writeln!(f, "  step latency p99 {:>8.0} ms", s.p99_ms)?;
         writeln!(f, "  data dir         {}", s.data_dir)?;
+        writeln!(f, "  participants     {}", s.participants)?;
         writeln!(f)?;
         if s.causes.timeout > 0 {
             writeln!(

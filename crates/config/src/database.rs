@@ -1,0 +1,108 @@
+//! The participant database setting (`SQSAGA_PARTICIPANT_DB`): which
+//! database a worker's participant keeps its tables and barrier in, as
+//! `sqlite:<path>` or a `postgres://` URL. Parsed here so a bad value is a
+//! configuration error naming the setting, before any database is touched;
+//! opening it is the participant's business.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where a participant's own database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file (`sqlite:<path>`; `sqlite://<path>` is accepted too).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://user@host:port/db` or `postgresql://...`),
+    /// the URL as given, password included.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// What the setting accepts, for errors and docs.
+    pub const EXPECTED: &'static str = "`sqlite:<path>` or a `postgres://user@host:port/database` URL";
+
+    /// Parses a setting's value; the error says what is accepted.
+    pub fn parse(text: &str) -> Result<DatabaseUrl, String> {
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(format!("`sqlite:` needs a path; expected {}", DatabaseUrl::EXPECTED));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        let rest = text.strip_prefix("postgres://").or_else(|| text.strip_prefix("postgresql://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !text.chars().any(char::is_whitespace) => {
+                Ok(DatabaseUrl::Postgres(text.to_string()))
+            }
+            Some(_) => Err(format!("a PostgreSQL URL needs a host and no spaces; expected {}", DatabaseUrl::EXPECTED)),
+            None => Err(format!("expected {}", DatabaseUrl::EXPECTED)),
+        }
+    }
+
+    /// The value with any password replaced by `<redacted>`: what reports,
+    /// logs and the config hash see.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite:{}", path.display()),
+            DatabaseUrl::Postgres(url) => redact_password(url),
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// `scheme://user:secret@host/...` as `scheme://user:<redacted>@host/...`.
+pub(crate) fn redact_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let authority_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].split_once(':') {
+            Some((user, _)) => {
+                format!("{}{user}:<redacted>{}{}", &url[..scheme_end], &authority[at..], &url[authority_end..])
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_kinds_and_refuses_the_rest() {
+        let cases: &[(&str, Option<DatabaseUrl>)] = &[
+            ("sqlite:/var/lib/inv.db", Some(DatabaseUrl::Sqlite("/var/lib/inv.db".into()))),
+            ("sqlite://rel/inv.db", Some(DatabaseUrl::Sqlite("rel/inv.db".into()))),
+            ("postgres://app@db:5432/orders", Some(DatabaseUrl::Postgres("postgres://app@db:5432/orders".into()))),
+            ("postgresql://db/orders", Some(DatabaseUrl::Postgres("postgresql://db/orders".into()))),
+            ("sqlite:", None),
+            ("postgres://", None),
+            ("mysql://db/x", None),
+            ("/var/lib/inv.db", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(DatabaseUrl::parse(text).ok(), *expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_the_password_only() {
+        let cases = [
+            ("postgres://app:s3cret@db:5432/orders", "postgres://app:<redacted>@db:5432/orders"),
+            ("postgres://app@db/orders", "postgres://app@db/orders"),
+            ("postgres://db/orders?user=a", "postgres://db/orders?user=a"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(DatabaseUrl::Postgres(url.into()).redacted(), shown);
+        }
+    }
+}
