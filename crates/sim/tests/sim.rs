@@ -38,3 +38,20 @@ fn the_command_prints_a_summary_and_a_trace() {
     assert!(text.contains("client requests saga sim-5-0"), "{text}");
     assert!(text.contains("seed 5: ok"), "{text}");
 }
+
+/// Found by the simulator: with admission control on and two replicas, a
+/// replica counts a saga in flight until it commits the saga's terminal
+/// write itself; a saga that finishes through the other replica never
+/// leaves its count, so once its count reaches the limit it holds every
+/// start request it receives for good (in production it keeps extending
+/// their visibility; here they end in the DLQ). Seed 3 is the first to
+/// fail: `SimOptions { admission: true, .. }`. Ignored until admission
+/// counts are shared or reconciled; run with `--run-ignored all`.
+#[test]
+#[ignore = "known bug: per-replica admission counts leak when another replica finishes the saga"]
+fn with_admission_control_every_start_request_is_admitted() {
+    let options = SimOptions { admission: true, ..SimOptions::default() };
+    let failed = run_seeds(0, 300, &options, |_| {});
+    let lines: Vec<String> = failed.iter().map(|r| format!("seed {}: {:?}", r.seed, r.violations)).collect();
+    assert!(failed.is_empty(), "{}", lines.join("\n"));
+}
