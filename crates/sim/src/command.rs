@@ -24,7 +24,7 @@ pub fn run(seeds: u64, start: u64, seed: Option<u64>, trace: bool, out: &mut dyn
         return Ok(report.ok());
     }
     let began = Instant::now();
-    let failed = run_seeds(start, seeds, &options, |_| {});
+    let failed = run_seeds(start, seeds, &options);
     let elapsed = began.elapsed().as_secs_f64();
     for report in &failed {
         print_seed(out, report)?;

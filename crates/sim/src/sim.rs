@@ -119,7 +119,26 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> SeedReport {
         .and_then(|rt| Ok((World::new(seed, options)?, rt)));
     match world {
         Ok((world, rt)) => {
-            let mut report = rt.block_on(world.run());
+            // A panic in the system under test is a finding, not the end of
+            // the run: it fails this seed.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(world.run())));
+            let mut report = ran.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                SeedReport {
+                    seed,
+                    violations: vec![format!("panicked: {what}")],
+                    trace: Vec::new(),
+                    digest: 0,
+                    steps: 0,
+                    simulated_ms: 0,
+                    completed: 0,
+                    compensated: 0,
+                }
+            });
             report.seed = seed;
             report
         }
@@ -667,15 +686,34 @@ fn summary(body: &str) -> String {
     }
 }
 
-/// Runs `count` seeds from `start`, calling `each` after every one.
-pub fn run_seeds(start: u64, count: u64, options: &SimOptions, mut each: impl FnMut(&SeedReport)) -> Vec<SeedReport> {
-    let mut failed = Vec::new();
-    for seed in start..start.saturating_add(count) {
-        let report = run_seed(seed, options);
-        each(&report);
-        if !report.ok() {
-            failed.push(report);
-        }
-    }
+/// Runs `count` seeds from `start` on every core (each seed on one thread
+/// from start to end, so each is exactly as it would be alone); returns
+/// the failing ones, by seed.
+pub fn run_seeds(start: u64, count: u64, options: &SimOptions) -> Vec<SeedReport> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let next = std::sync::atomic::AtomicU64::new(start);
+    let end = start.saturating_add(count);
+    let mut failed: Vec<SeedReport> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut failed = Vec::new();
+                    loop {
+                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if seed >= end {
+                            return failed;
+                        }
+                        let report = run_seed(seed, options);
+                        if !report.ok() {
+                            failed.push(report);
+                        }
+                    }
+                })
+            })
+            .collect();
+        // A seed's panic is caught in `run_seed`, so a worker never panics.
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    });
+    failed.sort_by_key(|r| r.seed);
     failed
 }

@@ -21,7 +21,7 @@ fn the_same_seed_gives_the_same_trace() {
 
 #[test]
 fn a_hundred_seeds_hold_every_invariant() {
-    let failed = run_seeds(10_000, 100, &SimOptions::default(), |_| {});
+    let failed = run_seeds(10_000, 100, &SimOptions::default());
     let lines: Vec<String> = failed.iter().map(|r| format!("seed {}: {:?}", r.seed, r.violations)).collect();
     assert!(failed.is_empty(), "{}", lines.join("\n"));
 }
@@ -51,7 +51,7 @@ fn the_command_prints_a_summary_and_a_trace() {
 #[ignore = "known bug: per-replica admission counts leak when another replica finishes the saga"]
 fn with_admission_control_every_start_request_is_admitted() {
     let options = SimOptions { admission: true, ..SimOptions::default() };
-    let failed = run_seeds(0, 300, &options, |_| {});
+    let failed = run_seeds(0, 300, &options);
     let lines: Vec<String> = failed.iter().map(|r| format!("seed {}: {:?}", r.seed, r.violations)).collect();
     assert!(failed.is_empty(), "{}", lines.join("\n"));
 }
