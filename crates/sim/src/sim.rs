@@ -108,6 +108,20 @@ impl SeedReport {
     pub fn ok(&self) -> bool {
         self.violations.is_empty()
     }
+
+    /// A seed that could not run to its checks, and why.
+    fn failed(seed: u64, why: String) -> SeedReport {
+        SeedReport {
+            seed,
+            violations: vec![why],
+            trace: Vec::new(),
+            digest: 0,
+            steps: 0,
+            simulated_ms: 0,
+            completed: 0,
+            compensated: 0,
+        }
+    }
 }
 
 /// Runs one seed on a current-thread runtime of its own.
@@ -128,30 +142,12 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> SeedReport {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                SeedReport {
-                    seed,
-                    violations: vec![format!("panicked: {what}")],
-                    trace: Vec::new(),
-                    digest: 0,
-                    steps: 0,
-                    simulated_ms: 0,
-                    completed: 0,
-                    compensated: 0,
-                }
+                SeedReport::failed(seed, format!("panicked: {what}"))
             });
             report.seed = seed;
             report
         }
-        Err(e) => SeedReport {
-            seed,
-            violations: vec![e],
-            trace: Vec::new(),
-            digest: 0,
-            steps: 0,
-            simulated_ms: 0,
-            completed: 0,
-            compensated: 0,
-        },
+        Err(e) => SeedReport::failed(seed, e),
     }
 }
 
