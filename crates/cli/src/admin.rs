@@ -295,7 +295,7 @@ pub struct ConformanceArgs {
 
 /// `sqsaga conformance`: the kit's table; exit 1 on any failed case.
 pub async fn conformance(args: ConformanceArgs) -> Result<ExitCode> {
-    let settings = crate::resolve(&args.config, None)?;
+    let settings = crate::resolve(&args.config)?;
     let report = sqsaga_conformance::run_configured(&settings, &args.service, args.timeout).await?;
     print!("{}", report.table());
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

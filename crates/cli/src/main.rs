@@ -130,6 +130,24 @@ enum Command {
     Conformance(admin::ConformanceArgs),
     /// Check Kubernetes manifests and the Chef cookbook against what this binary reads and serves.
     LintDeploy(lint_deploy::LintArgs),
+    /// Deterministic simulation of the order saga under faults, seed by seed (docs/testing.md).
+    Sim(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// How many seeds to run, from --start; exit 1 if any fails.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Run this one seed (it replays exactly).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the seed's event trace (with --seed).
+    #[arg(long, requires = "seed")]
+    trace: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,7 +166,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         // Configured processes set up logging once their configuration is known.
-        Command::Orchestrator(_) | Command::Worker(_) | Command::Config { .. } => {}
+        Command::Orchestrator(_) | Command::Worker(_) | Command::Config { .. } | Command::Sim(_) => {}
         Command::Demo(_) | Command::Bench { .. } => logging::init("error"),
         _ => logging::init("warn"),
     }
@@ -183,6 +201,7 @@ fn main() -> ExitCode {
             Command::Bench { command } => demo::bench(command).await,
             Command::LintDeploy(args) => lint_deploy::run(args),
             Command::Conformance(args) => admin::conformance(args).await,
+            Command::Sim(a) => Ok(sqsaga_sim::command::main(a.seeds, a.start, a.seed, a.trace)),
         }
     });
     // Spans still buffered are exported now, while the runtime that sends

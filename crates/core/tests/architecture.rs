@@ -40,6 +40,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("sqsaga-runtime", 5),
     // The PostgreSQL adapter of the worker's participant database port.
     ("sqsaga-postgres", 5),
+    // In-memory adapters of the ports and the time-skipping harness for
+    // saga authors' tests (the order example's tests use it).
+    ("sqsaga-testing", 5),
     // What runs on it: the order example (participants, demo runs), the
     // shipping example of docs/participants.md, the deploy linter.
     ("sqsaga-order", 6),
@@ -47,7 +50,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("sqsaga-lint-deploy", 6),
     // The conformance kit: drives a running participant through the protocol.
     ("sqsaga-conformance", 6),
+    // Above the order example: the benchmarks, the simulator (it runs the
+    // order saga's participants and invariant checker).
     ("sqsaga-bench", 7),
+    ("sqsaga-sim", 7),
     // The binary.
     ("sqsaga-cli", 8),
 ];

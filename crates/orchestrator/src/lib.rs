@@ -11,6 +11,7 @@ pub mod clock;
 pub mod definitions;
 pub mod fleet;
 pub mod plan;
+pub mod planted;
 pub mod service;
 pub mod stats;
 

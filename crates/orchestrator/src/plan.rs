@@ -291,7 +291,7 @@ fn step(
                 ));
             };
             let event = match input {
-                Input::Reply { reply, .. } => Event::Reply(reply.clone()),
+                Input::Reply { reply, .. } => Event::Reply(planted_stale_reply(reply, state)),
                 Input::Wake { .. } => Event::Wake,
                 Input::Resume { .. } => Event::Resume,
                 _ => return Step::Ignored("no saga change".to_string()),
@@ -304,4 +304,20 @@ fn step(
             }
         }
     }
+}
+
+/// The reply as decoded; with the planted fault
+/// [`Fault::StaleReplyAsCurrent`](crate::planted::Fault) on, re-stamped
+/// with the current attempt of its step.
+fn planted_stale_reply(reply: &sqsaga_core::machine::Reply, state: &SagaInstance) -> sqsaga_core::machine::Reply {
+    let mut reply = reply.clone();
+    if crate::planted::active(crate::planted::Fault::StaleReplyAsCurrent)
+        && let Some(st) = state.steps.get(reply.step)
+    {
+        reply.attempt = match reply.phase {
+            sqsaga_core::machine::Phase::Action => st.attempt,
+            sqsaga_core::machine::Phase::Compensation => st.comp_attempt,
+        };
+    }
+    reply
 }

@@ -51,6 +51,7 @@ use crate::clock::Clock;
 use crate::definitions::Definitions;
 use crate::fleet::FleetMonitor;
 use crate::plan::{Admission, Disposition, Incoming, Input, Plan, plan};
+use crate::planted::{self, Fault};
 use crate::stats::OrchestratorStats;
 
 /// Logical name of the orchestrator's own queue.
@@ -678,6 +679,8 @@ impl Orchestrator {
         // Indexes still to plan: everything, then the messages of sagas
         // whose write lost a conflict.
         let mut pending: Vec<usize> = (0..batch.len()).collect();
+        // Sagas whose write lost a conflict (only the planted fault reads it).
+        let mut conflicted: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for _round in 0..self.inner.options.max_conflict_rounds {
             if pending.is_empty() {
                 break;
@@ -695,8 +698,16 @@ impl Orchestrator {
             let now = self.inner.clock.now();
             let plan = self.plan_admitting(&sub, &records, now, from_held);
             self.log_plan(&sub, &records, &plan);
-            let outboxes: Vec<Vec<OutboxMessage>> =
-                plan.writes.iter().map(|w| self.outbox(&w.state, &w.commands, now)).collect();
+            let outboxes: Vec<Vec<OutboxMessage>> = plan
+                .writes
+                .iter()
+                .map(|w| {
+                    if planted::active(Fault::DropOutboxOnConflict) && conflicted.contains(&w.saga_id) {
+                        return Vec::new();
+                    }
+                    self.outbox(&w.state, &w.commands, now)
+                })
+                .collect();
             let unit = UnitOfWork {
                 writes: plan
                     .writes
@@ -719,6 +730,10 @@ impl Orchestrator {
                     })
                     .collect(),
             };
+            if planted::active(Fault::DeleteBeforeCommit) {
+                let receipts: Vec<String> = unit.consumed.iter().map(|m| m.receipt.clone()).collect();
+                self.delete(&receipts).await;
+            }
             let result = if unit.writes.is_empty() {
                 // Nothing to write: the caller deletes what was ignored.
                 Ok(sqsaga_store::UnitOutcome { outcomes: Vec::new(), consumption: Consumption::LeftToCaller })
@@ -794,6 +809,7 @@ impl Orchestrator {
                         }
                     }
                     WriteOutcome::Conflict | WriteOutcome::AlreadyExists => {
+                        conflicted.insert(w.saga_id.clone());
                         stats.write_conflicts.inc();
                         tracing::debug!(saga_id = %w.saga_id, "Write conflict; re-reading and re-applying.");
                     }

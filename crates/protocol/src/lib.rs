@@ -131,6 +131,22 @@ pub struct ReplyMessage {
     pub replied_at: Millis,
 }
 
+impl ReplyMessage {
+    /// The reply to `command` with `outcome`, from `worker`, at `replied_at`.
+    pub fn answering(command: &Command, outcome: Outcome, worker: WorkerInfo, replied_at: Millis) -> ReplyMessage {
+        ReplyMessage {
+            command_id: command.command_id.clone(),
+            saga_id: command.saga_id.clone(),
+            step: command.step,
+            phase: command.phase,
+            attempt: command.attempt,
+            outcome,
+            worker,
+            replied_at,
+        }
+    }
+}
+
 /// A worker's periodic "I am alive, and this is what I am".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod depths;
 mod error;
 pub mod fleet;
+pub mod fleet_table;
 pub mod identity;
 pub mod logging;
 pub mod metrics;

@@ -23,6 +23,7 @@ pub mod db;
 mod drift;
 mod options;
 mod participant;
+pub mod planted;
 mod runtime;
 pub mod sqlite;
 mod stats;

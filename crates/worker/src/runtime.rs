@@ -92,6 +92,22 @@ impl Worker {
         self.inner.drift.subscribe()
     }
 
+    /// One poller iteration's work on a batch the caller received from
+    /// [`WorkerOptions::queue`] (with [`WorkerOptions::visibility`]): run
+    /// each command through the barrier, reply, delete — what a poller does
+    /// after its receive. For drivers that decide when a worker receives
+    /// (the simulator); returns how many commands were released for a
+    /// sibling (drift guard).
+    pub async fn handle(&self, messages: Vec<ReceivedMessage>) -> usize {
+        WorkerStats::add(&self.inner.stats.received, messages.len());
+        handle_batch(&self.inner, messages).await
+    }
+
+    /// How this worker runs.
+    pub fn options(&self) -> &WorkerOptions {
+        &self.inner.options
+    }
+
     /// Live counters, shared with the running worker.
     pub fn stats(&self) -> Arc<WorkerStats> {
         self.inner.stats.clone()
@@ -597,20 +613,12 @@ async fn handle_batch(inner: &Inner, messages: Vec<ReceivedMessage>) -> usize {
         record_outcome(stats, job, &outcome);
         match &job.command {
             Some(c) => {
-                let reply = ReplyMessage {
-                    command_id: c.command_id.clone(),
-                    saga_id: c.saga_id.clone(),
-                    step: c.step,
-                    phase: c.phase,
-                    attempt: c.attempt,
-                    outcome: outcome.outcome,
-                    worker: WorkerInfo {
-                        service: inner.options.service.clone(),
-                        instance: inner.options.instance.clone(),
-                        fingerprint: inner.options.fingerprint.clone(),
-                    },
-                    replied_at: inner.options.clock.now(),
+                let worker = WorkerInfo {
+                    service: inner.options.service.clone(),
+                    instance: inner.options.instance.clone(),
+                    fingerprint: inner.options.fingerprint.clone(),
                 };
+                let reply = ReplyMessage::answering(c, outcome.outcome, worker, inner.options.clock.now());
                 // Same trace, the reply's own span id.
                 let trace = job.trace.map(|t| t.child(&format!("reply:{}", c.command_id)));
                 let out = seal(&inner.options, &Envelope::Reply(reply), trace);

@@ -102,25 +102,33 @@ pub fn seed_data(data_dir: &Path, data: &DemoData) -> Result<(), OrderError> {
     let inventory = format!(
         "{INVENTORY_SCHEMA}\n{barrier}\nDELETE FROM stock; DELETE FROM reservations; DELETE FROM sqsaga_barrier;"
     );
-    load(&database_path(data_dir, "inventory"), &inventory, |tx| {
-        for (sku, qty) in &data.stock {
-            tx.execute("INSERT INTO stock (sku, available) VALUES (?1, ?2)", params![sku, qty])?;
-        }
-        Ok(())
-    })?;
+    load(&database_path(data_dir, "inventory"), &inventory, |tx| fill_inventory(tx, data))?;
     let payment = format!(
         "{PAYMENT_SCHEMA}\n{barrier}\nDELETE FROM accounts; DELETE FROM charges; DELETE FROM sqsaga_barrier;
          UPDATE merchant SET balance = 0 WHERE id = 1;"
     );
-    load(&database_path(data_dir, "payment"), &payment, |tx| {
-        for (account, balance) in &data.accounts {
-            tx.execute("INSERT INTO accounts (account, balance) VALUES (?1, ?2)", params![account, balance])?;
-        }
-        Ok(())
-    })?;
+    load(&database_path(data_dir, "payment"), &payment, |tx| fill_payment(tx, data))?;
     let notification =
         format!("{NOTIFICATION_SCHEMA}\n{barrier}\nDELETE FROM confirmations; DELETE FROM sqsaga_barrier;");
     load(&database_path(data_dir, "notification"), &notification, |_| Ok(()))
+}
+
+/// Puts `data`'s stock into an inventory database (schema
+/// [`INVENTORY_SCHEMA`], no stock yet).
+pub fn fill_inventory(tx: &rusqlite::Connection, data: &DemoData) -> Result<(), rusqlite::Error> {
+    for (sku, qty) in &data.stock {
+        tx.execute("INSERT INTO stock (sku, available) VALUES (?1, ?2)", params![sku, qty])?;
+    }
+    Ok(())
+}
+
+/// Puts `data`'s accounts into a payment database (schema
+/// [`PAYMENT_SCHEMA`], no accounts yet).
+pub fn fill_payment(tx: &rusqlite::Connection, data: &DemoData) -> Result<(), rusqlite::Error> {
+    for (account, balance) in &data.accounts {
+        tx.execute("INSERT INTO accounts (account, balance) VALUES (?1, ?2)", params![account, balance])?;
+    }
+    Ok(())
 }
 
 /// Runs `reset` then `fill` in one transaction on the database at `path`.

@@ -105,20 +105,29 @@ fn read_state(data_dir: &Path) -> Result<State, OrderError> {
     let inventory = open(data_dir, "inventory")?;
     let payment = open(data_dir, "payment")?;
     let notification = open(data_dir, "notification")?;
+    read_state_from([&inventory, &payment, &notification], &|service| {
+        database_path(data_dir, service).display().to_string()
+    })
+}
+
+/// Reads the three databases `[inventory, payment, notification]`; `path`
+/// names a service's database in errors.
+fn read_state_from(conns: [&Connection; 3], path: &dyn Fn(&str) -> String) -> Result<State, OrderError> {
+    let [inventory, payment, notification] = conns;
     let read = |service: &str, e: rusqlite::Error| OrderError::Sql {
-        path: database_path(data_dir, service).display().to_string(),
+        path: path(service),
         cause: format!("cannot read the {service} tables: {e}"),
     };
-    let stock = rows(&inventory, "SELECT sku, available FROM stock", |r| Ok((r.get(0)?, r.get(1)?)))
+    let stock = rows(inventory, "SELECT sku, available FROM stock", |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(|e| read("inventory", e))?;
-    let reservations = rows(&inventory, "SELECT order_id, sku, qty, status FROM reservations", |r| {
+    let reservations = rows(inventory, "SELECT order_id, sku, qty, status FROM reservations", |r| {
         let status: String = r.get(3)?;
         Ok((r.get(0)?, Reservation { sku: r.get(1)?, qty: r.get(2)?, reserved: status == "reserved" }))
     })
     .map_err(|e| read("inventory", e))?;
-    let accounts = rows(&payment, "SELECT account, balance FROM accounts", |r| Ok((r.get(0)?, r.get(1)?)))
+    let accounts = rows(payment, "SELECT account, balance FROM accounts", |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(|e| read("payment", e))?;
-    let charges = rows(&payment, "SELECT order_id, account, amount, status FROM charges", |r| {
+    let charges = rows(payment, "SELECT order_id, account, amount, status FROM charges", |r| {
         let status: String = r.get(3)?;
         Ok((r.get(0)?, Charge { account: r.get(1)?, amount: r.get(2)?, charged: status == "charged" }))
     })
@@ -127,7 +136,7 @@ fn read_state(data_dir: &Path) -> Result<State, OrderError> {
         .query_row("SELECT coalesce(sum(balance), 0) FROM merchant", [], |r| r.get(0))
         .map_err(|e| read("payment", e))?;
     let confirmations: BTreeMap<String, i64> =
-        rows(&notification, "SELECT order_id, sent_at FROM confirmations", |r| Ok((r.get(0)?, r.get(1)?)))
+        rows(notification, "SELECT order_id, sent_at FROM confirmations", |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(|e| read("notification", e))?;
     Ok(State { stock, reservations, accounts, charges, merchant, confirmations: confirmations.into_keys().collect() })
 }
@@ -155,7 +164,16 @@ pub fn check_invariants(
     Ok(check_state(&read_state(data_dir)?, sagas, initial))
 }
 
-/// [`check_invariants`] on what the participants hold, wherever they are.
+/// [`check_invariants`] on open connections to the three databases,
+/// `[inventory, payment, notification]` (the simulator's in-memory ones).
+pub fn check_invariants_in(
+    conns: [&Connection; 3],
+    sagas: &[(String, SagaStatus, Value)],
+    initial: &DemoData,
+) -> Result<InvariantReport, OrderError> {
+    Ok(check_state(&read_state_from(conns, &|service| format!("{service} (in memory)"))?, sagas, initial))
+}
+
 pub(crate) fn check_state(state: &State, sagas: &[(String, SagaStatus, Value)], initial: &DemoData) -> InvariantReport {
     let mut report = InvariantReport {
         sagas: sagas.len(),

@@ -17,7 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use sqsaga_sqlite::Sync;
-use sqsaga_worker::{Participant, WorkerError};
+use sqsaga_worker::db::ParticipantDb;
+use sqsaga_worker::{Handler, Participant, WorkerError};
 
 mod causes;
 pub mod commands;
@@ -31,9 +32,12 @@ mod rules;
 pub mod run;
 
 pub use causes::{Cause, CompensationCauses, compensation_causes};
-pub use demo::{DemoData, generate_orders, seed_data};
-pub use invariants::{InvariantReport, check_invariants};
-pub use participants::{inventory, notification, payment};
+pub use demo::{DemoData, fill_inventory, fill_payment, generate_orders, seed_data};
+pub use invariants::{InvariantReport, check_invariants, check_invariants_in};
+pub use participants::{
+    INVENTORY_SCHEMA, NOTIFICATION_SCHEMA, PAYMENT_SCHEMA, inventory, notification, payment, register_inventory,
+    register_notification, register_payment,
+};
 pub use placement::{Participants, Placement, WorkerKnobs, open_worker};
 pub use postgres::{open_postgres, seed_postgres};
 pub use rules::injected_failure;
@@ -63,6 +67,44 @@ pub fn open_participant(
     seed: u64,
 ) -> Result<Participant, OrderError> {
     placement::open_sqlite(&database_path(data_dir, service), service, sync, notification_failure_rate, seed)
+}
+
+/// The schema of `service`'s own tables (the barrier's is the adapter's).
+pub fn schema(service: &str) -> Result<&'static str, OrderError> {
+    match service {
+        "inventory" => Ok(INVENTORY_SCHEMA),
+        "payment" => Ok(PAYMENT_SCHEMA),
+        "notification" => Ok(NOTIFICATION_SCHEMA),
+        other => Err(OrderError::UnknownService(other.to_string())),
+    }
+}
+
+/// Registers `service`'s handlers on a participant over any SQLite holder
+/// (an in-memory database in tests and the simulator); the notification
+/// fails at `notification_failure_rate`, drawn from `seed`.
+pub fn register<D: ParticipantDb<Handler = dyn Handler>>(
+    service: &str,
+    participant: &mut Participant<D>,
+    notification_failure_rate: f64,
+    seed: u64,
+) -> Result<(), OrderError> {
+    match service {
+        "inventory" => register_inventory(participant),
+        "payment" => register_payment(participant),
+        "notification" => register_notification(participant, notification_failure_rate, seed),
+        other => return Err(OrderError::UnknownService(other.to_string())),
+    }
+    Ok(())
+}
+
+/// Loads `data`'s share for `service` (stock, accounts; nothing for the
+/// notification) into its database, whose schema is [`schema`]`(service)`.
+pub fn fill(service: &str, conn: &rusqlite::Connection, data: &DemoData) -> Result<(), rusqlite::Error> {
+    match service {
+        "inventory" => fill_inventory(conn, data),
+        "payment" => fill_payment(conn, data),
+        _ => Ok(()),
+    }
 }
 
 /// Opens all three participants in `data_dir`, as `(service, participant)`.

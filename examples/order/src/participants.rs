@@ -13,13 +13,14 @@ use std::path::Path;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 use sqsaga_sqlite::Sync;
+use sqsaga_worker::db::ParticipantDb;
 use sqsaga_worker::{CommandContext, Handler, HandlerError, Participant};
 
 use crate::rules::{self, Charge, Reserve};
 use crate::{INVENTORY_CONTRACT, NOTIFICATION_CONTRACT, OrderError, PAYMENT_CONTRACT};
 
 /// The inventory's tables: what is on the shelf, and what is held per order.
-pub(crate) const INVENTORY_SCHEMA: &str = "
+pub const INVENTORY_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stock (
     sku       TEXT PRIMARY KEY,
     available INTEGER NOT NULL CHECK (available >= 0)
@@ -33,7 +34,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 
 /// The payment service's tables: customer accounts, the merchant's account
 /// (one row), and one charge per order.
-pub(crate) const PAYMENT_SCHEMA: &str = "
+pub const PAYMENT_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
     account TEXT PRIMARY KEY,
     balance INTEGER NOT NULL CHECK (balance >= 0)
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS merchant (
 INSERT OR IGNORE INTO merchant (id, balance) VALUES (1, 0);";
 
 /// The notification service's table: which orders were confirmed, and when.
-pub(crate) const NOTIFICATION_SCHEMA: &str = "
+pub const NOTIFICATION_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS confirmations (
     order_id TEXT PRIMARY KEY,
     sent_at  INTEGER NOT NULL
@@ -87,8 +88,15 @@ fn boxed(h: impl Handler) -> Box<dyn Handler> {
 /// `order_id`, `inventory.release` puts it back.
 pub fn inventory(path: &Path, sync: Sync) -> Result<Participant, OrderError> {
     let mut p = Participant::open_with_schema(path, sync, INVENTORY_SCHEMA)?;
-    p.register(INVENTORY_CONTRACT, "inventory.reserve", boxed(reserve), Some(("inventory.release", boxed(release))));
+    register_inventory(&mut p);
     Ok(p)
+}
+
+/// Registers the inventory's handlers on a participant over any SQLite
+/// holder (the simulator's in-memory database); its schema is
+/// [`INVENTORY_SCHEMA`].
+pub fn register_inventory<D: ParticipantDb<Handler = dyn Handler>>(p: &mut Participant<D>) {
+    p.register(INVENTORY_CONTRACT, "inventory.reserve", boxed(reserve), Some(("inventory.release", boxed(release))));
 }
 
 fn reserve(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
@@ -133,8 +141,13 @@ fn release(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerE
 /// `account` to the merchant, `payment.refund` moves them back.
 pub fn payment(path: &Path, sync: Sync) -> Result<Participant, OrderError> {
     let mut p = Participant::open_with_schema(path, sync, PAYMENT_SCHEMA)?;
-    p.register(PAYMENT_CONTRACT, "payment.charge", boxed(charge), Some(("payment.refund", boxed(refund))));
+    register_payment(&mut p);
     Ok(p)
+}
+
+/// Registers the payment service's handlers (schema: [`PAYMENT_SCHEMA`]).
+pub fn register_payment<D: ParticipantDb<Handler = dyn Handler>>(p: &mut Participant<D>) {
+    p.register(PAYMENT_CONTRACT, "payment.charge", boxed(charge), Some(("payment.refund", boxed(refund))));
 }
 
 fn charge(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
@@ -193,6 +206,18 @@ fn refund(tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerEr
 pub fn notification(path: &Path, sync: Sync, failure_rate: f64, seed: u64) -> Result<Participant, OrderError> {
     check_failure_rate(failure_rate)?;
     let mut p = Participant::open_with_schema(path, sync, NOTIFICATION_SCHEMA)?;
+    register_notification(&mut p, failure_rate, seed);
+    Ok(p)
+}
+
+/// Registers the notification service's handler (schema:
+/// [`NOTIFICATION_SCHEMA`]), failing transiently at `failure_rate` as
+/// [`notification`] describes. The rate is not checked here.
+pub fn register_notification<D: ParticipantDb<Handler = dyn Handler>>(
+    p: &mut Participant<D>,
+    failure_rate: f64,
+    seed: u64,
+) {
     p.register(
         NOTIFICATION_CONTRACT,
         "notification.send",
@@ -209,7 +234,6 @@ pub fn notification(path: &Path, sync: Sync, failure_rate: f64, seed: u64) -> Re
         }),
         None,
     );
-    Ok(p)
 }
 
 /// A failure rate must be a probability.
