@@ -4,16 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
-use sqsaga_protocol::{ATTR_SIGNATURE, Envelope, StartSaga, TraceParent};
-use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, MAX_BATCH, OutgoingMessage, Queue, Receive, dlq_name};
-
-use sqsaga_runtime::sealing;
+use sqsaga_protocol::TraceParent;
+use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, dlq_name};
+use sqsaga_runtime::operator::{self, OperatorError, Sender, StartRequest};
 use sqsaga_runtime::{Opened, Overrides};
 
 use crate::DataDir;
@@ -188,43 +185,19 @@ pub fn graph(file: &Path) -> Result<ExitCode> {
 
 pub async fn start(args: StartArgs) -> Result<ExitCode> {
     let input: Value = serde_json::from_str(&args.input).context("--input is not valid JSON")?;
-    let trace = match &args.traceparent {
-        Some(text) => TraceParent::parse(text).context("--traceparent")?,
-        None => sealing::new_trace(),
-    };
+    let trace = args.traceparent.as_deref().map(TraceParent::parse).transpose().context("--traceparent")?;
     let (backend, settings) = open(&args.data).await?;
     // Refused here, at once, rather than dead-lettered by the orchestrator later.
     let definitions = crate::definitions(&settings)?;
-    let found = match args.version {
-        Some(v) => definitions.get(&args.saga, v),
-        None => definitions.latest(&args.saga),
-    };
-    if let Some(def) = &found
-        && let Err(why) = definitions.check_input(def, &input)
-    {
-        bail!("{why}; nothing was sent");
-    }
-    if found.is_none() {
-        let mut known: Vec<String> = definitions.all().iter().map(|d| format!("`{}` v{}", d.name, d.version)).collect();
-        known.dedup();
-        bail!(
-            "no saga `{}`{} in the definitions (known: {}); set SQSAGA_DEFINITIONS to the orchestrator's definitions",
-            args.saga,
-            args.version.map(|v| format!(" version {v}")).unwrap_or_default(),
-            known.join(", ")
-        );
-    }
     let signing = sqsaga_runtime::signing(&settings);
-    let id = args.id.unwrap_or_else(|| format!("{}-{}", args.saga, uuid::Uuid::new_v4().simple()));
-    let start = Envelope::Start(StartSaga {
-        saga_id: id.clone(),
-        saga: args.saga,
-        version: args.version,
-        input,
-        requested_at: sqsaga_orchestrator::clock::now_ms(),
-    });
-    let message = sealing::seal(start.encode(), signing.as_deref(), Some(trace));
-    backend.queue.send(ORCHESTRATOR_QUEUE, message).await?;
+    let sender = Sender { queue: backend.queue.as_ref(), store: backend.store.as_ref(), signing: signing.as_deref() };
+    let request = StartRequest { saga: args.saga, version: args.version, input, id: args.id, trace };
+    let id = match sender.start(&definitions, request).await {
+        Err(e @ OperatorError::NoSuchDefinition { .. }) => {
+            bail!("{e}; set SQSAGA_DEFINITIONS to the orchestrator's definitions")
+        }
+        other => other?,
+    };
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
@@ -233,7 +206,7 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
     match command {
         DlqCommand::List { data, queue, json } => {
             let q = open(&data).await?.0.queue;
-            let messages = peek_all(q.as_ref(), &dlq_name(&queue)).await?;
+            let messages = operator::peek_all(q.as_ref(), &dlq_name(&queue)).await?;
             if json {
                 let rows: Vec<Value> = messages
                     .iter()
@@ -260,46 +233,13 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
         }
         DlqCommand::Redrive { data, queue } => {
             let (opened, settings) = open(&data).await?;
-            let q = opened.queue;
             let signing = sqsaga_runtime::signing(&settings);
-            // A genuine message that waited in the DLQ longer than the
-            // signature's max age would be rejected as stale again: it is
-            // re-signed now. Unsigned and forged ones move as they are.
-            let mut refreshed = 0;
-            let refresh = |m: &mut OutgoingMessage| {
-                let Some(signing) = signing.as_deref() else { return };
-                let attr = m.attributes.get(ATTR_SIGNATURE).map(String::as_str);
-                if let Some(fresh) = signing.signer.refresh(&m.body, attr, sqsaga_orchestrator::clock::now_ms()) {
-                    m.attributes.insert(ATTR_SIGNATURE.to_string(), fresh);
-                    refreshed += 1;
-                }
-            };
-            let moved = sqsaga_queue::redrive_with(q.as_ref(), &dlq_name(&queue), &queue, refresh).await?;
-            println!("moved {moved} message(s) from {} back to {queue}", dlq_name(&queue));
-            if refreshed > 0 {
-                println!("re-signed {refreshed} genuine message(s) whose signature would have been stale");
+            let r = operator::redrive_all(opened.queue.as_ref(), &queue, signing.as_deref()).await?;
+            println!("moved {} message(s) from {} back to {queue}", r.moved, dlq_name(&queue));
+            if r.refreshed > 0 {
+                println!("re-signed {} genuine message(s) whose signature would have been stale", r.refreshed);
             }
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Lists a queue without consuming it: receive with a short visibility,
-/// then hand everything back at once (SQS has no peek).
-async fn peek_all(queue: &dyn Queue, name: &str) -> Result<Vec<sqsaga_queue::ReceivedMessage>> {
-    let mut seen = Vec::new();
-    loop {
-        let batch = queue.receive(name, Receive::up_to(MAX_BATCH).visibility(Duration::from_secs(30))).await?;
-        if batch.is_empty() {
-            break;
-        }
-        seen.extend(batch);
-        if seen.len() >= 1000 {
-            break;
-        }
-    }
-    for m in &seen {
-        queue.change_visibility(name, &m.receipt_handle, Duration::ZERO).await?;
-    }
-    Ok(seen)
 }

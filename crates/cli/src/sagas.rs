@@ -12,10 +12,8 @@ use serde_json::json;
 use sqsaga_core::Millis;
 use sqsaga_core::definition::SagaDefinition;
 use sqsaga_core::machine::{SagaInstance, SagaStatus, StepState};
-use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
-use sqsaga_protocol::{Envelope, ResumeSaga, TraceParent};
 use sqsaga_runtime::identity::short;
-use sqsaga_runtime::sealing;
+use sqsaga_runtime::operator::Sender;
 use sqsaga_store::{HistoryEntry, SagaStore};
 
 use crate::DataDir;
@@ -191,25 +189,9 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
         SagasCommand::Resume { data, id } => {
             let (backend, settings) = open(&data).await?;
             let signing = sqsaga_runtime::signing(&settings);
-            let Some(record) = backend.store.load(std::slice::from_ref(&id)).await?.into_iter().next() else {
-                bail!("no saga `{id}`");
-            };
-            if record.instance.status != SagaStatus::NeedsOperator {
-                bail!(
-                    "saga `{id}` is {}, not needs_operator: only a saga whose compensation failed can be resumed",
-                    record.instance.status
-                );
-            }
-            // The resume joins the saga's own trace, when the saga has one.
-            let now = sqsaga_orchestrator::clock::now_ms();
-            let trace = record
-                .instance
-                .trace
-                .and_then(|t| TraceParent::parse(&t).ok())
-                .map(|t| t.child(&format!("resume:{now}")));
-            let resume = Envelope::Resume(ResumeSaga { saga_id: id.clone(), requested_at: now });
-            let message = sealing::seal(resume.encode(), signing.as_deref(), trace);
-            backend.queue.send(ORCHESTRATOR_QUEUE, message).await?;
+            let sender =
+                Sender { queue: backend.queue.as_ref(), store: backend.store.as_ref(), signing: signing.as_deref() };
+            sender.resume(&id).await?;
             println!("resume requested for {id}");
             Ok(ExitCode::SUCCESS)
         }
