@@ -10,10 +10,12 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use sqsaga_protocol::TraceParent;
 use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, dlq_name};
+use sqsaga_runtime::admin::client::{Client, render_dlq};
 use sqsaga_runtime::operator::{self, OperatorError, Sender, StartRequest};
 use sqsaga_runtime::{Opened, Overrides};
 
 use crate::DataDir;
+use crate::sagas::{Remote, print_remote};
 
 /// Arguments of `sqsaga provision`.
 #[derive(Debug, Args)]
@@ -74,6 +76,8 @@ pub enum DlqCommand {
         /// Print the messages as one JSON array.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Move every dead-lettered message of QUEUE back to it.
     Redrive {
@@ -81,6 +85,8 @@ pub enum DlqCommand {
         data: DataDir,
         /// Source queue (e.g. `inventory`): the messages of its DLQ go back to it.
         queue: String,
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
@@ -204,7 +210,16 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
 
 pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
     match command {
-        DlqCommand::List { data, queue, json } => {
+        DlqCommand::List { remote: Remote { server: Some(server) }, queue, json, .. } => {
+            let messages = Client::from_env(&server).get(&format!("/api/v1/dlq/{queue}/messages")).await?;
+            print_remote(json, &messages, || render_dlq(&queue, &messages))
+        }
+        DlqCommand::Redrive { remote: Remote { server: Some(server) }, queue, .. } => {
+            let r = Client::from_env(&server).post(&format!("/api/v1/dlq/{queue}/redrive")).await?;
+            println!("moved {} message(s) from {} back to {queue}", r["moved"], dlq_name(&queue));
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::List { data, queue, json, .. } => {
             let q = open(&data).await?.0.queue;
             let messages = operator::peek_all(q.as_ref(), &dlq_name(&queue)).await?;
             if json {
@@ -231,7 +246,7 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DlqCommand::Redrive { data, queue } => {
+        DlqCommand::Redrive { data, queue, .. } => {
             let (opened, settings) = open(&data).await?;
             let signing = sqsaga_runtime::signing(&settings);
             let r = operator::redrive_all(opened.queue.as_ref(), &queue, signing.as_deref()).await?;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::json;
-use sqsaga_core::Millis;
 use sqsaga_core::definition::SagaDefinition;
 use sqsaga_core::machine::{SagaInstance, SagaStatus, StepState};
+use sqsaga_runtime::admin::client::{Client, render_saga, render_sagas, rfc3339};
 use sqsaga_runtime::identity::short;
 use sqsaga_runtime::operator::Sender;
 use sqsaga_store::{HistoryEntry, SagaStore};
@@ -34,6 +34,8 @@ pub enum SagasCommand {
         /// Print the rows as one JSON array.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Show one saga: state, steps (with the worker that ran each), history.
     Show {
@@ -47,6 +49,8 @@ pub enum SagasCommand {
         /// Keep printing new history lines until the saga is terminal.
         #[arg(long, conflicts_with = "json")]
         follow: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Ask the orchestrator to retry the compensation of a `needs_operator` saga.
     Resume {
@@ -54,16 +58,9 @@ pub enum SagasCommand {
         data: DataDir,
         /// The saga id.
         id: String,
+        #[command(flatten)]
+        remote: Remote,
     },
-}
-
-/// Epoch milliseconds as RFC 3339 UTC (`2026-12-06T01:02:03.456Z`).
-fn rfc3339(ms: Millis) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// A step status in words (`compensation retry wait`).
@@ -109,7 +106,21 @@ fn print_history(entries: &[HistoryEntry]) {
 
 pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
     match command {
-        SagasCommand::List { data, status, limit, json } => {
+        SagasCommand::List { remote: Remote { server: Some(server) }, status, limit, json, .. } => {
+            let q = status.map(|s| format!("&status={s}")).unwrap_or_default();
+            let page = Client::from_env(&server).get(&format!("/api/v1/sagas?limit={}{q}", limit.min(500))).await?;
+            print_remote(json, &page["items"], || render_sagas(&page))
+        }
+        SagasCommand::Show { remote: Remote { server: Some(server) }, id, json, .. } => {
+            let saga = Client::from_env(&server).get(&format!("/api/v1/sagas/{id}")).await?;
+            print_remote(json, &saga, || render_saga(&saga))
+        }
+        SagasCommand::Resume { remote: Remote { server: Some(server) }, id, .. } => {
+            Client::from_env(&server).post(&format!("/api/v1/sagas/{id}/resume")).await?;
+            println!("resume requested for {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SagasCommand::List { data, status, limit, json, .. } => {
             let status = match status.as_deref() {
                 None => None,
                 Some(s) => Some(SagaStatus::parse(s).with_context(|| {
@@ -152,7 +163,7 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             println!("showing {} of {total}", records.len());
             Ok(ExitCode::SUCCESS)
         }
-        SagasCommand::Show { data, id, json, follow } => {
+        SagasCommand::Show { data, id, json, follow, .. } => {
             let (opened, settings) = open(&data).await?;
             let store = opened.store.as_ref();
             let Some(record) = store.load(std::slice::from_ref(&id)).await?.into_iter().next() else {
@@ -186,7 +197,7 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SagasCommand::Resume { data, id } => {
+        SagasCommand::Resume { data, id, .. } => {
             let (backend, settings) = open(&data).await?;
             let signing = sqsaga_runtime::signing(&settings);
             let sender =
@@ -196,6 +207,25 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--server URL`: talk to that orchestrator's admin API (token from
+/// `SQSAGA_ADMIN_TOKEN` or `SQSAGA_ADMIN_READ_TOKEN`) instead of the database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// An orchestrator's admin API (`http://host:port`) instead of the database; token from SQSAGA_ADMIN_TOKEN.
+    #[arg(long)]
+    pub server: Option<String>,
+}
+
+/// Prints an API answer: as JSON, or as the text `render` makes.
+pub fn print_remote(json: bool, value: &serde_json::Value, render: impl FnOnce() -> String) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        print!("{}", render());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints history lines after the first `seen` as they appear, then the

@@ -235,3 +235,53 @@ fn a_non_loopback_admin_address_without_a_token_exits_2_naming_the_setting() {
     ok.sigterm();
     assert_eq!(ok.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()), Some(0), "{}", ok.logs());
 }
+
+/// `sqsaga <args>` with only `env` set: exit code, stdout, stderr.
+fn sqsaga(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(support::BIN).args(args).env_clear().envs(env.iter().copied()).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn sagas_dlq_and_fleet_talk_to_a_remote_orchestrator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orchestrator, addr) = orchestrator(dir.path());
+    let server = format!("http://{addr}");
+    let read = [("SQSAGA_ADMIN_READ_TOKEN", READ)];
+    let admin = [("SQSAGA_ADMIN_TOKEN", ADMIN)];
+    // No database here: the data dir does not exist for this command.
+    let (code, out, err) = sqsaga(&["sagas", "list", "--server", &server, "--status", "running", "--json"], &read);
+    assert_eq!(code, 0, "{err}");
+    let rows: Value = serde_json::from_str(out.trim()).unwrap();
+    let ids: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["order-run-2", "order-run-1"]);
+    let (code, out, err) = sqsaga(&["sagas", "list", "--server", &server], &read);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("order-stuck") && out.contains("needs_operator") && out.contains("showing 3 of 3"), "{out}");
+    let (code, out, _) = sqsaga(&["sagas", "show", "order-stuck", "--server", &server], &read);
+    assert_eq!(code, 0);
+    assert!(out.contains("status   needs_operator") && out.contains("compensation failed"), "{out}");
+    let (code, out, _) = sqsaga(&["dlq", "list", "inventory", "--server", &server], &read);
+    assert_eq!(code, 0);
+    assert!(out.contains("1 message(s) in inventory-dlq") && out.contains("not a known sqsaga envelope"), "{out}");
+    let (code, out, err) = sqsaga(&["fleet", "--server", &server, "--json"], &read);
+    assert_eq!(code, 0, "{err}");
+    assert!(serde_json::from_str::<Value>(out.trim()).unwrap()["services"].is_array(), "{out}");
+    // Mutations: refused without a token and with the read token, done with the admin one.
+    let (code, _, err) = sqsaga(&["sagas", "resume", "order-stuck", "--server", &server], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("401") && err.contains("SQSAGA_ADMIN_TOKEN"), "{err}");
+    let (code, _, err) = sqsaga(&["sagas", "resume", "order-stuck", "--server", &server], &read);
+    assert!(code != 0 && err.contains("403"), "{err}");
+    let (code, out, err) = sqsaga(&["sagas", "resume", "order-stuck", "--server", &server], &admin);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("resume requested for order-stuck"), "{out}");
+    let (code, out, err) = sqsaga(&["dlq", "redrive", "inventory", "--server", &server], &admin);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("moved 1 message(s) from inventory-dlq back to inventory"), "{out}");
+    eventually("the resume to be applied", Duration::from_secs(20), || {
+        saga(addr, "order-stuck")["status"] == "compensating"
+    });
+    drop(orchestrator);
+}

@@ -15,6 +15,7 @@
 
 pub mod auth;
 mod catalog;
+pub mod client;
 mod console;
 mod dlq;
 mod sagas;
