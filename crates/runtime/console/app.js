@@ -53,7 +53,7 @@ function time(ms) {
 }
 
 function badge(status) {
-  return h("span", { class: "badge " + status }, String(status).replace(/_/g, " "));
+  return h("span", { class: "badge s-" + status }, String(status).replace(/_/g, " "));
 }
 
 function sagaLink(id) {
