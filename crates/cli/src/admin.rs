@@ -14,8 +14,7 @@ use sqsaga_runtime::admin::client::{Client, render_dlq};
 use sqsaga_runtime::operator::{self, OperatorError, Sender, StartRequest};
 use sqsaga_runtime::{Opened, Overrides};
 
-use crate::DataDir;
-use crate::sagas::{Remote, print_remote};
+use crate::{DataDir, Remote, print_remote};
 
 /// Arguments of `sqsaga provision`.
 #[derive(Debug, Args)]

@@ -16,8 +16,8 @@ use sqsaga_runtime::identity::short;
 use sqsaga_runtime::operator::Sender;
 use sqsaga_store::{HistoryEntry, SagaStore};
 
-use crate::DataDir;
 use crate::admin::open;
+use crate::{DataDir, Remote, print_remote};
 
 #[derive(Debug, Subcommand)]
 pub enum SagasCommand {
@@ -207,25 +207,6 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// `--server URL`: talk to that orchestrator's admin API (token from
-/// `SQSAGA_ADMIN_TOKEN` or `SQSAGA_ADMIN_READ_TOKEN`) instead of the database.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Remote {
-    /// An orchestrator's admin API (`http://host:port`) instead of the database; token from SQSAGA_ADMIN_TOKEN.
-    #[arg(long)]
-    pub server: Option<String>,
-}
-
-/// Prints an API answer: as JSON, or as the text `render` makes.
-pub fn print_remote(json: bool, value: &serde_json::Value, render: impl FnOnce() -> String) -> Result<ExitCode> {
-    if json {
-        println!("{}", serde_json::to_string(value)?);
-    } else {
-        print!("{}", render());
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints history lines after the first `seen` as they appear, then the
