@@ -8,14 +8,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
-use sqsaga_protocol::{ATTR_SIGNATURE, Envelope, StartSaga, TraceParent};
-use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, OutgoingMessage, dlq_name};
-
-use sqsaga_runtime::sealing;
+use sqsaga_protocol::TraceParent;
+use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, dlq_name};
+use sqsaga_runtime::admin::client::{Client, render_dlq};
+use sqsaga_runtime::operator::{self, OperatorError, Sender, StartRequest};
 use sqsaga_runtime::{Opened, Overrides};
 
-use crate::DataDir;
+use crate::{DataDir, Remote, print_remote};
 
 /// Arguments of `sqsaga provision`.
 #[derive(Debug, Args)]
@@ -76,6 +75,8 @@ pub enum DlqCommand {
         /// Print the messages as one JSON array.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Move every dead-lettered message of QUEUE back to it.
     Redrive {
@@ -83,6 +84,8 @@ pub enum DlqCommand {
         data: DataDir,
         /// Source queue (e.g. `inventory`): the messages of its DLQ go back to it.
         queue: String,
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
@@ -184,50 +187,35 @@ pub fn graph(file: &Path) -> Result<ExitCode> {
 
 pub async fn start(args: StartArgs) -> Result<ExitCode> {
     let input: Value = serde_json::from_str(&args.input).context("--input is not valid JSON")?;
-    let trace = match &args.traceparent {
-        Some(text) => TraceParent::parse(text).context("--traceparent")?,
-        None => sealing::new_trace(),
-    };
+    let trace = args.traceparent.as_deref().map(TraceParent::parse).transpose().context("--traceparent")?;
     let (backend, settings) = open(&args.data).await?;
     // Refused here, at once, rather than dead-lettered by the orchestrator later.
     let definitions = crate::definitions(&settings)?;
-    let found = match args.version {
-        Some(v) => definitions.get(&args.saga, v),
-        None => definitions.latest(&args.saga),
-    };
-    if let Some(def) = &found
-        && let Err(why) = definitions.check_input(def, &input)
-    {
-        bail!("{why}; nothing was sent");
-    }
-    if found.is_none() {
-        let mut known: Vec<String> = definitions.all().iter().map(|d| format!("`{}` v{}", d.name, d.version)).collect();
-        known.dedup();
-        bail!(
-            "no saga `{}`{} in the definitions (known: {}); set SQSAGA_DEFINITIONS to the orchestrator's definitions",
-            args.saga,
-            args.version.map(|v| format!(" version {v}")).unwrap_or_default(),
-            known.join(", ")
-        );
-    }
     let signing = sqsaga_runtime::signing(&settings);
-    let id = args.id.unwrap_or_else(|| format!("{}-{}", args.saga, uuid::Uuid::new_v4().simple()));
-    let start = Envelope::Start(StartSaga {
-        saga_id: id.clone(),
-        saga: args.saga,
-        version: args.version,
-        input,
-        requested_at: sqsaga_orchestrator::clock::now_ms(),
-    });
-    let message = sealing::seal(start.encode(), signing.as_deref(), Some(trace));
-    backend.queue.send(ORCHESTRATOR_QUEUE, message).await?;
+    let sender = Sender { queue: backend.queue.as_ref(), store: backend.store.as_ref(), signing: signing.as_deref() };
+    let request = StartRequest { saga: args.saga, version: args.version, input, id: args.id, trace };
+    let id = match sender.start(&definitions, request).await {
+        Err(e @ OperatorError::NoSuchDefinition { .. }) => {
+            bail!("{e}; set SQSAGA_DEFINITIONS to the orchestrator's definitions")
+        }
+        other => other?,
+    };
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
     match command {
-        DlqCommand::List { data, queue, json } => {
+        DlqCommand::List { remote: Remote { server: Some(server) }, queue, json, .. } => {
+            let messages = Client::from_env(&server).get(&format!("/api/v1/dlq/{queue}/messages")).await?;
+            print_remote(json, &messages, || render_dlq(&queue, &messages))
+        }
+        DlqCommand::Redrive { remote: Remote { server: Some(server) }, queue, .. } => {
+            let r = Client::from_env(&server).post(&format!("/api/v1/dlq/{queue}/redrive")).await?;
+            println!("moved {} message(s) from {} back to {queue}", r["moved"], dlq_name(&queue));
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::List { data, queue, json, .. } => {
             let q = open(&data).await?.0.queue;
             let messages = sqsaga_queue::peek_all(q.as_ref(), &dlq_name(&queue), 1000).await?;
             if json {
@@ -254,26 +242,13 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DlqCommand::Redrive { data, queue } => {
+        DlqCommand::Redrive { data, queue, .. } => {
             let (opened, settings) = open(&data).await?;
-            let q = opened.queue;
             let signing = sqsaga_runtime::signing(&settings);
-            // A genuine message that waited in the DLQ longer than the
-            // signature's max age would be rejected as stale again: it is
-            // re-signed now. Unsigned and forged ones move as they are.
-            let mut refreshed = 0;
-            let refresh = |m: &mut OutgoingMessage| {
-                let Some(signing) = signing.as_deref() else { return };
-                let attr = m.attributes.get(ATTR_SIGNATURE).map(String::as_str);
-                if let Some(fresh) = signing.signer.refresh(&m.body, attr, sqsaga_orchestrator::clock::now_ms()) {
-                    m.attributes.insert(ATTR_SIGNATURE.to_string(), fresh);
-                    refreshed += 1;
-                }
-            };
-            let moved = sqsaga_queue::redrive_with(q.as_ref(), &dlq_name(&queue), &queue, refresh).await?;
-            println!("moved {moved} message(s) from {} back to {queue}", dlq_name(&queue));
-            if refreshed > 0 {
-                println!("re-signed {refreshed} genuine message(s) whose signature would have been stale");
+            let r = operator::redrive_all(opened.queue.as_ref(), &queue, signing.as_deref()).await?;
+            println!("moved {} message(s) from {} back to {queue}", r.moved, dlq_name(&queue));
+            if r.refreshed > 0 {
+                println!("re-signed {} genuine message(s) whose signature would have been stale", r.refreshed);
             }
             Ok(ExitCode::SUCCESS)
         }

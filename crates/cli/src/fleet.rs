@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::Value;
 use sqsaga_drift::FleetSnapshot;
+use sqsaga_runtime::admin::client::Client;
 use sqsaga_runtime::fleet::FLEET_PATH;
 
 // ---------------------------------------------------------------------------
@@ -24,6 +25,9 @@ pub struct FleetArgs {
     /// Read a persisted snapshot instead (`<data dir>/fleet.json` of an embedded orchestrator).
     #[arg(long, conflicts_with = "url")]
     file: Option<PathBuf>,
+    /// An orchestrator's admin API (`http://host:port`); token from SQSAGA_ADMIN_TOKEN.
+    #[arg(long, conflicts_with_all = ["url", "file"])]
+    server: Option<String>,
     /// Print the view as one JSON object.
     #[arg(long)]
     json: bool,
@@ -38,9 +42,12 @@ fn default_url() -> String {
 }
 
 pub async fn fleet(args: FleetArgs) -> Result<ExitCode> {
-    let text = match &args.file {
-        Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?,
-        None => {
+    let text = match (&args.file, &args.server) {
+        (_, Some(server)) => Client::from_env(server).get("/api/v1/fleet").await?.to_string(),
+        (Some(file), None) => {
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+        }
+        (None, None) => {
             let url = args.url.clone().unwrap_or_else(default_url);
             let (status, body) =
                 http_get(&url).await.with_context(|| format!("cannot reach the orchestrator at {url}"))?;

@@ -37,6 +37,29 @@ pub struct DataDir {
     pub data_dir: PathBuf,
 }
 
+/// `--server URL`: talk to that orchestrator's admin API (token from
+/// `SQSAGA_ADMIN_TOKEN` or `SQSAGA_ADMIN_READ_TOKEN`) instead of the database.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// An orchestrator's admin API (`http://host:port`) instead of the database; token from SQSAGA_ADMIN_TOKEN.
+    #[arg(long)]
+    pub server: Option<String>,
+}
+
+/// Prints an API answer: as JSON, or as the text `render` makes.
+pub fn print_remote(
+    json: bool,
+    value: &serde_json::Value,
+    render: impl FnOnce() -> String,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        print!("{}", render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Flags shared by every configured process. Everything else comes from the
 /// environment and the config file (see README, Configuration).
 #[derive(Debug, Clone, Args)]

@@ -9,17 +9,15 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::json;
-use sqsaga_core::Millis;
 use sqsaga_core::definition::SagaDefinition;
 use sqsaga_core::machine::{SagaInstance, SagaStatus, StepState};
-use sqsaga_orchestrator::ORCHESTRATOR_QUEUE;
-use sqsaga_protocol::{Envelope, ResumeSaga, TraceParent};
+use sqsaga_runtime::admin::client::{Client, render_saga, render_sagas, rfc3339};
 use sqsaga_runtime::identity::short;
-use sqsaga_runtime::sealing;
+use sqsaga_runtime::operator::Sender;
 use sqsaga_store::{HistoryEntry, SagaRecord, SagaStore};
 
-use crate::DataDir;
 use crate::admin::open;
+use crate::{DataDir, Remote, print_remote};
 
 #[derive(Debug, Subcommand)]
 pub enum SagasCommand {
@@ -36,6 +34,8 @@ pub enum SagasCommand {
         /// Print the rows as one JSON array.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Show one saga: state, steps (with the worker that ran each), history.
     Show {
@@ -49,6 +49,8 @@ pub enum SagasCommand {
         /// Keep printing new history lines until the saga is terminal (waiting up to a minute for one just started).
         #[arg(long, conflicts_with = "json")]
         follow: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Ask the orchestrator to retry the compensation of a `needs_operator` saga.
     Resume {
@@ -56,16 +58,9 @@ pub enum SagasCommand {
         data: DataDir,
         /// The saga id.
         id: String,
+        #[command(flatten)]
+        remote: Remote,
     },
-}
-
-/// Epoch milliseconds as RFC 3339 UTC (`2026-12-06T01:02:03.456Z`).
-fn rfc3339(ms: Millis) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// A step status in words (`compensation retry wait`).
@@ -111,7 +106,21 @@ fn print_history(entries: &[HistoryEntry]) {
 
 pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
     match command {
-        SagasCommand::List { data, status, limit, json } => {
+        SagasCommand::List { remote: Remote { server: Some(server) }, status, limit, json, .. } => {
+            let q = status.map(|s| format!("&status={s}")).unwrap_or_default();
+            let page = Client::from_env(&server).get(&format!("/api/v1/sagas?limit={}{q}", limit.min(500))).await?;
+            print_remote(json, &page["items"], || render_sagas(&page))
+        }
+        SagasCommand::Show { remote: Remote { server: Some(server) }, id, json, .. } => {
+            let saga = Client::from_env(&server).get(&format!("/api/v1/sagas/{id}")).await?;
+            print_remote(json, &saga, || render_saga(&saga))
+        }
+        SagasCommand::Resume { remote: Remote { server: Some(server) }, id, .. } => {
+            Client::from_env(&server).post(&format!("/api/v1/sagas/{id}/resume")).await?;
+            println!("resume requested for {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SagasCommand::List { data, status, limit, json, .. } => {
             let status = match status.as_deref() {
                 None => None,
                 Some(s) => Some(SagaStatus::parse(s).with_context(|| {
@@ -154,7 +163,7 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             println!("showing {} of {total}", records.len());
             Ok(ExitCode::SUCCESS)
         }
-        SagasCommand::Show { data, id, json, follow } => {
+        SagasCommand::Show { data, id, json, follow, .. } => {
             let (opened, settings) = open(&data).await?;
             let store = opened.store.as_ref();
             let Some(record) = load_or_wait(store, &id, follow).await? else {
@@ -188,28 +197,12 @@ pub async fn sagas(command: SagasCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SagasCommand::Resume { data, id } => {
+        SagasCommand::Resume { data, id, .. } => {
             let (backend, settings) = open(&data).await?;
             let signing = sqsaga_runtime::signing(&settings);
-            let Some(record) = backend.store.load(std::slice::from_ref(&id)).await?.into_iter().next() else {
-                bail!("no saga `{id}`");
-            };
-            if record.instance.status != SagaStatus::NeedsOperator {
-                bail!(
-                    "saga `{id}` is {}, not needs_operator: only a saga whose compensation failed can be resumed",
-                    record.instance.status
-                );
-            }
-            // The resume joins the saga's own trace, when the saga has one.
-            let now = sqsaga_orchestrator::clock::now_ms();
-            let trace = record
-                .instance
-                .trace
-                .and_then(|t| TraceParent::parse(&t).ok())
-                .map(|t| t.child(&format!("resume:{now}")));
-            let resume = Envelope::Resume(ResumeSaga { saga_id: id.clone(), requested_at: now });
-            let message = sealing::seal(resume.encode(), signing.as_deref(), trace);
-            backend.queue.send(ORCHESTRATOR_QUEUE, message).await?;
+            let sender =
+                Sender { queue: backend.queue.as_ref(), store: backend.store.as_ref(), signing: signing.as_deref() };
+            sender.resume(&id).await?;
             println!("resume requested for {id}");
             Ok(ExitCode::SUCCESS)
         }

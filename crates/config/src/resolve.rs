@@ -486,6 +486,18 @@ fn cross_check(winners: &BTreeMap<&'static str, Winner>, problems: &mut Vec<Conf
             "a secret access key needs its key id: set SQSAGA_SQS_ENDPOINT_ACCESS_KEY_ID too",
         );
     }
+    let has_admin_token =
+        ["admin_token", "admin_token_file"].iter().any(|k| winners.contains_key(k) || bad.contains(*k));
+    if let Some(Winner { value: Parsed::Addr(addr), .. }) = winners.get("admin_addr")
+        && !addr.ip().is_loopback()
+        && !has_admin_token
+    {
+        require(
+            "admin_addr",
+            "a non-loopback address opens the admin API to the network: set SQSAGA_ADMIN_TOKEN \
+             (or SQSAGA_ADMIN_TOKEN_FILE), or listen on 127.0.0.1",
+        );
+    }
     if !has_key && winners.contains_key("signing_key_previous") {
         require(
             "signing_key_previous",
@@ -534,6 +546,14 @@ fn build(winners: &BTreeMap<&'static str, Winner>, config_file: Option<PathBuf>)
         },
         sqs_endpoint_access_key_id: text("sqs_endpoint_access_key_id"),
         sqs_endpoint_secret_access_key: secret("sqs_endpoint_secret_access_key"),
+        admin_addr: match get("admin_addr") {
+            Some(Parsed::Addr(a)) => Some(*a),
+            _ => None,
+        },
+        admin_token: secret("admin_token"),
+        admin_token_file: text("admin_token_file").map(PathBuf::from),
+        admin_read_token: secret("admin_read_token"),
+        admin_read_token_file: text("admin_read_token_file").map(PathBuf::from),
         service: text("service"),
         participant_db: match get("participant_db") {
             Some(Parsed::Database(d)) => Some(d.clone()),

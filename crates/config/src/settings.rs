@@ -68,6 +68,17 @@ pub struct Settings {
     pub sqs_endpoint_access_key_id: Option<String>,
     /// Its secret: when set, SQS endpoint signatures are verified.
     pub sqs_endpoint_secret_access_key: Option<Secret>,
+    /// Where the orchestrator serves the admin API and console; `None`: on
+    /// the HTTP port when that is loopback.
+    pub admin_addr: Option<SocketAddr>,
+    /// Bearer token of the admin role.
+    pub admin_token: Option<Secret>,
+    /// File the admin token is read from at start.
+    pub admin_token_file: Option<PathBuf>,
+    /// Bearer token of the read-only role.
+    pub admin_read_token: Option<Secret>,
+    /// File the read-only token is read from at start.
+    pub admin_read_token_file: Option<PathBuf>,
     /// A worker's service name; picks its queue and handlers.
     pub service: Option<String>,
     /// A worker's own database; `None`: `<data_dir>/<service>.db`.
@@ -212,6 +223,11 @@ impl Settings {
             "sqs_endpoint_addr" => self.sqs_endpoint_addr.map_or(Value::Null, |a| a.to_string().into()),
             "sqs_endpoint_access_key_id" => text(&self.sqs_endpoint_access_key_id),
             "sqs_endpoint_secret_access_key" => return Field::Secret(self.sqs_endpoint_secret_access_key.as_ref()),
+            "admin_addr" => self.admin_addr.map_or(Value::Null, |a| a.to_string().into()),
+            "admin_token" => return Field::Secret(self.admin_token.as_ref()),
+            "admin_token_file" => path(&self.admin_token_file),
+            "admin_read_token" => return Field::Secret(self.admin_read_token.as_ref()),
+            "admin_read_token_file" => path(&self.admin_read_token_file),
             "service" => text(&self.service),
             "participant_db" => self.participant_db.as_ref().map_or(Value::Null, |d| d.redacted().into()),
             "instance_id" => self.instance_id.clone().into(),

@@ -312,6 +312,68 @@ pub static SETTINGS: &[SettingSpec] = &[
               request's SigV4 signature (body included, request time within 15 minutes). Secret: never logged.",
     },
     SettingSpec {
+        env: "SQSAGA_ADMIN_ADDR",
+        env_fallbacks: &[],
+        key: "admin_addr",
+        flag: None,
+        secret: false,
+        per_instance: false,
+        default: None,
+        kind: Kind::SocketAddr,
+        doc: "Orchestrator: where the admin API (`/api/v1`, its OpenAPI document at `/api/v1/openapi.json`) \
+              and the web console (`/`) are served. Unset: on the HTTP port (SQSAGA_HTTP_ADDR) when that \
+              is a loopback address, else not at all. A non-loopback address is refused unless \
+              SQSAGA_ADMIN_TOKEN (or SQSAGA_ADMIN_TOKEN_FILE) is set. Port 0 picks a free port and logs it.",
+    },
+    SettingSpec {
+        env: "SQSAGA_ADMIN_TOKEN",
+        env_fallbacks: &[],
+        key: "admin_token",
+        flag: None,
+        secret: true,
+        per_instance: false,
+        default: None,
+        kind: Kind::Secret { min_bytes: 16 },
+        doc: "Bearer token of the admin API's `admin` role (reads and mutations: start, resume, cancel, \
+              redrive, delete). With any token set, a request without a valid one gets 401. Unset with no \
+              read token either (loopback only): every caller is admin. Secret: never logged.",
+    },
+    SettingSpec {
+        env: "SQSAGA_ADMIN_TOKEN_FILE",
+        env_fallbacks: &[],
+        key: "admin_token_file",
+        flag: None,
+        secret: false,
+        per_instance: false,
+        default: None,
+        kind: Kind::Path,
+        doc: "File holding the admin token (a mounted Kubernetes secret), read at start; surrounding \
+              whitespace is ignored. Instead of SQSAGA_ADMIN_TOKEN (which wins when both are set).",
+    },
+    SettingSpec {
+        env: "SQSAGA_ADMIN_READ_TOKEN",
+        env_fallbacks: &[],
+        key: "admin_read_token",
+        flag: None,
+        secret: true,
+        per_instance: false,
+        default: None,
+        kind: Kind::Secret { min_bytes: 16 },
+        doc: "Bearer token of the admin API's `read` role: every GET; mutations get 403. Secret: never logged.",
+    },
+    SettingSpec {
+        env: "SQSAGA_ADMIN_READ_TOKEN_FILE",
+        env_fallbacks: &[],
+        key: "admin_read_token_file",
+        flag: None,
+        secret: false,
+        per_instance: false,
+        default: None,
+        kind: Kind::Path,
+        doc: "File holding the read-only token, read at start. Instead of SQSAGA_ADMIN_READ_TOKEN (which wins \
+              when both are set).",
+    },
+    SettingSpec {
         env: "SQSAGA_SERVICE",
         env_fallbacks: &[],
         key: "service",

@@ -378,6 +378,28 @@ fn the_sqs_endpoint_is_off_by_default_and_open_to_the_network_only_with_credenti
 }
 
 #[test]
+fn the_admin_api_is_open_to_the_network_only_with_an_admin_token() {
+    assert_eq!(ok(Case::default()).admin_addr, None);
+    let s = ok(Case { env: &[("SQSAGA_ADMIN_ADDR", "127.0.0.1:9090")], ..Case::default() });
+    assert_eq!(s.admin_addr, Some("127.0.0.1:9090".parse().unwrap()));
+    let e = err(Case { env: &[("SQSAGA_ADMIN_ADDR", "0.0.0.0:9090")], ..Case::default() });
+    assert!(e.starts_with("SQSAGA_ADMIN_ADDR=0.0.0.0:9090: a non-loopback address opens the admin API"), "{e}");
+    assert!(e.contains("SQSAGA_ADMIN_TOKEN"), "{e}");
+    // A read token alone is not enough: the listener must not be open without an admin token.
+    let e = err(Case {
+        env: &[("SQSAGA_ADMIN_ADDR", "0.0.0.0:9090"), ("SQSAGA_ADMIN_READ_TOKEN", "read-0123456789abcdef")],
+        ..Case::default()
+    });
+    assert!(e.contains("SQSAGA_ADMIN_TOKEN"), "{e}");
+    for token in [("SQSAGA_ADMIN_TOKEN", "admin-0123456789abcdef"), ("SQSAGA_ADMIN_TOKEN_FILE", "/run/secrets/admin")] {
+        let s = ok(Case { env: &[("SQSAGA_ADMIN_ADDR", "0.0.0.0:9090"), token], ..Case::default() });
+        assert_eq!(s.admin_addr, Some("0.0.0.0:9090".parse().unwrap()));
+    }
+    let e = err(Case { env: &[("SQSAGA_ADMIN_TOKEN", "short")], ..Case::default() });
+    assert_eq!(e, "SQSAGA_ADMIN_TOKEN=<redacted>: must be at least 16 bytes");
+}
+
+#[test]
 fn signature_rules() {
     let e = err(Case { env: &[("SQSAGA_REQUIRE_SIGNATURE", "true")], ..Case::default() });
     assert_eq!(
@@ -442,7 +464,7 @@ fn config_hash_tracks_shared_settings_only() {
     // form must not change by accident: every fleet would look drifted after
     // an upgrade. Adding a setting or changing a default changes it on
     // purpose; then update this value.
-    assert_eq!(base, "9b1f02d5b23edf6c866738074033b4d474ea19e95e66f8398a9e2c859466c6cc");
+    assert_eq!(base, "00525e4c8c475296f04751ce40bc9d499899aa5938c0ff7afda3e4eb78fe22f7");
 }
 
 #[test]
@@ -460,7 +482,9 @@ fn every_setting_reaches_the_effective_map() {
         "signing_key_previous": OLD_KEY, "require_signature": true,
         "signature_max_age": "1m", "otlp_endpoint": "http://otel:4317",
         "endpoint_url": "http://127.0.0.1:5000", "sqs_endpoint_addr": "0.0.0.0:9324",
-        "sqs_endpoint_access_key_id": "AKIDSQSAGA", "sqs_endpoint_secret_access_key": "0123456789abcdef"
+        "sqs_endpoint_access_key_id": "AKIDSQSAGA", "sqs_endpoint_secret_access_key": "0123456789abcdef",
+        "admin_addr": "0.0.0.0:9090", "admin_token": "admin-0123456789abcdef", "admin_token_file": "/run/admin",
+        "admin_read_token": "read-0123456789abcdef", "admin_read_token_file": "/run/read"
     });
     let s = ok(Case { file: Some(&file.to_string()), ..Case::default() });
     let effective = s.effective();

@@ -92,6 +92,59 @@ impl Default for RetryPolicy {
     }
 }
 
+impl SagaDefinition {
+    /// The definition in the shape of its YAML file (camelCase keys,
+    /// durations as `30s`, every step's settings spelled out, no
+    /// `defaults`): what the admin API shows as YAML, and what
+    /// `yaml::parse_definition` reads back to an equal definition.
+    pub fn document(&self) -> serde_json::Value {
+        use serde_json::{Map, Value, json};
+        let d = |x: Duration| Value::String(crate::duration::format_duration(x));
+        let retry = |r: &RetryPolicy| {
+            json!({
+                "maxAttempts": r.max_attempts,
+                "initialBackoff": d(r.initial_backoff),
+                "maxBackoff": d(r.max_backoff),
+                "multiplier": r.multiplier,
+                "jitter": r.jitter,
+            })
+        };
+        let steps: Vec<Value> = self
+            .steps
+            .iter()
+            .map(|s| {
+                let mut m = Map::new();
+                m.insert("name".into(), s.name.clone().into());
+                m.insert("service".into(), s.service.clone().into());
+                m.insert("action".into(), s.action.clone().into());
+                if let Some(c) = &s.compensation {
+                    m.insert("compensation".into(), c.clone().into());
+                }
+                m.insert("contract".into(), s.contract.clone().into());
+                m.insert("timeout".into(), d(s.timeout));
+                if let Some(q) = s.queue_timeout {
+                    m.insert("queueTimeout".into(), d(q));
+                }
+                m.insert("retry".into(), retry(&s.retry));
+                m.insert("compensationRetry".into(), retry(&s.compensation_retry));
+                Value::Object(m)
+            })
+            .collect();
+        let mut doc = Map::new();
+        doc.insert("name".into(), self.name.clone().into());
+        doc.insert("version".into(), self.version.into());
+        if let Some(text) = &self.description {
+            doc.insert("description".into(), text.clone().into());
+        }
+        doc.insert("deadline".into(), d(self.deadline));
+        if let Some(schema) = &self.input_schema {
+            doc.insert("input".into(), schema.clone());
+        }
+        doc.insert("steps".into(), Value::Array(steps));
+        Value::Object(doc)
+    }
+}
+
 impl RetryPolicy {
     /// The delay before attempt `next_attempt` (2 for the first retry).
     ///

@@ -5,6 +5,8 @@
 //! internals beyond the shape of a saga: forward on success, backward through
 //! the compensations on failure.
 
+use serde::Serialize;
+
 use crate::definition::SagaDefinition;
 
 /// A Mermaid `flowchart LR` of the saga.
@@ -67,66 +69,148 @@ pub fn mermaid(def: &SagaDefinition) -> String {
     };
     // A comment runs to the end of the line, so only line breaks need care.
     line(format!("%% {}", title.replace(['\r', '\n'], " ")));
-
-    let compensable: Vec<usize> = (0..def.steps.len()).filter(|&i| def.steps[i].compensation.is_some()).collect();
-
-    line("saga_start((\"start\"))".to_string());
-    for (i, step) in def.steps.iter().enumerate() {
-        line(format!("step{i}[\"{}\"]", label(&[&step.name, &format!("{}: {}", step.service, step.action)])));
+    let g = graph(def);
+    for n in &g.nodes {
+        let lines: Vec<&str> = n.label.iter().map(String::as_str).collect();
+        let text = label(&lines);
+        line(match n.kind {
+            NodeKind::Step | NodeKind::Compensation => format!("{}[\"{text}\"]", n.id),
+            NodeKind::NeedsOperator => format!("{}([\"{text}\"])", n.id),
+            NodeKind::Start | NodeKind::Completed | NodeKind::Compensated => format!("{}((\"{text}\"))", n.id),
+        });
     }
-    line("saga_completed((\"completed\"))".to_string());
+    for e in &g.edges {
+        line(match (&e.label, e.dotted) {
+            (None, _) => format!("{} --> {}", e.from, e.to),
+            (Some(l), false) => format!("{} -- {l} --> {}", e.from, e.to),
+            (Some(l), true) => format!("{} -. {l} .-> {}", e.from, e.to),
+        });
+    }
+    let compensations: Vec<&str> =
+        g.nodes.iter().filter(|n| n.kind == NodeKind::Compensation).map(|n| n.id.as_str()).collect();
+    line("classDef compensation fill:#fdecea,stroke:#c0392b".to_string());
+    line("classDef terminal fill:#eef,stroke:#557".to_string());
+    if !compensations.is_empty() {
+        line(format!("class {} compensation", compensations.join(",")));
+        line("class saga_start,saga_completed,saga_compensated,needs_operator terminal".to_string());
+    } else {
+        line("class saga_start,saga_completed,saga_compensated terminal".to_string());
+    }
+    out
+}
+
+/// What a node of [`Graph`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    Start,
+    /// A step's action.
+    Step,
+    /// A step's compensation.
+    Compensation,
+    Completed,
+    Compensated,
+    NeedsOperator,
+}
+
+/// One node: `saga_start`, `stepN`, `compN`, `saga_completed`,
+/// `saga_compensated`, `needs_operator`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub id: String,
+    pub kind: NodeKind,
+    /// The step's index, for step and compensation nodes.
+    pub step: Option<usize>,
+    /// Label lines (name, then `service: command`).
+    pub label: Vec<String>,
+}
+
+/// One edge; `label` is `ok`, `failed`, `timeout` or `exhausted` (none:
+/// unconditional), `dotted` when it is taken only in doubt or exhaustion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    pub label: Option<String>,
+    pub dotted: bool,
+}
+
+/// The saga as nodes and edges, the shape [`mermaid`] draws (and the admin
+/// API serves, for pages that draw it themselves).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+/// Nodes and edges of `def`, by the rules [`mermaid`] documents.
+pub fn graph(def: &SagaDefinition) -> Graph {
+    let node = |id: String, kind: NodeKind, step: Option<usize>, label: &[&str]| Node {
+        id,
+        kind,
+        step,
+        label: label.iter().map(|l| l.to_string()).collect(),
+    };
+    let edge = |from: &str, to: &str, label: Option<&str>, dotted: bool| Edge {
+        from: from.to_string(),
+        to: to.to_string(),
+        label: label.map(str::to_string),
+        dotted,
+    };
+    let compensable: Vec<usize> = (0..def.steps.len()).filter(|&i| def.steps[i].compensation.is_some()).collect();
+    let mut nodes = vec![node("saga_start".into(), NodeKind::Start, None, &["start"])];
+    for (i, step) in def.steps.iter().enumerate() {
+        nodes.push(node(
+            format!("step{i}"),
+            NodeKind::Step,
+            Some(i),
+            &[&step.name, &format!("{}: {}", step.service, step.action)],
+        ));
+    }
+    nodes.push(node("saga_completed".into(), NodeKind::Completed, None, &["completed"]));
     for &i in &compensable {
         let step = &def.steps[i];
         let command = step.compensation.as_deref().unwrap_or_default();
-        line(format!(
-            "comp{i}[\"{}\"]",
-            label(&[&format!("undo {}", step.name), &format!("{}: {}", step.service, command)])
+        nodes.push(node(
+            format!("comp{i}"),
+            NodeKind::Compensation,
+            Some(i),
+            &[&format!("undo {}", step.name), &format!("{}: {}", step.service, command)],
         ));
     }
-    line("saga_compensated((\"compensated\"))".to_string());
+    nodes.push(node("saga_compensated".into(), NodeKind::Compensated, None, &["compensated"]));
     if !compensable.is_empty() {
-        line("needs_operator([\"needs operator\"])".to_string());
+        nodes.push(node("needs_operator".into(), NodeKind::NeedsOperator, None, &["needs operator"]));
     }
 
+    let mut edges = Vec::new();
     // Forward path.
     if !def.steps.is_empty() {
-        line("saga_start --> step0".to_string());
+        edges.push(edge("saga_start", "step0", None, false));
     }
     for i in 0..def.steps.len() {
         let next = if i + 1 < def.steps.len() { format!("step{}", i + 1) } else { "saga_completed".to_string() };
-        line(format!("step{i} -- ok --> {next}"));
+        edges.push(edge(&format!("step{i}"), &next, Some("ok"), false));
     }
-
     // Where compensation starts when everything before step `i` must be undone.
     let undo_before = |i: usize| match compensable.iter().rev().find(|&&c| c < i) {
         Some(c) => format!("comp{c}"),
         None => "saga_compensated".to_string(),
     };
     for (i, step) in def.steps.iter().enumerate() {
-        line(format!("step{i} -- failed --> {}", undo_before(i)));
+        edges.push(edge(&format!("step{i}"), &undo_before(i), Some("failed"), false));
         if step.compensation.is_some() {
-            line(format!("step{i} -. timeout .-> comp{i}"));
+            edges.push(edge(&format!("step{i}"), &format!("comp{i}"), Some("timeout"), true));
         }
     }
-
     // Backward path.
     for &i in compensable.iter().rev() {
-        line(format!("comp{i} --> {}", undo_before(i)));
+        edges.push(edge(&format!("comp{i}"), &undo_before(i), None, false));
     }
     for &i in &compensable {
-        line(format!("comp{i} -. exhausted .-> needs_operator"));
+        edges.push(edge(&format!("comp{i}"), "needs_operator", Some("exhausted"), true));
     }
-
-    line("classDef compensation fill:#fdecea,stroke:#c0392b".to_string());
-    line("classDef terminal fill:#eef,stroke:#557".to_string());
-    if !compensable.is_empty() {
-        let ids: Vec<String> = compensable.iter().map(|i| format!("comp{i}")).collect();
-        line(format!("class {} compensation", ids.join(",")));
-        line("class saga_start,saga_completed,saga_compensated,needs_operator terminal".to_string());
-    } else {
-        line("class saga_start,saga_completed,saga_compensated terminal".to_string());
-    }
-    out
+    Graph { nodes, edges }
 }
 
 /// Lines of a node label, escaped for a double-quoted Mermaid string.

@@ -22,7 +22,9 @@
 //!   effect), and the reply timer is `not_after + timeout` (never past the
 //!   deadline), so a backlog alone never times a step out;
 //! - compensations retry per their own policy; exhausted (or refused) means
-//!   `needs_operator`, from where [`Event::Resume`] continues compensating.
+//!   `needs_operator`, from where [`Event::Resume`] continues compensating;
+//! - an operator's [`Event::Cancel`] treats the step in flight like a
+//!   timeout (possibly done) and compensates a running saga at once.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -269,6 +271,12 @@ pub enum Event {
     Wake,
     /// An operator asks a `needs_operator` saga to try its compensation again.
     Resume,
+    /// An operator (`by`, as the admin API authenticated them) asks a running
+    /// saga to stop: the step in flight counts as possibly done, and the saga
+    /// compensates now. Ignored once it compensates or ended.
+    Cancel {
+        by: String,
+    },
 }
 
 /// The result of one transition.
@@ -350,6 +358,7 @@ pub fn decide(def: &SagaDefinition, state: &SagaInstance, event: &Event, now: Mi
         Event::Reply(reply) => on_reply(def, &mut next, reply, now, &mut actions),
         Event::Wake => on_wake(def, &mut next, now, &mut actions),
         Event::Resume => on_resume(def, &mut next, now, &mut actions),
+        Event::Cancel { by } => on_cancel(def, &mut next, by, now, &mut actions),
     };
     match note {
         Some(note) => {
@@ -367,6 +376,7 @@ fn ignored_note(event: &Event) -> String {
         }
         Event::Wake => "nothing due".to_string(),
         Event::Resume => "resume ignored: saga does not need an operator".to_string(),
+        Event::Cancel { by } => format!("cancel by {by} ignored: saga is not running"),
     }
 }
 
@@ -587,6 +597,22 @@ fn on_resume(def: &SagaDefinition, s: &mut SagaInstance, now: Millis, actions: &
     s.status = SagaStatus::Compensating;
     actions.push(Action::Dispatch(dispatch(def, s, i, Phase::Compensation, now)));
     Some(format!("resumed by operator; compensating {name} again"))
+}
+
+fn on_cancel(
+    def: &SagaDefinition,
+    s: &mut SagaInstance,
+    by: &str,
+    now: Millis,
+    actions: &mut Vec<Action>,
+) -> Option<String> {
+    if s.status != SagaStatus::Running {
+        return None;
+    }
+    def.step(s.current)?;
+    mark_in_flight_as_possibly_done(s, now);
+    begin_compensation(def, s, format!("cancelled by {by}"), now, actions);
+    Some(format!("cancelled by {by}; compensating"))
 }
 
 /// The step in flight when a timeout or the deadline strikes may have run.

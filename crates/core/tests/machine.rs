@@ -80,6 +80,8 @@ enum Ev {
     /// Advance the clock by this many ms and wake.
     Wait(Millis),
     Resume,
+    /// An operator cancels the saga.
+    Cancel,
 }
 
 struct Run {
@@ -137,6 +139,7 @@ fn run_with(def: &SagaDefinition, script: &[Ev]) -> Run {
                 Event::Wake
             }
             Ev::Resume => Event::Resume,
+            Ev::Cancel => Event::Cancel { by: "admin".into() },
         };
         now += 1;
         let d = decide(def, &state, &event, now);
@@ -364,6 +367,27 @@ fn saga_deadline_passed_compensates() {
     let r = run_with(&def, &[Ok(0), Transient(1), Wait(5_000), CompOk(1), CompOk(0)]);
     assert_eq!(r.log, ["a0#1", "a1#1", "c1#1", "c0#1"]);
     assert_eq!(r.state.status, Compensated);
+}
+
+#[test]
+fn cancel_compensates_a_running_saga_at_once_and_is_ignored_otherwise() {
+    // Step 1 in flight: it counts as possibly done and is compensated, then step 0.
+    let r = check(
+        "cancel in flight",
+        &[Ok(0), Cancel, CompOk(1), CompOk(0)],
+        Compensated,
+        &["a0#1", "a1#1", "c1#1", "c0#1"],
+    );
+    assert_eq!(r.state.reason.as_deref(), Some("cancelled by admin"));
+    assert_eq!(r.state.steps[1].status, StepStatus::Compensated);
+    // While a retry waits: the step failed, and is compensated (a null compensation).
+    check("cancel retry wait", &[Transient(0), Cancel, CompOk(0)], Compensated, &["a0#1", "c0#1"]);
+    // Compensating, stuck or ended: nothing to cancel.
+    let r =
+        check("cancel compensating", &[Ok(0), Refuse(1), Cancel, CompOk(0)], Compensated, &["a0#1", "a1#1", "c0#1"]);
+    assert_eq!(r.unchanged, 1);
+    let r = check("cancel completed", &[Ok(0), Ok(1), Ok(2), Cancel], Completed, &["a0#1", "a1#1", "a2#1"]);
+    assert_eq!(r.unchanged, 1);
 }
 
 #[test]

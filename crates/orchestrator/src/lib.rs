@@ -19,6 +19,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use definitions::{DefinitionError, Definitions};
 pub use fleet::FleetMonitor;
 pub use service::{
-    DEFAULT_MAX_IN_FLIGHT, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, ensure_queues,
+    DEFAULT_MAX_IN_FLIGHT, ORCHESTRATOR_QUEUE, Orchestrator, OrchestratorError, OrchestratorOptions, SagaChange,
+    ensure_queues,
 };
 pub use stats::{OrchestratorStats, SagaCounts};

@@ -44,6 +44,8 @@ pub enum Input {
     Wake { saga_id: String },
     /// An operator asked a `needs_operator` saga to go on.
     Resume { saga_id: String },
+    /// An operator (`by`) asked a running saga to compensate now.
+    Cancel { saga_id: String, by: String },
     /// Needs no saga change (a heartbeat): consumed with the batch.
     NoSaga,
     /// Cannot be processed, ever (undecodable, bad signature, unknown saga
@@ -58,18 +60,20 @@ impl Input {
             Input::Start { saga_id, .. }
             | Input::Reply { saga_id, .. }
             | Input::Wake { saga_id }
-            | Input::Resume { saga_id } => Some(saga_id),
+            | Input::Resume { saga_id }
+            | Input::Cancel { saga_id, .. } => Some(saga_id),
             Input::NoSaga | Input::Poison(_) => None,
         }
     }
 
-    /// `start`, `reply`, `wake`, `resume`: the history line's event.
+    /// `start`, `reply`, `wake`, `resume`, `cancel`: the history line's event.
     pub fn kind(&self) -> &'static str {
         match self {
             Input::Start { .. } => "start",
             Input::Reply { .. } => "reply",
             Input::Wake { .. } => "wake",
             Input::Resume { .. } => "resume",
+            Input::Cancel { .. } => "cancel",
             Input::NoSaga => "none",
             Input::Poison(_) => "poison",
         }
@@ -281,7 +285,9 @@ fn step(
         (Input::Reply { reply, .. }, None) => {
             Step::Poison(format!("reply for unknown saga `{id}` (step {}, attempt {})", reply.step, reply.attempt))
         }
-        (Input::Wake { .. } | Input::Resume { .. }, None) => Step::Ignored("no such saga".to_string()),
+        (Input::Wake { .. } | Input::Resume { .. } | Input::Cancel { .. }, None) => {
+            Step::Ignored("no such saga".to_string())
+        }
         (Input::NoSaga | Input::Poison(_), _) => Step::Ignored("no saga change".to_string()),
         (input, Some(state)) => {
             let Some(def) = defs.get(&state.saga, state.version) else {
@@ -294,6 +300,7 @@ fn step(
                 Input::Reply { reply, .. } => Event::Reply(planted_stale_reply(reply, state)),
                 Input::Wake { .. } => Event::Wake,
                 Input::Resume { .. } => Event::Resume,
+                Input::Cancel { by, .. } => Event::Cancel { by: by.clone() },
                 _ => return Step::Ignored("no saga change".to_string()),
             };
             let d = decide(&def, state, &event, now);

@@ -41,9 +41,10 @@ use sqsaga_core::machine::{CommandSpec, Event, Reply, SagaInstance, WorkerStamp,
 use sqsaga_protocol::{ATTR_SIGNATURE, ATTR_TRACEPARENT, Command, Envelope, ReplyMessage, Signing, TraceParent};
 use sqsaga_queue::{MAX_BATCH, OutgoingMessage, Queue, QueueError, QueueSpec, Receive, ReceivedMessage};
 use sqsaga_store::{
-    ConsumedMessage, Consumption, OutboxMessage, PendingOutbox, SagaRecord, SagaStore, SagaWrite, StoreError,
-    UnitOfWork, WriteOutcome,
+    ConsumedMessage, Consumption, OutboxMessage, PendingOutbox, SagaRecord, SagaStore, SagaSummary, SagaWrite,
+    StoreError, UnitOfWork, WriteOutcome,
 };
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use crate::admission::AdaptiveLimit;
@@ -244,7 +245,22 @@ struct Inner {
     admission: Mutex<AdmissionBook>,
     /// When the timer loop polls next.
     timers: TimerSchedule,
+    /// Every committed saga write, for whoever listens (the admin API's
+    /// live stream); a send without listeners is dropped.
+    changes: broadcast::Sender<SagaChange>,
 }
+
+/// One committed change of a saga, as the change feed reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaChange {
+    pub summary: SagaSummary,
+    /// The history line the change wrote (what the state machine made of it).
+    pub note: String,
+}
+
+/// How many changes a slow listener of [`Orchestrator::changes`] may lag
+/// before it misses some (it is told how many, and re-reads).
+const CHANGE_FEED_CAPACITY: usize = 1024;
 
 /// Creates the orchestrator queue and one queue per service named by the
 /// definitions, each with its DLQ. Idempotent.
@@ -281,6 +297,7 @@ impl Orchestrator {
                 stats: Arc::new(OrchestratorStats::default()),
                 timers: TimerSchedule::new(),
                 admission: Mutex::new(AdmissionBook::default()),
+                changes: broadcast::channel(CHANGE_FEED_CAPACITY).0,
             }),
         }
     }
@@ -307,6 +324,12 @@ impl Orchestrator {
 
     pub fn definitions(&self) -> Arc<Definitions> {
         self.inner.defs.clone()
+    }
+
+    /// The change feed: every saga write this replica commits from now on.
+    /// Other replicas' writes are not in it (each has its own).
+    pub fn changes(&self) -> broadcast::Sender<SagaChange> {
+        self.inner.changes.clone()
     }
 
     /// Runs the pollers, the timer loop and the outbox sweeper until
@@ -641,6 +664,7 @@ impl Orchestrator {
                 Input::Reply { saga_id: r.saga_id.clone(), reply: reply_event(r) }
             }
             Envelope::Resume(r) => Input::Resume { saga_id: r.saga_id },
+            Envelope::Cancel(c) => Input::Cancel { saga_id: c.saga_id, by: c.requested_by },
             Envelope::Heartbeat(h) => {
                 self.inner.fleet.observe(&h);
                 Input::NoSaga
@@ -661,6 +685,7 @@ impl Orchestrator {
                     Event::Reply(reply) => Input::Reply { saga_id, reply },
                     Event::Wake => Input::Wake { saga_id },
                     Event::Resume => Input::Resume { saga_id },
+                    Event::Cancel { by } => Input::Cancel { saga_id, by },
                 };
                 Incoming { input, receipt: None }
             })
@@ -799,6 +824,8 @@ impl Orchestrator {
                         if w.creates() {
                             stats.sagas_started.inc();
                         }
+                        let note = w.history.last().map(|h| h.note.clone()).unwrap_or_default();
+                        let _ = self.inner.changes.send(SagaChange { summary: SagaSummary::from(&w.state), note });
                         stats.commands_sent.inc_by(outbox.len() as u64);
                         if *outbox_pending {
                             to_deliver.push(PendingOutbox {

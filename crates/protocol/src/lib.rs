@@ -49,6 +49,7 @@ pub enum Envelope {
     Reply(ReplyMessage),
     Heartbeat(Heartbeat),
     Resume(ResumeSaga),
+    Cancel(CancelSaga),
 }
 
 /// Asks the orchestrator to start a saga.
@@ -71,6 +72,16 @@ pub struct StartSaga {
 #[serde(deny_unknown_fields)]
 pub struct ResumeSaga {
     pub saga_id: String,
+    pub requested_at: Millis,
+}
+
+/// Asks the orchestrator to cancel a running saga: compensate it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelSaga {
+    pub saga_id: String,
+    /// Who asked (the admin API's name for the caller's token), for the history.
+    pub requested_by: String,
     pub requested_at: Millis,
 }
 
@@ -234,6 +245,7 @@ impl Envelope {
             Envelope::Reply(_) => "reply",
             Envelope::Heartbeat(_) => "heartbeat",
             Envelope::Resume(_) => "resume",
+            Envelope::Cancel(_) => "cancel",
         }
     }
 }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use sqsaga_core::machine::{Outcome, Phase};
 use sqsaga_protocol::{
-    Command, DecodeError, Envelope, Heartbeat, ReplyMessage, ResumeSaga, SeedMessage, Signer, StartSaga, WorkerInfo,
-    WorkerMessage, decode_worker_message, signing,
+    CancelSaga, Command, DecodeError, Envelope, Heartbeat, ReplyMessage, ResumeSaga, SeedMessage, Signer, StartSaga,
+    WorkerInfo, WorkerMessage, decode_worker_message, signing,
 };
 
 fn root() -> PathBuf {
@@ -89,7 +89,7 @@ fn every_documented_example_is_valid_and_decodes() {
         assert_eq!(problems(&value), Vec::<String>::new(), "{text}");
         decodes(&text).unwrap_or_else(|e| panic!("the Rust decoder refuses a documented example ({e}): {text}"));
     }
-    let all = ["command", "heartbeat", "reply", "resume", "seed", "start"];
+    let all = ["cancel", "command", "heartbeat", "reply", "resume", "seed", "start"];
     assert_eq!(kinds.into_iter().collect::<Vec<_>>(), all, "one example of each message at least");
 }
 
@@ -169,6 +169,7 @@ fn encoded_envelopes() -> Vec<String> {
         Envelope::Start(start.clone()).encode(),
         Envelope::Start(StartSaga { version: Some(2), ..start }).encode(),
         Envelope::Resume(ResumeSaga { saga_id: "s1".into(), requested_at: 3 }).encode(),
+        Envelope::Cancel(CancelSaga { saga_id: "s1".into(), requested_by: "admin".into(), requested_at: 4 }).encode(),
         Envelope::Heartbeat(Heartbeat {
             service: "inventory".into(),
             instance: "i-1".into(),

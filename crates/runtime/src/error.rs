@@ -15,6 +15,9 @@ pub enum RuntimeError {
         "cannot listen on {addr} (set SQSAGA_HTTP_ADDR, `http_addr` in the config file, or 127.0.0.1:0 for a free port): {source}"
     )]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    /// The admin API's own address could not be opened.
+    #[error("cannot listen on {addr} (set SQSAGA_ADMIN_ADDR or `admin_addr` in the config file): {source}")]
+    ListenAdmin { addr: std::net::SocketAddr, source: std::io::Error },
     /// A file or directory the process needs.
     #[error("{what} {}: {source}", path.display())]
     File { what: &'static str, path: PathBuf, source: std::io::Error },

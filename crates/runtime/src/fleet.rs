@@ -110,7 +110,12 @@ impl OrchestratorFleet {
 
     /// The `/fleet` route, to merge into the HTTP router.
     pub fn route(&self) -> sqsaga_http::Router {
-        json_route(FLEET_PATH, Arc::new(FleetJson(self.monitor.clone())))
+        json_route(FLEET_PATH, self.json())
+    }
+
+    /// The fleet view as `/fleet` renders it (the admin API serves it too).
+    pub fn json(&self) -> Arc<dyn JsonSource> {
+        Arc::new(FleetJson(self.monitor.clone()))
     }
 
     /// Re-judges periodically: lists services without an eligible worker in

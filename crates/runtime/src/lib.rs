@@ -11,6 +11,7 @@
 //! of them depends on it. It knows no particular saga or participant: the
 //! binary passes the definitions and the participant in.
 
+pub mod admin;
 pub mod backend;
 pub mod depths;
 mod error;
@@ -19,6 +20,7 @@ pub mod fleet_table;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod operator;
 pub mod process;
 pub mod provision;
 pub mod readiness;

@@ -64,7 +64,35 @@ pub async fn run_orchestrator(
     let depths = Arc::new(QueueDepths::default());
     let depth_loop = depths.spawn(opened.queue.clone(), watched_queues, probe.clone(), shutdown.clone());
     let registry = orchestrator_registry(&probe, &fp.id, &orchestrator, &fleet.monitor, opened.requests(), &depths);
-    let app = router(probe.clone(), registry).merge(fleet.route());
+    let mut app = router(probe.clone(), registry).merge(fleet.route());
+    let admin = crate::admin::router(crate::admin::Admin {
+        store: opened.store.clone(),
+        queue: opened.queue.clone(),
+        definitions: orchestrator.definitions(),
+        fleet: fleet.json(),
+        changes: orchestrator.changes(),
+        signing: signing(&settings),
+        tokens: crate::admin::Tokens::from_settings(&settings)?,
+        shutdown: shutdown.clone(),
+    });
+    let http_is_loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let admin_http = match settings.admin_addr {
+        Some(addr) => {
+            let listener =
+                TcpListener::bind(addr).await.map_err(|source| RuntimeError::ListenAdmin { addr, source })?;
+            let (bound, task) = serve_on(listener, admin, shutdown.clone().cancelled_owned())?;
+            tracing::info!(admin = %bound, "Admin API and console listening.");
+            Some(task)
+        }
+        None if http_is_loopback => {
+            app = app.merge(admin);
+            None
+        }
+        None => {
+            tracing::info!("Admin API not served: the HTTP port is not loopback; set SQSAGA_ADMIN_ADDR (and a token).");
+            None
+        }
+    };
     let sqs_endpoint = crate::sqs_endpoint::serve(&settings, opened.queue.clone(), shutdown.clone()).await?;
     let (addr, http) = serve_on(listener, app, shutdown.clone().cancelled_owned())?;
     let fleet_loop = fleet.spawn(probe.clone(), shutdown.clone());
@@ -81,6 +109,9 @@ pub async fn run_orchestrator(
     let _ = fleet_loop.await;
     let _ = depth_loop.await;
     let _ = http.await;
+    if let Some(task) = admin_http {
+        let _ = task.await;
+    }
     if let Some(endpoint) = sqs_endpoint {
         let _ = endpoint.await;
     }

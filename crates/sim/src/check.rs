@@ -91,6 +91,7 @@ pub fn replay(defs: &Definitions, commits: &[CommitRecord]) -> (Vec<String>, BTr
                         Event::Reply(_) => "reply",
                         Event::Wake => "wake",
                         Event::Resume => "resume",
+                        Event::Cancel { .. } => "cancel",
                     };
                     (decide(&def, s, &e, now), kind)
                 }

@@ -680,6 +680,7 @@ fn summary(body: &str) -> String {
         }
         Ok(Envelope::Heartbeat(_)) => "heartbeat".to_string(),
         Ok(Envelope::Resume(r)) => format!("resume {}", r.saga_id),
+        Ok(Envelope::Cancel(c)) => format!("cancel {}", c.saga_id),
         Err(e) => format!("undecodable ({e})"),
     }
 }

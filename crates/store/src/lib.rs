@@ -41,7 +41,7 @@ pub struct SagaRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub at: Millis,
-    /// `start`, `reply`, `wake`, `resume`.
+    /// `start`, `reply`, `wake`, `resume`, `cancel`.
     pub event: String,
     /// What the state machine made of it.
     pub note: String,
