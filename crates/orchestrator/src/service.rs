@@ -31,7 +31,7 @@
 //! latency of the sagas that finish ([`crate::admission`]), up to
 //! `max_in_flight`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -193,13 +193,17 @@ struct Held {
 /// This replica's admission bookkeeping.
 #[derive(Default)]
 struct AdmissionBook {
-    /// Sagas in flight by definition name, as this replica counts them:
-    /// every committed create, finish and resume of this replica (and
-    /// creates planned but not yet committed), from zero at start and never
-    /// below it. Not read from the store (its cost would grow with what is
-    /// stored): a replica restarted while sagas run admits up to that many
-    /// more until they finish.
-    in_flight: BTreeMap<String, i64>,
+    /// Sagas in flight by definition name, as this replica knows them: the
+    /// ids it created (or planned to) and resumed, less those whose finish
+    /// it committed — or found finished in the store when it reconciled
+    /// ([`Orchestrator::reconcile_admission`]: another replica may finish
+    /// a saga this one started, and a count would leak it forever; found
+    /// by the simulator). From nothing at start: not read from the store
+    /// (its cost would grow with what is stored), so a replica restarted
+    /// while sagas run admits up to that many more until they finish.
+    in_flight: BTreeMap<String, BTreeSet<String>>,
+    /// When each definition's set was last reconciled with the store.
+    reconciled_at: BTreeMap<String, Millis>,
     /// Held start requests by definition, oldest first.
     held: BTreeMap<String, VecDeque<Held>>,
     /// The adaptive limit by definition name, created at first use.
@@ -212,10 +216,19 @@ impl AdmissionBook {
     fn free(&mut self, saga: &str, max: Option<u64>) -> u64 {
         let Some(max) = max else { return u64::MAX };
         let limit = self.limits.entry(saga.to_string()).or_insert_with(|| AdaptiveLimit::new(max)).limit();
-        let used = u64::try_from(self.in_flight.get(saga).copied().unwrap_or(0)).unwrap_or(0);
-        limit.saturating_sub(used)
+        limit.saturating_sub(self.used(saga))
+    }
+
+    /// Sagas of `saga` in flight as this replica knows them.
+    fn used(&self, saga: &str) -> u64 {
+        self.in_flight.get(saga).map_or(0, |ids| ids.len() as u64)
     }
 }
+
+/// How often, at most, a definition at its admission limit with start
+/// requests waiting has its in-flight set checked against the store: one
+/// batch read of at most the limit's ids, only while requests wait.
+const RECONCILE_EVERY: Millis = 5_000;
 
 /// What happened to a batch's messages once planned and committed.
 struct Settled {
@@ -875,8 +888,8 @@ impl Orchestrator {
             }
         }
         let plan = plan(batch, records, now, &self.inner.defs, &admission);
-        for w in plan.writes.iter().filter(|w| w.creates()) {
-            *book.in_flight.entry(w.state.saga.clone()).or_default() += w.in_flight;
+        for w in plan.writes.iter().filter(|w| w.creates() && w.in_flight > 0) {
+            book.in_flight.entry(w.state.saga.clone()).or_default().insert(w.state.id.clone());
         }
         plan
     }
@@ -889,24 +902,84 @@ impl Orchestrator {
         let mut book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);
         for (w, outcome) in plan.writes.iter().zip(outcomes) {
             let committed = matches!(outcome, WriteOutcome::Committed { .. });
-            if committed && !w.creates() && w.in_flight < 0 {
-                let s = &w.state;
-                let used = u64::try_from(book.in_flight.get(&s.saga).copied().unwrap_or(0)).unwrap_or(0);
-                if let Some(limit) = book.limits.get_mut(&s.saga) {
-                    let latency = s.updated_at.saturating_sub(s.started_at);
-                    limit.on_finish(latency, s.deadline_at.saturating_sub(s.started_at), used);
+            let s = &w.state;
+            match (w.creates(), committed) {
+                // Again at commit: a reconcile between plan and commit may
+                // have dropped it as not stored yet.
+                (true, true) if w.in_flight > 0 => {
+                    book.in_flight.entry(s.saga.clone()).or_default().insert(s.id.clone());
+                }
+                (true, false) => {
+                    book.in_flight.entry(s.saga.clone()).or_default().remove(&s.id);
+                }
+                (false, true) if w.in_flight < 0 => {
+                    let used = book.used(&s.saga);
+                    if let Some(limit) = book.limits.get_mut(&s.saga) {
+                        let latency = s.updated_at.saturating_sub(s.started_at);
+                        limit.on_finish(latency, s.deadline_at.saturating_sub(s.started_at), used);
+                    }
+                    book.in_flight.entry(s.saga.clone()).or_default().remove(&s.id);
+                }
+                (false, true) if w.in_flight > 0 => {
+                    book.in_flight.entry(s.saga.clone()).or_default().insert(s.id.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Drops from the in-flight sets the sagas another replica finished (or
+    /// that are gone): for each definition at its limit with start requests
+    /// held, at most every [`RECONCILE_EVERY`], its ids are read back from
+    /// the store. Finished ones feed the adaptive limit like a finish this
+    /// replica committed.
+    async fn reconcile_admission(&self) {
+        let now = self.inner.clock.now();
+        let due: Vec<(String, Vec<String>)> = {
+            let mut book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);
+            let waiting: Vec<String> =
+                book.held.iter().filter(|(_, q)| !q.is_empty()).map(|(saga, _)| saga.clone()).collect();
+            let mut due = Vec::new();
+            for saga in waiting {
+                let recent = book.reconciled_at.get(&saga).is_some_and(|at| now.saturating_sub(*at) < RECONCILE_EVERY);
+                if recent || book.free(&saga, self.inner.options.max_in_flight) > 0 {
+                    continue;
+                }
+                book.reconciled_at.insert(saga.clone(), now);
+                let ids: Vec<String> =
+                    book.in_flight.get(&saga).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+                due.push((saga, ids));
+            }
+            due
+        };
+        for (saga, ids) in due {
+            let records = match self.inner.store.load(&ids).await {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::debug!(error = %e, saga = %saga, "Cannot reconcile admission; will retry.");
+                    continue;
+                }
+            };
+            let running: BTreeSet<&str> = records
+                .iter()
+                .filter(|r| crate::plan::in_flight(r.instance.status))
+                .map(|r| r.instance.id.as_str())
+                .collect();
+            let mut book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);
+            for r in records.iter().filter(|r| !running.contains(r.instance.id.as_str())) {
+                let s = &r.instance;
+                let used = book.used(&saga);
+                if let Some(limit) = book.limits.get_mut(&saga) {
+                    limit.on_finish(
+                        s.updated_at.saturating_sub(s.started_at),
+                        s.deadline_at.saturating_sub(s.started_at),
+                        used,
+                    );
                 }
             }
-            let delta = match (w.creates(), committed) {
-                (true, true) | (false, false) => 0,
-                (true, false) => -w.in_flight,
-                (false, true) => w.in_flight,
-            };
-            if delta != 0 {
-                // Never below zero: a saga admitted before this replica
-                // started (not counted) may finish through it.
-                let n = book.in_flight.entry(w.state.saga.clone()).or_default();
-                *n = (*n + delta).max(0);
+            if let Some(set) = book.in_flight.get_mut(&saga) {
+                // Ids read and not running, and ids no longer stored.
+                set.retain(|id| !ids.contains(id) || running.contains(id.as_str()));
             }
         }
     }
@@ -915,7 +988,7 @@ impl Orchestrator {
     fn unreserve(&self, plan: &Plan) {
         let mut book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);
         for w in plan.writes.iter().filter(|w| w.creates()) {
-            *book.in_flight.entry(w.state.saga.clone()).or_default() -= w.in_flight;
+            book.in_flight.entry(w.state.saga.clone()).or_default().remove(&w.state.id);
         }
     }
 
@@ -949,7 +1022,8 @@ impl Orchestrator {
 
     /// Sagas in flight by definition, as this replica counts them.
     pub fn in_flight(&self) -> BTreeMap<String, i64> {
-        self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner).in_flight.clone()
+        let book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);
+        book.in_flight.iter().map(|(saga, ids)| (saga.clone(), ids.len() as i64)).collect()
     }
 
     /// Start requests held back by admission control right now.
@@ -1010,6 +1084,7 @@ impl Orchestrator {
     /// have free slots; extends the visibility of those still held when half
     /// of it has passed.
     pub async fn admit_held(&self) {
+        self.reconcile_admission().await;
         let o = &self.inner.options;
         let (admit, extend) = {
             let mut book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);

@@ -46,10 +46,10 @@ fn the_command_prints_a_summary_and_a_trace() {
 /// start request it receives for good (in production it keeps extending
 /// their visibility; here they end in the DLQ). With
 /// `SimOptions { admission: true, .. }` about 1 seed in 10 of the first 300
-/// fails (the assertion lists them). Ignored until admission
-/// counts are shared or reconciled; run with `--run-ignored all`.
+/// failed. Fixed: each replica keeps the ids it admitted and, while start
+/// requests wait at its limit, reads them back from the store to drop the
+/// ones another replica finished.
 #[test]
-#[ignore = "known bug: per-replica admission counts leak when another replica finishes the saga"]
 fn with_admission_control_every_start_request_is_admitted() {
     let options = SimOptions { admission: true, ..SimOptions::default() };
     let failed = run_seeds(0, 300, &options);
