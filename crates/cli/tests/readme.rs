@@ -6,7 +6,8 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::path::Path;
-use std::process::Command;
+
+use sqsaga_testing::shell::run_block;
 
 /// The block: the indented lines from `sqsaga demo load` through `sqsaga demo check`.
 fn multi_process_block(readme: &str) -> Vec<String> {
@@ -25,22 +26,10 @@ fn the_readme_multi_process_block_runs_as_written() {
     assert!(block.len() >= 6, "{block:?}");
     let dir = tempfile::tempdir().unwrap();
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_sqsaga")).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     // The block, then the README's way to stop the background processes.
-    let script =
-        format!("set -e\n{}\nstatus=$?\nkill $(jobs -p) 2>/dev/null || true\nwait\nexit $status\n", block.join("\n"));
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", path)
-        .env("LOG_LEVEL", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "script:\n{script}\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("invariants: OK"), "{stdout}");
-    assert!(!stderr.contains("Address already in use"), "{stderr}");
+    let epilogue = "status=$?\nkill $(jobs -p) 2>/dev/null || true\nwait\nexit $status";
+    let run = run_block(&block, epilogue, dir.path(), &bin_dir).unwrap();
+    assert_eq!(run.code, Some(0), "{}", run.report());
+    assert!(run.stdout.contains("invariants: OK"), "{}", run.report());
+    assert!(!run.stderr.contains("Address already in use"), "{}", run.report());
 }

@@ -7,7 +7,8 @@
 //! - [`participant::MemoryDb`]: a participant database in memory that runs
 //!   the SQLite adapter's barrier, so real handlers run unchanged;
 //! - [`harness::SagaTest`]: a saga definition, its handlers or scripted
-//!   replies, and a clock the test moves (docs/testing.md).
+//!   replies, and a clock the test moves (docs/testing.md);
+//! - [`shell::run_block`]: a document's shell block run as written.
 //!
 //! The simulator (`sqsaga-sim`) runs on these same adapters. Nothing here
 //! is used by a production process.
@@ -15,6 +16,7 @@
 pub mod harness;
 pub mod participant;
 pub mod queue;
+pub mod shell;
 pub mod store;
 
 pub use harness::{HarnessError, SagaTest};

@@ -2,7 +2,9 @@
 //! written the way a service outside this repository would write one.
 //!
 //! It keeps one table of its own (`shipments`) next to the barrier in its
-//! SQLite database, registers three commands of contract `shipping/v1` —
+//! own database — SQLite here, PostgreSQL in [`postgres`] when
+//! `participant_db` is a `postgres://` URL, the decisions shared
+//! ([`courier_for`], [`check_weight`]) — registers three commands of contract `shipping/v1` —
 //! `shipping.book` with its compensation `shipping.cancel`, and
 //! `shipping.dispatch` — over typed serde input and output, and runs as its
 //! own binary (`shipping-worker`, `src/main.rs`) through the runtime's
@@ -12,14 +14,16 @@
 //! It knows the worker runtime and the runtime library, nothing of the
 //! order example.
 
-use std::path::{Path, PathBuf};
+pub mod postgres;
+
+use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use sqsaga_config::DatabaseUrl;
 use sqsaga_runtime::{Overrides, RuntimeError, run_worker};
-use sqsaga_worker::{CommandContext, HandlerError, Participant, WorkerError, typed};
+use sqsaga_worker::{AnyParticipant, CommandContext, HandlerError, Participant, WorkerError, typed};
 
 /// The service name: its queue, and `service` in the saga definition.
 pub const SERVICE: &str = "shipping";
@@ -78,9 +82,25 @@ fn transient(e: rusqlite::Error) -> HandlerError {
     HandlerError::Transient(format!("shipping database: {e}"))
 }
 
-/// `shipping.book`: books a courier (a bike up to 5 kg, a van above).
+/// The courier a parcel gets: a bike up to 5 kg, a van above.
+pub fn courier_for(weight_grams: u32) -> &'static str {
+    if weight_grams <= 5_000 { "bike" } else { "van" }
+}
+
+/// Whether a courier takes the parcel: a refusal over [`MAX_WEIGHT_GRAMS`].
+pub fn check_weight(parcel: &Parcel) -> Result<(), HandlerError> {
+    if parcel.weight_grams > MAX_WEIGHT_GRAMS {
+        return Err(HandlerError::Refused(format!(
+            "parcel {} weighs {} g, over the courier's {MAX_WEIGHT_GRAMS} g",
+            parcel.parcel_id, parcel.weight_grams
+        )));
+    }
+    Ok(())
+}
+
+/// `shipping.book`: books a courier ([`courier_for`]).
 pub fn book(tx: &Transaction<'_>, _ctx: &CommandContext, parcel: Parcel) -> Result<Booking, HandlerError> {
-    let courier = if parcel.weight_grams <= 5_000 { "bike" } else { "van" };
+    let courier = courier_for(parcel.weight_grams);
     tx.execute(
         "INSERT INTO shipments (parcel_id, address, weight_grams, courier, status) VALUES (?1, ?2, ?3, ?4, 'booked')",
         params![parcel.parcel_id, parcel.address, parcel.weight_grams, courier],
@@ -105,12 +125,7 @@ pub fn cancel(tx: &Transaction<'_>, _ctx: &CommandContext, parcel: Parcel) -> Re
 /// booked, unless it is over [`MAX_WEIGHT_GRAMS`] — a business refusal,
 /// after which the saga cancels the booking.
 pub fn dispatch(tx: &Transaction<'_>, ctx: &CommandContext, parcel: Parcel) -> Result<Dispatched, HandlerError> {
-    if parcel.weight_grams > MAX_WEIGHT_GRAMS {
-        return Err(HandlerError::Refused(format!(
-            "parcel {} weighs {} g, over the courier's {MAX_WEIGHT_GRAMS} g",
-            parcel.parcel_id, parcel.weight_grams
-        )));
-    }
+    check_weight(&parcel)?;
     // The output of the earlier step, as the orchestrator sent it.
     let booking: Option<Booking> = ctx.output_of_as("book_courier")?;
     let courier = booking.map(|b| b.courier).unwrap_or_else(|| "bike".to_string());
@@ -142,15 +157,31 @@ pub async fn shipment_status(p: &Participant, parcel_id: &str) -> Result<Option<
         .await
 }
 
-/// Where the database is: `participant_db` (`sqlite:<path>`), else
-/// `<data_dir>/shipping.db`. This example keeps its table in SQLite only.
-pub fn database_path(settings: &sqsaga_config::Settings) -> Result<PathBuf, RuntimeError> {
-    match &settings.participant_db {
-        None => Ok(settings.data_dir.join(format!("{SERVICE}.db"))),
-        Some(DatabaseUrl::Sqlite(path)) => Ok(path.clone()),
-        Some(other) => Err(RuntimeError::config(format!(
-            "participant_db = {other}: the shipping example keeps its table in SQLite (`sqlite:<path>`)"
-        ))),
+/// Where the database is: `participant_db` (`sqlite:<path>` or a
+/// `postgres://` URL), else the SQLite file `<data_dir>/shipping.db`.
+pub fn database(settings: &sqsaga_config::Settings) -> DatabaseUrl {
+    settings
+        .participant_db
+        .clone()
+        .unwrap_or_else(|| DatabaseUrl::Sqlite(settings.data_dir.join(format!("{SERVICE}.db"))))
+}
+
+/// The shipping participant in the database `participant_db` names
+/// ([`database`]): the SQLite file (its directory created), or the schema
+/// `shipping` of the PostgreSQL database with `pool_size` connections.
+pub async fn open(db: &DatabaseUrl, pool_size: usize) -> Result<Arc<dyn AnyParticipant>, RuntimeError> {
+    match db {
+        DatabaseUrl::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| RuntimeError::File {
+                    what: "cannot create the directory of",
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            Ok(Arc::new(participant(path, sqsaga_sqlite::Sync::Full)?))
+        }
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(postgres::participant(url, pool_size).await?)),
     }
 }
 
@@ -165,15 +196,7 @@ pub async fn run(overrides: Overrides) -> Result<(), RuntimeError> {
     sqsaga_runtime::logging::init_process(settings.log_level.as_str(), otlp)
         .map_err(|e| RuntimeError::config(e.to_string()))?;
     let shutdown = sqsaga_runtime::on_signals();
-    let path = database_path(&settings)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| RuntimeError::File {
-            what: "cannot create the directory of",
-            path: path.clone(),
-            source,
-        })?;
-    }
-    let participant = participant(&path, sqsaga_sqlite::Sync::Full)?;
+    let participant = open(&database(&settings), settings.concurrency.max(1) * 2).await?;
     let listener = sqsaga_runtime::bind(settings.http_addr).await?;
-    run_worker(settings, Arc::new(participant), listener, shutdown, started_at).await
+    run_worker(settings, participant, listener, shutdown, started_at).await
 }
