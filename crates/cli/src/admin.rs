@@ -217,7 +217,7 @@ pub async fn dlq(command: DlqCommand) -> Result<ExitCode> {
         }
         DlqCommand::List { data, queue, json, .. } => {
             let q = open(&data).await?.0.queue;
-            let messages = sqsaga_queue::peek_all(q.as_ref(), &dlq_name(&queue), 1000).await?;
+            let messages = sqsaga_runtime::operator::peek_all(q.as_ref(), &dlq_name(&queue)).await?;
             if json {
                 let rows: Vec<Value> = messages
                     .iter()

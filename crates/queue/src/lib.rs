@@ -309,6 +309,19 @@ pub async fn peek_all<Q: Queue + ?Sized>(
     name: &str,
     limit: usize,
 ) -> Result<Vec<ReceivedMessage>, QueueError> {
+    let seen = hold_all(queue, name, limit).await?;
+    release_all(queue, name, &seen).await?;
+    Ok(seen)
+}
+
+/// Receives up to `limit` messages of `queue` and keeps them invisible for
+/// 30 s, for a caller that acts on some and hands the rest back with
+/// [`release_all`].
+pub async fn hold_all<Q: Queue + ?Sized>(
+    queue: &Q,
+    name: &str,
+    limit: usize,
+) -> Result<Vec<ReceivedMessage>, QueueError> {
     let mut seen = Vec::new();
     while seen.len() < limit {
         let batch = queue.receive(name, Receive::up_to(MAX_BATCH).visibility(Duration::from_secs(30))).await?;
@@ -317,8 +330,17 @@ pub async fn peek_all<Q: Queue + ?Sized>(
         }
         seen.extend(batch);
     }
-    for m in &seen {
+    Ok(seen)
+}
+
+/// Makes held `messages` visible again at once.
+pub async fn release_all<Q: Queue + ?Sized>(
+    queue: &Q,
+    name: &str,
+    messages: &[ReceivedMessage],
+) -> Result<(), QueueError> {
+    for m in messages {
         queue.change_visibility(name, &m.receipt_handle, Duration::ZERO).await?;
     }
-    Ok(seen)
+    Ok(())
 }

@@ -11,9 +11,7 @@ use serde_json::Value;
 use sqsaga_core::machine::SagaStatus;
 use sqsaga_orchestrator::{Definitions, ORCHESTRATOR_QUEUE};
 use sqsaga_protocol::{ATTR_SIGNATURE, CancelSaga, Envelope, ResumeSaga, Signing, StartSaga, TraceParent};
-use sqsaga_queue::{
-    ATTR_REASON, ATTR_SOURCE, MAX_BATCH, OutgoingMessage, Queue, QueueError, Receive, ReceivedMessage, dlq_name,
-};
+use sqsaga_queue::{ATTR_REASON, ATTR_SOURCE, OutgoingMessage, Queue, QueueError, ReceivedMessage, dlq_name};
 use sqsaga_store::{SagaRecord, SagaStore, StoreError};
 
 use crate::sealing;
@@ -150,25 +148,6 @@ pub async fn peek_all(queue: &dyn Queue, name: &str) -> Result<Vec<ReceivedMessa
     sqsaga_queue::peek_all(queue, name, PEEK_LIMIT).await
 }
 
-async fn receive_all(queue: &dyn Queue, name: &str) -> Result<Vec<ReceivedMessage>, QueueError> {
-    let mut seen = Vec::new();
-    while seen.len() < PEEK_LIMIT {
-        let batch = queue.receive(name, Receive::up_to(MAX_BATCH).visibility(Duration::from_secs(30))).await?;
-        if batch.is_empty() {
-            break;
-        }
-        seen.extend(batch);
-    }
-    Ok(seen)
-}
-
-async fn release(queue: &dyn Queue, name: &str, messages: &[ReceivedMessage]) -> Result<(), QueueError> {
-    for m in messages {
-        queue.change_visibility(name, &m.receipt_handle, Duration::ZERO).await?;
-    }
-    Ok(())
-}
-
 /// The copy of a dead-lettered message that goes back to its queue: the
 /// dead-letter attributes removed, and a genuine signature that went stale
 /// while it waited re-signed now (unsigned and forged ones move as they are).
@@ -235,9 +214,9 @@ pub async fn delete_one(queue: &dyn Queue, source: &str, message_id: &str) -> Re
 /// back, and returns it (still invisible, for its receipt).
 async fn take(queue: &dyn Queue, source: &str, message_id: &str) -> Result<ReceivedMessage, OperatorError> {
     let dlq = dlq_name(source);
-    let mut seen = receive_all(queue, &dlq).await?;
+    let mut seen = sqsaga_queue::hold_all(queue, &dlq, PEEK_LIMIT).await?;
     let found = seen.iter().position(|m| m.message_id == message_id).map(|i| seen.swap_remove(i));
-    release(queue, &dlq, &seen).await?;
+    sqsaga_queue::release_all(queue, &dlq, &seen).await?;
     found.ok_or_else(|| OperatorError::NoSuchMessage { id: message_id.to_string(), dlq })
 }
 

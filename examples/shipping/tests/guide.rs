@@ -3,7 +3,7 @@
 //! the built `sqsaga` and `shipping-worker` first on PATH (so the block's
 //! `cargo build` and `export PATH` lines are the test's to do, not the
 //! shell's). It must exit 0, with `parcel-1` completed and `parcel-2`
-//! compensated.
+//! compensated; a second test runs the same block with the participant in PostgreSQL.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::path::{Path, PathBuf};
