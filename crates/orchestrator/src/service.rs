@@ -966,8 +966,15 @@ impl Orchestrator {
                 .map(|r| r.instance.id.as_str())
                 .collect();
             let mut book = self.inner.admission.lock().unwrap_or_else(PoisonError::into_inner);
-            for r in records.iter().filter(|r| !running.contains(r.instance.id.as_str())) {
-                let s = &r.instance;
+            // Only ids still in the set: a finish this replica committed
+            // while the store was read has already fed the limit.
+            let still = |id: &str| book.in_flight.get(&saga).is_some_and(|set| set.contains(id));
+            let finished: Vec<&sqsaga_core::machine::SagaInstance> = records
+                .iter()
+                .map(|r| &r.instance)
+                .filter(|s| !running.contains(s.id.as_str()) && still(&s.id))
+                .collect();
+            for s in finished {
                 let used = book.used(&saga);
                 if let Some(limit) = book.limits.get_mut(&saga) {
                     limit.on_finish(
