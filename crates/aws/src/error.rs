@@ -30,7 +30,7 @@ pub enum AwsError {
 
 /// What kind of failure a call ended in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FailureKind {
+pub enum FailureKind {
     /// No answer: connection refused, DNS, TLS, timeout.
     Unreachable,
     /// The service asked us to slow down (after the SDK's own retries).
@@ -41,9 +41,10 @@ pub(crate) enum FailureKind {
     Client,
 }
 
-/// A classified SDK error.
+/// A classified SDK error (public for the other DynamoDB adapter,
+/// `sqsaga-dynamodb`, so both name causes the same way).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Failure {
+pub struct Failure {
     pub kind: FailureKind,
     /// The service's error code (`QueueDoesNotExist`, `ConditionalCheckFailedException`), if any.
     pub code: Option<String>,

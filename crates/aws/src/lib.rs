@@ -31,7 +31,7 @@ use sqsaga_store::SagaStore;
 
 pub use capacity::{CapacityMeter, CapacitySnapshot, Usage, with_purpose};
 pub use dynamo::{DUE_INDEX, DynamoStore, END_INDEX, TableStatus};
-pub use error::AwsError;
+pub use error::{AwsError, Failure, FailureKind};
 pub use heartbeat::VisibilityHeartbeat;
 pub use item::{INDEX_SHARDS, OUTBOX_GRACE_MS, TTL_ATTRIBUTE};
 pub use requests::{DYNAMODB_REQUESTS_METRIC, RequestCounter, RequestSnapshot, SQS_REQUESTS_METRIC};

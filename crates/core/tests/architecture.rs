@@ -38,8 +38,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("sqsaga-worker", 4),
     // The composition root.
     ("sqsaga-runtime", 5),
-    // The PostgreSQL adapter of the worker's participant database port.
+    // The PostgreSQL and DynamoDB adapters of the worker's participant
+    // database port.
     ("sqsaga-postgres", 5),
+    ("sqsaga-dynamodb", 5),
     // In-memory adapters of the ports and the time-skipping harness for
     // saga authors' tests (the order example's tests use it).
     ("sqsaga-testing", 5),
