@@ -178,6 +178,17 @@ pub trait DynamoHandler: Send + Sync + 'static {
     async fn handle(&self, tx: &mut DynamoTx<'_>, ctx: &CommandContext) -> Result<Value, HandlerError>;
 }
 
+/// A handler that only writes can be a closure.
+#[async_trait]
+impl<F> DynamoHandler for F
+where
+    F: Fn(&mut DynamoTx<'_>, &CommandContext) -> Result<Value, HandlerError> + Send + Sync + 'static,
+{
+    async fn handle(&self, tx: &mut DynamoTx<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
+        self(tx, ctx)
+    }
+}
+
 /// An SDK error of a handler's read as a transient handler error, with the
 /// cause named ("cannot reach DynamoDB ...: connection refused", "DynamoDB
 /// answered 400 ResourceNotFoundException: ...").
