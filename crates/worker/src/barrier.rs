@@ -27,7 +27,8 @@
 //!
 //! This module holds the rules and the stored shapes; each adapter of the
 //! participant database port (`sqlite.rs` here, PostgreSQL in
-//! `sqsaga-postgres`) applies them in its own SQL, and the contract suite
+//! `sqsaga-postgres`, DynamoDB in `sqsaga-dynamodb`) applies them in its
+//! own writes, and the contract suite
 //! (`contract.rs`) holds them all to the same outcomes. It knows nothing
 //! about queues or replies.
 

@@ -1,10 +1,10 @@
 //! The barrier contract every participant database adapter runs against
 //! itself (SQLite here in `tests/contract.rs`, PostgreSQL in
-//! `sqsaga-postgres`): the same outcomes for duplicates, null compensations,
+//! `sqsaga-postgres`, DynamoDB in `sqsaga-dynamodb`): the same outcomes for duplicates, null compensations,
 //! fences, expiry, crashes, concurrent replicas, handler errors and outages.
 //!
 //! Every case runs on one "ledger" participant that the adapter builds in
-//! its own SQL through a [`Fixture`], with the semantics of [`ledger`]
+//! its own writes through a [`Fixture`], with the semantics of [`ledger`]
 //! below. Cases use saga ids of their own (`<prefix>-<case>-...`) and the
 //! ledger keeps one row per saga, so they share one database and never see
 //! each other. [`run_all`] runs every case and reports every failure at once.

@@ -3,10 +3,12 @@
 //! row, and tell me each outcome once it is durable".
 //!
 //! An adapter is named for its technology: [`crate::sqlite::SqliteDb`] here,
-//! `PostgresDb` in `sqsaga-postgres`. Each brings its own handler trait
-//! ([`ParticipantDb::Handler`]), because a handler receives that database's
-//! own transaction type (`rusqlite::Transaction`, `tokio_postgres::Transaction`)
-//! and business code stays plain SQL. The barrier's rules are in
+//! `PostgresDb` in `sqsaga-postgres`, `DynamoDb` in `sqsaga-dynamodb`. Each
+//! brings its own handler trait ([`ParticipantDb::Handler`]), because a
+//! handler receives that database's own transaction type
+//! (`rusqlite::Transaction`, `tokio_postgres::Transaction`, a builder of
+//! DynamoDB transaction items) and business code stays plain SQL or plain
+//! DynamoDB calls. The barrier's rules are in
 //! `barrier.rs`; the contract suite (`contract.rs`) holds every adapter to
 //! the same outcomes.
 //!
