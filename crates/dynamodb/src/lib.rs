@@ -99,9 +99,6 @@ mod tx;
 pub use table::{KEY, SAGA_ID, TableStatus, action_output, barrier_key, ensure_table, lookup, sort_key};
 pub use tx::{DynamoTx, HANDLER_ITEMS, IntoWriteItem, MAX_TRANSACTION_BYTES, MAX_TRANSACTION_ITEMS, write_size};
 
-/// Default name of the barrier table.
-pub const DEFAULT_BARRIER_TABLE: &str = "sqsaga_barrier";
-
 /// The condition of every barrier write: the item does not exist yet.
 const CLAIM: &str = "attribute_not_exists(saga_id)";
 /// A key no saga has: [`ParticipantDb::ping`] reads it.

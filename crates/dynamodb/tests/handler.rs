@@ -184,6 +184,10 @@ async fn errors_name_the_database_when_it_is_unreachable_or_its_table_missing() 
     );
     let e = p.execute(ctx("unreachable-1", Phase::Action, json!({}))).await.unwrap_err();
     assert!(e.is_retryable() && !e.is_poison(), "{e}");
+    // A handler's failed read, worded for its transient error.
+    let read = p.db().client().get_item().table_name("shipments").key("id", AttributeValue::S("x".into())).send().await;
+    let HandlerError::Transient(why) = sqsaga_dynamodb::transient(&read.unwrap_err()) else { panic!("not transient") };
+    assert!(why.contains("cannot reach DynamoDB") && why.contains("connection refused"), "{why}");
 
     let sdk = common::sdk_config_for(&endpoint).await;
     let missing = format!("t{}-missing", common::tag());
