@@ -313,15 +313,21 @@ async fn demo_load(run: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints a report, then (with `--json`) the same as one JSON line.
+fn show(report: &(impl std::fmt::Display + serde::Serialize), json: bool) -> Result<()> {
+    println!("{report}");
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    }
+    Ok(())
+}
+
 pub async fn bench(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Embedded { orders, worker_pollers, orchestrator_pollers, json } => {
             let options = sqsaga_bench::BenchEmbeddedOptions { orders, worker_pollers, orchestrator_pollers };
             let report = sqsaga_bench::bench_embedded(&options).await?;
-            println!("{report}");
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            }
+            show(&report, json)?;
             Ok(if report.invariants_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         BenchCommand::Participant(a) => {
@@ -334,10 +340,7 @@ pub async fn bench(command: BenchCommand) -> Result<ExitCode> {
                 per_command: !a.grouped_only,
             };
             let report = sqsaga_bench::bench_participant(&options).await?;
-            println!("{report}");
-            if a.json {
-                println!("{}", serde_json::to_string(&report)?);
-            }
+            show(&report, a.json)?;
             Ok(if report.effects_ok() && report.target_met { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         BenchCommand::Drift(a) => {
