@@ -379,18 +379,32 @@ impl PostgresDb {
         let tx = client.transaction().await.map_err(|e| self.error(e))?;
         let mut decided: Vec<Option<(BarrierOutcome, Duration)>> = (0..batch.len()).map(|_| None).collect();
         let ran = async {
+            // Statements are pipelined where the order alone is enough:
+            // the savepoint goes out with the command's claim, and the
+            // release of the previous command's savepoint with both (the
+            // commit releases the last one).
+            let mut open = false;
             for &i in &order {
                 let started = Instant::now();
-                tx.batch_execute("SAVEPOINT sqsaga_command").await.map_err(|e| self.error(e))?;
-                let outcome = match self.decide(&tx, &batch[i], clock.now()).await? {
+                let begin = if open {
+                    "RELEASE SAVEPOINT sqsaga_command; SAVEPOINT sqsaga_command"
+                } else {
+                    "SAVEPOINT sqsaga_command"
+                };
+                let (_, decided_now) =
+                    tokio::try_join!(async { tx.batch_execute(begin).await.map_err(|e| self.error(e)) }, async {
+                        self.decide(&tx, &batch[i], clock.now()).await
+                    })?;
+                let outcome = match decided_now {
                     Decision::Commit(outcome) => {
-                        tx.batch_execute("RELEASE SAVEPOINT sqsaga_command").await.map_err(|e| self.error(e))?;
+                        open = true;
                         outcome
                     }
                     Decision::Rollback(outcome) => {
                         tx.batch_execute("ROLLBACK TO SAVEPOINT sqsaga_command; RELEASE SAVEPOINT sqsaga_command")
                             .await
                             .map_err(|e| self.error(e))?;
+                        open = false;
                         outcome
                     }
                 };
@@ -507,8 +521,14 @@ impl PostgresDb {
         handler: &dyn PgHandler,
         ctx: &CommandContext,
     ) -> Result<Result<Value, HandlerError>, WorkerError> {
-        tx.batch_execute("SAVEPOINT sqsaga_handler").await.map_err(|e| self.error(e))?;
-        let result = match AssertUnwindSafe(handler.handle(tx, ctx)).catch_unwind().await {
+        // The savepoint goes out pipelined ahead of the handler's first
+        // statement; if it failed, so did everything after it.
+        let (saved, result) = tokio::join!(
+            async { tx.batch_execute("SAVEPOINT sqsaga_handler").await.map_err(|e| self.error(e)) },
+            AssertUnwindSafe(handler.handle(tx, ctx)).catch_unwind()
+        );
+        saved?;
+        let result = match result {
             Ok(r) => r,
             Err(panic) => Err(HandlerError::Transient(format!(
                 "handler `{}` panicked: {}",
@@ -516,12 +536,14 @@ impl PostgresDb {
                 barrier::panic_message(panic.as_ref())
             ))),
         };
-        let end = if result.is_ok() {
-            "RELEASE SAVEPOINT sqsaga_handler"
-        } else {
-            "ROLLBACK TO SAVEPOINT sqsaga_handler; RELEASE SAVEPOINT sqsaga_handler"
-        };
-        tx.batch_execute(end).await.map_err(|e| self.error(e))?;
+        // A handler that succeeded keeps its savepoint open, which costs
+        // nothing: the command's end (commit, or the release of the
+        // command's own savepoint in a group) ends it too.
+        if result.is_err() {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT sqsaga_handler; RELEASE SAVEPOINT sqsaga_handler")
+                .await
+                .map_err(|e| self.error(e))?;
+        }
         Ok(result)
     }
 
