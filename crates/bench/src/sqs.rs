@@ -66,6 +66,9 @@ pub enum BenchError {
     Store(#[from] sqsaga_store::StoreError),
     #[error("queue: {0}")]
     Queue(#[from] sqsaga_queue::QueueError),
+    /// `pgbench` is not on the PATH (the participant benchmark then runs its own loop).
+    #[error("pgbench is not installed")]
+    PgbenchMissing,
 }
 
 /// How the benchmark runs.

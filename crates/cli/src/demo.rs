@@ -115,6 +115,8 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One participant worker on PostgreSQL: steps/s and transactions per step against pgbench at the same client count.
+    Participant(BenchParticipantArgs),
     /// Drift guard: time to a `drifted` verdict and steps run by a drifted worker, in observe and enforce mode.
     Drift(BenchDriftArgs),
     /// SQS requests per saga step against an SQS endpoint (the emulator), batched vs the seed's naive way;
@@ -122,6 +124,31 @@ pub enum BenchCommand {
     Sqs(BenchSqsArgs),
     /// Prints docs/scaling.md: what 1k/10k/50k steps/s ask of SQS, DynamoDB and the orchestrator.
     Scaling,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchParticipantArgs {
+    /// The participant database (only `postgres`).
+    #[arg(long, default_value = "postgres")]
+    db: String,
+    /// Any database of the server; scratch databases are made and dropped beside it.
+    #[arg(long, default_value = sqsaga_bench::participant::DEFAULT_URL)]
+    url: String,
+    /// Worker pollers and pool connections, and pgbench's clients.
+    #[arg(long, default_value_t = 2)]
+    clients: usize,
+    /// Steps per phase (grouped, then one transaction per command).
+    #[arg(long, default_value_t = 20_000)]
+    steps: usize,
+    /// How long pgbench runs, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pgbench_secs: u64,
+    /// Skip the one-transaction-per-command phase.
+    #[arg(long)]
+    grouped_only: bool,
+    /// Print the result as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -286,16 +313,35 @@ async fn demo_load(run: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints a report, then (with `--json`) the same as one JSON line.
+fn show(report: &(impl std::fmt::Display + serde::Serialize), json: bool) -> Result<()> {
+    println!("{report}");
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    }
+    Ok(())
+}
+
 pub async fn bench(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Embedded { orders, worker_pollers, orchestrator_pollers, json } => {
             let options = sqsaga_bench::BenchEmbeddedOptions { orders, worker_pollers, orchestrator_pollers };
             let report = sqsaga_bench::bench_embedded(&options).await?;
-            println!("{report}");
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            }
+            show(&report, json)?;
             Ok(if report.invariants_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        BenchCommand::Participant(a) => {
+            let options = sqsaga_bench::BenchParticipantOptions {
+                db: a.db,
+                url: a.url,
+                clients: a.clients,
+                steps: a.steps,
+                pgbench_secs: a.pgbench_secs,
+                per_command: !a.grouped_only,
+            };
+            let report = sqsaga_bench::bench_participant(&options).await?;
+            show(&report, a.json)?;
+            Ok(if report.effects_ok() && report.target_met { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         BenchCommand::Drift(a) => {
             let options = sqsaga_bench::BenchDriftOptions {

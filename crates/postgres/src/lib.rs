@@ -31,12 +31,35 @@
 //! no stronger isolation (and no serialisation failures to retry) is needed.
 //! A NULL outcome is never visible outside its transaction.
 //!
-//! **One transaction per command**, on one pooled connection per received
-//! batch: a batch shares no locks, so two replicas with overlapping batches
-//! cannot deadlock, and a failing command costs only itself. The handler
-//! runs in a savepoint, so a business refusal keeps the barrier row but none
-//! of the handler's writes; a transient error or a panic rolls the whole
-//! command back, barrier row included.
+//! **Grouped commits: one transaction per batch, one savepoint per
+//! command.** A received batch (up to 10 commands) runs on one pooled
+//! connection in one transaction, so it pays one commit (one WAL flush)
+//! instead of one per command. Each command runs in its own savepoint
+//! (`sqsaga_command`), with the handler in a nested one as before: a
+//! transient error or a panic rolls back to the command's savepoint, barrier
+//! row included, and costs only that command; a business refusal keeps its
+//! barrier row but none of the handler's writes. Why the barrier stays
+//! exact: within the transaction the commands run one after another, each
+//! statement under `READ COMMITTED` seeing what the earlier commands of the
+//! group wrote, so the group decides exactly as the same commands run in
+//! sequence would (a duplicate in the same batch is answered from the row
+//! its twin just wrote); to every other transaction the group's rows appear
+//! together at the commit, and the insert-first argument above holds for
+//! each of them, since a sibling meeting one of them waits for the whole
+//! group to end. Results are handed out only after that commit: a failure
+//! anywhere before it (or of the commit itself) rolls everything back and
+//! nothing of the group is durable.
+//!
+//! Two replicas with overlapping batches could wait on each other's barrier
+//! rows; each group therefore claims its rows in barrier-key order (saga,
+//! step), so their claims queue instead of crossing. Locks a handler takes
+//! on business rows can still cross; PostgreSQL then ends one group with a
+//! deadlock error. That group (like any group whose transaction fails, the
+//! commit included) is rolled back whole and its commands are run again one
+//! transaction each, as before grouping, so a failure costs only the
+//! command it belongs to; on a broken connection each command fails alone
+//! and its message comes back. [`PostgresDb::with_grouping`] turns grouping
+//! off (one transaction per command), which the benchmark compares against.
 //!
 //! [`scratch`] creates and drops throw-away databases for tests and demos.
 
@@ -68,6 +91,13 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sqsaga_barrier (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (saga_id, step, op)
 );";
+
+/// Claims a command's barrier row (see the module header).
+const CLAIM: &str = "INSERT INTO sqsaga_barrier (saga_id, step, op, outcome, created_at) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT DO NOTHING";
+
+/// Writes the outcome into a row this transaction claimed.
+const SETTLE: &str = "UPDATE sqsaga_barrier SET outcome = $4 WHERE saga_id = $1 AND step = $2 AND op = $3";
 
 /// How long opening a connection may take before the database counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,6 +151,9 @@ pub struct PostgresDb {
     pool: Pool,
     /// `postgres://host:port/db` (and the schema), no password.
     describe: String,
+    /// Whether a batch shares one transaction (the default) or runs one
+    /// transaction per command.
+    grouped: bool,
 }
 
 impl PostgresDb {
@@ -155,7 +188,7 @@ impl PostgresDb {
                 cause: e.to_string(),
                 retryable: false,
             })?;
-        let db = PostgresDb { pool, describe };
+        let db = PostgresDb { pool, describe, grouped: true };
         let mut client = db.pool.get().await.map_err(|e| db.pool_error(e))?;
         let tx = client.transaction().await.map_err(|e| db.error(e))?;
         // Siblings starting together would race on CREATE ... IF NOT EXISTS.
@@ -173,6 +206,13 @@ impl PostgresDb {
         }
         tx.commit().await.map_err(|e| db.error(e))?;
         Ok(db)
+    }
+
+    /// Runs each batch in one transaction (`true`, the default) or each
+    /// command in its own (`false`: what the benchmark compares against).
+    pub fn with_grouping(mut self, grouped: bool) -> Self {
+        self.grouped = grouped;
+        self
     }
 
     /// The pool, for reads and administrative writes (tests, the demo's
@@ -252,6 +292,19 @@ impl ParticipantDb for PostgresDb {
                 return batch.iter().map(|_| (Err(e.clone()), Duration::ZERO)).collect();
             }
         };
+        if self.grouped && batch.len() > 1 {
+            match self.run_grouped(&mut client, &batch, clock.as_ref()).await {
+                Ok(results) => return results,
+                Err(e) => {
+                    // Nothing of the group is durable: it rolled back whole
+                    // (a deadlock between replicas' groups, a commit refused,
+                    // a lost connection). Each command runs alone instead; on
+                    // a broken connection each fails alone, and its message
+                    // comes back.
+                    tracing::debug!(commands = batch.len(), error = %e, "Grouped transaction failed; running its commands one by one.");
+                }
+            }
+        }
         let mut out = Vec::with_capacity(batch.len());
         for job in &batch {
             let started = Instant::now();
@@ -268,13 +321,16 @@ impl ParticipantDb for PostgresDb {
     }
 }
 
-/// What the barrier decided for one command's transaction.
+/// What the barrier decided for one command's transaction (or savepoint).
 enum Decision {
-    /// Commit, then answer.
+    /// Commit (release the savepoint), then answer.
     Commit(BarrierOutcome),
     /// Roll back (nothing recorded), then answer.
     Rollback(BarrierOutcome),
 }
+
+/// The transaction a command runs in: deadpool's, for its statement cache.
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
 impl PostgresDb {
     /// One command in its own transaction.
@@ -285,20 +341,7 @@ impl PostgresDb {
         now: Millis,
     ) -> Result<BarrierOutcome, WorkerError> {
         let tx = client.transaction().await.map_err(|e| self.error(e))?;
-        let ctx = &job.ctx;
-        let decided = match &job.run {
-            Run::Fence => self.fence(&tx, ctx, now).await,
-            Run::Handler { handler, delay } => {
-                if !delay.is_zero() {
-                    tokio::time::sleep(*delay).await;
-                }
-                match ctx.phase {
-                    Phase::Action => self.action(&tx, handler.as_ref(), ctx, now).await,
-                    Phase::Compensation => self.compensation(&tx, handler.as_ref(), ctx, now).await,
-                }
-            }
-        };
-        match decided {
+        match self.decide(&tx, job, now).await {
             Ok(Decision::Commit(outcome)) => {
                 tx.commit().await.map_err(|e| self.error(e))?;
                 Ok(outcome)
@@ -315,19 +358,117 @@ impl PostgresDb {
         }
     }
 
+    /// The whole batch in one transaction, each command in its own
+    /// savepoint, in barrier-key order; results only after the commit.
+    /// `Err` (a database error anywhere, the commit included) means the
+    /// transaction rolled back whole and nothing is durable.
+    async fn run_grouped(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        batch: &[Job<dyn PgHandler>],
+        clock: &dyn Clock,
+    ) -> Result<Vec<JobResult>, WorkerError> {
+        // Replicas whose batches overlap claim barrier rows in one global
+        // order, so their groups queue behind each other instead of
+        // deadlocking. Stable: commands of one key keep their order.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&batch[a].ctx, &batch[b].ctx);
+            (&a.saga_id, &a.step).cmp(&(&b.saga_id, &b.step))
+        });
+        let tx = client.transaction().await.map_err(|e| self.error(e))?;
+        let mut decided: Vec<Option<(BarrierOutcome, Duration)>> = (0..batch.len()).map(|_| None).collect();
+        let ran = async {
+            // Statements are pipelined where the order alone is enough:
+            // the savepoint goes out with the command's claim, and the
+            // release of the previous command's savepoint with both (the
+            // commit releases the last one).
+            let mut open = false;
+            for &i in &order {
+                let started = Instant::now();
+                let begin = if open {
+                    "RELEASE SAVEPOINT sqsaga_command; SAVEPOINT sqsaga_command"
+                } else {
+                    "SAVEPOINT sqsaga_command"
+                };
+                let (_, decided_now) =
+                    tokio::try_join!(async { tx.batch_execute(begin).await.map_err(|e| self.error(e)) }, async {
+                        self.decide(&tx, &batch[i], clock.now()).await
+                    })?;
+                let outcome = match decided_now {
+                    Decision::Commit(outcome) => {
+                        open = true;
+                        outcome
+                    }
+                    Decision::Rollback(outcome) => {
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT sqsaga_command; RELEASE SAVEPOINT sqsaga_command")
+                            .await
+                            .map_err(|e| self.error(e))?;
+                        open = false;
+                        outcome
+                    }
+                };
+                decided[i] = Some((outcome, started.elapsed()));
+            }
+            Ok::<(), WorkerError>(())
+        }
+        .await;
+        if let Err(e) = ran {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(error = %rollback, "Rollback failed; the transaction ends with its connection.");
+            }
+            return Err(e);
+        }
+        let commit = Instant::now();
+        tx.commit().await.map_err(|e| self.error(e))?;
+        let commit = commit.elapsed();
+        // Every command was decided (the loop visited every index).
+        Ok(decided
+            .into_iter()
+            .map(|d| match d {
+                Some((outcome, took)) => (Ok(outcome), took + commit),
+                None => (
+                    Err(WorkerError::Database {
+                        database: self.describe.clone(),
+                        cause: "a command of the group was not run".into(),
+                        retryable: true,
+                    }),
+                    commit,
+                ),
+            })
+            .collect())
+    }
+
+    /// What the barrier (and the handler) decide for one command, inside `tx`.
+    async fn decide(&self, tx: &Tx<'_>, job: &Job<dyn PgHandler>, now: Millis) -> Result<Decision, WorkerError> {
+        let ctx = &job.ctx;
+        match &job.run {
+            Run::Fence => self.fence(tx, ctx, now).await,
+            Run::Handler { handler, delay } => {
+                if !delay.is_zero() {
+                    tokio::time::sleep(*delay).await;
+                }
+                match ctx.phase {
+                    Phase::Action => self.action(tx, handler.as_ref(), ctx, now).await,
+                    Phase::Compensation => self.compensation(tx, handler.as_ref(), ctx, now).await,
+                }
+            }
+        }
+    }
+
     /// Inserts the (saga, step, op) row unless it exists; `true` if inserted.
     async fn claim(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         ctx: &CommandContext,
         op: Phase,
         outcome: Option<&Recorded>,
         now: Millis,
     ) -> Result<bool, WorkerError> {
+        let statement = tx.prepare_cached(CLAIM).await.map_err(|e| self.error(e))?;
         let n = tx
             .execute(
-                "INSERT INTO sqsaga_barrier (saga_id, step, op, outcome, created_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT DO NOTHING",
+                &statement,
                 &[
                     &ctx.saga_id,
                     &ctx.step,
@@ -344,23 +485,21 @@ impl PostgresDb {
     /// Writes the outcome into the row this transaction claimed.
     async fn settle(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         ctx: &CommandContext,
         op: Phase,
         outcome: &Recorded,
     ) -> Result<(), WorkerError> {
-        tx.execute(
-            "UPDATE sqsaga_barrier SET outcome = $4 WHERE saga_id = $1 AND step = $2 AND op = $3",
-            &[&ctx.saga_id, &ctx.step, &barrier::op_name(op), &outcome.encode()],
-        )
-        .await
-        .map_err(|e| self.error(e))?;
+        let statement = tx.prepare_cached(SETTLE).await.map_err(|e| self.error(e))?;
+        tx.execute(&statement, &[&ctx.saga_id, &ctx.step, &barrier::op_name(op), &outcome.encode()])
+            .await
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 
     /// The committed row of `op`, which a failed claim proved exists.
-    async fn existing(&self, tx: &Transaction<'_>, ctx: &CommandContext, op: Phase) -> Result<Recorded, WorkerError> {
-        match lookup(tx, &ctx.saga_id, &ctx.step, op).await {
+    async fn existing(&self, tx: &Tx<'_>, ctx: &CommandContext, op: Phase) -> Result<Recorded, WorkerError> {
+        match lookup(&**tx, &ctx.saga_id, &ctx.step, op).await {
             Ok(Some(recorded)) => Ok(recorded),
             Ok(None) => Err(self.corrupt(ctx, "the row that blocked the insert is gone or has no outcome".into())),
             Err(LookupError::Sql(cause)) => {
@@ -378,12 +517,18 @@ impl PostgresDb {
     /// its writes rolled back (the barrier row stays).
     async fn call(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         handler: &dyn PgHandler,
         ctx: &CommandContext,
     ) -> Result<Result<Value, HandlerError>, WorkerError> {
-        tx.batch_execute("SAVEPOINT sqsaga_handler").await.map_err(|e| self.error(e))?;
-        let result = match AssertUnwindSafe(handler.handle(tx, ctx)).catch_unwind().await {
+        // The savepoint goes out pipelined ahead of the handler's first
+        // statement; if it failed, so did everything after it.
+        let (saved, result) = tokio::join!(
+            async { tx.batch_execute("SAVEPOINT sqsaga_handler").await.map_err(|e| self.error(e)) },
+            AssertUnwindSafe(handler.handle(tx, ctx)).catch_unwind()
+        );
+        saved?;
+        let result = match result {
             Ok(r) => r,
             Err(panic) => Err(HandlerError::Transient(format!(
                 "handler `{}` panicked: {}",
@@ -391,18 +536,20 @@ impl PostgresDb {
                 barrier::panic_message(panic.as_ref())
             ))),
         };
-        let end = if result.is_ok() {
-            "RELEASE SAVEPOINT sqsaga_handler"
-        } else {
-            "ROLLBACK TO SAVEPOINT sqsaga_handler; RELEASE SAVEPOINT sqsaga_handler"
-        };
-        tx.batch_execute(end).await.map_err(|e| self.error(e))?;
+        // A handler that succeeded keeps its savepoint open, which costs
+        // nothing: the command's end (commit, or the release of the
+        // command's own savepoint in a group) ends it too.
+        if result.is_err() {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT sqsaga_handler; RELEASE SAVEPOINT sqsaga_handler")
+                .await
+                .map_err(|e| self.error(e))?;
+        }
         Ok(result)
     }
 
     async fn action(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         handler: &dyn PgHandler,
         ctx: &CommandContext,
         now: Millis,
@@ -432,7 +579,7 @@ impl PostgresDb {
     /// what it did.
     async fn block_action(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         ctx: &CommandContext,
         now: Millis,
     ) -> Result<Option<Recorded>, WorkerError> {
@@ -444,7 +591,7 @@ impl PostgresDb {
 
     async fn compensation(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         handler: &dyn PgHandler,
         ctx: &CommandContext,
         now: Millis,
@@ -479,7 +626,7 @@ impl PostgresDb {
         }
     }
 
-    async fn fence(&self, tx: &Transaction<'_>, ctx: &CommandContext, now: Millis) -> Result<Decision, WorkerError> {
+    async fn fence(&self, tx: &Tx<'_>, ctx: &CommandContext, now: Millis) -> Result<Decision, WorkerError> {
         if !self.claim(tx, ctx, Phase::Compensation, None, now).await? {
             let recorded = self.existing(tx, ctx, Phase::Compensation).await?;
             return Ok(Decision::Commit(BarrierOutcome::answered(&recorded, Phase::Compensation)));
