@@ -57,6 +57,14 @@ async fn read(d: &mut Driver, key: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("conformance.read output has no integer value: {output}"))
 }
 
+/// Whether the participant answers at all: one read of a fresh key. Run
+/// after a case whose wait ran out, so a participant that is down or stuck
+/// costs the run one more timeout instead of one per remaining case.
+pub async fn answers(d: &mut Driver) -> Check {
+    let key = d.saga("alive");
+    read(d, &key).await.map(drop)
+}
+
 async fn expect_counter(d: &mut Driver, key: &str, want: i64, why: &str) -> Check {
     let got = read(d, key).await?;
     ensure(got == want, || format!("counter `{key}` is {got}, expected {want} ({why})"))

@@ -95,6 +95,9 @@ pub struct Driver {
     pub timeout: Duration,
     /// Replies of this run that arrived while another was awaited.
     early: HashMap<String, Arrived>,
+    /// Set when a wait ran out (no reply, no dead letter): the run then
+    /// checks whether the participant still answers at all.
+    timed_out: bool,
 }
 
 /// Milliseconds since the epoch.
@@ -119,6 +122,7 @@ impl Driver {
             signing,
             timeout,
             early: HashMap::new(),
+            timed_out: false,
         }
     }
 
@@ -192,6 +196,7 @@ impl Driver {
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                self.timed_out = true;
                 return Err(format!(
                     "no reply to {command_id} on `{}` within {}s",
                     self.reply_queue,
@@ -226,6 +231,11 @@ impl Driver {
         }
     }
 
+    /// Whether a wait ran out since the last call (and clears it).
+    pub fn take_timed_out(&mut self) -> bool {
+        std::mem::take(&mut self.timed_out)
+    }
+
     /// A reply of this run, or `None` for a foreign message (to be deleted);
     /// an undecodable message of this run fails the case that waits.
     fn decode(&self, m: ReceivedMessage) -> Result<Option<Arrived>, String> {
@@ -239,12 +249,13 @@ impl Driver {
     }
 
     /// Waits for the dead-lettered copy of a body containing `marker` on the service's DLQ.
-    pub async fn dead_letter(&self, marker: &str) -> Result<DeadLetter, String> {
+    pub async fn dead_letter(&mut self, marker: &str) -> Result<DeadLetter, String> {
         let dlq = dlq_name(&self.service);
         let until = Instant::now() + self.timeout;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                self.timed_out = true;
                 return Err(format!("not on `{dlq}` within {}s", self.timeout.as_secs()));
             }
             let receive = Receive::up_to(MAX_BATCH).wait(left.min(POLL)).visibility(FOREIGN_HIDDEN);

@@ -159,8 +159,16 @@ pub async fn run(queue: Arc<dyn Queue>, options: &KitOptions) -> Result<Report, 
     let mut d = driver::Driver::new(queue, &options.service, REPLY_QUEUE, options.signing.clone(), options.timeout);
     let signatures_required = options.signing.as_ref().is_some_and(|s| s.require);
     let mut report = Report { service: options.service.clone(), cases: Vec::new() };
+    // Why the participant is taken to have stopped answering: every case
+    // after that fails at once instead of waiting out its own timeout.
+    let mut silent: Option<String> = None;
     for &name in CASES {
         let started = std::time::Instant::now();
+        if let Some(why) = &silent {
+            let verdict = Verdict::Fail(format!("not run: the participant stopped answering ({why})"));
+            report.cases.push(CaseResult { name, verdict, took: Duration::ZERO });
+            continue;
+        }
         let spoil = match name {
             "signature: forged" => Some(Spoil::Forged),
             "signature: stale" => Some(Spoil::Stale),
@@ -195,6 +203,11 @@ pub async fn run(queue: Arc<dyn Queue>, options: &KitOptions) -> Result<Report, 
             Err(why) => Verdict::Fail(why),
         };
         report.cases.push(CaseResult { name, verdict, took: started.elapsed() });
+        if d.take_timed_out()
+            && let Err(why) = cases::answers(&mut d).await
+        {
+            silent = Some(why);
+        }
     }
     Ok(report)
 }

@@ -32,13 +32,20 @@ fn settings(dir: &std::path::Path, extra: &[(&str, &str)]) -> Settings {
 
 /// Runs the kit against the reference participant under `extra` settings.
 async fn kit_against_reference(extra: &[(&str, &str)]) -> sqsaga_conformance::Report {
+    // The worker's log goes to the test's output, shown when it fails.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let dir = tempfile::tempdir().unwrap();
     let settings = settings(dir.path(), extra);
     let participant = contract::participant(&dir.path().join("conformance.db"), sqsaga_sqlite::Sync::Normal).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(run_worker(settings.clone(), Arc::new(participant), listener, shutdown.clone(), 1));
-    let report = run_configured(&settings, SERVICE, Duration::from_secs(20)).await.unwrap();
+    let mut worker = tokio::spawn(run_worker(settings.clone(), Arc::new(participant), listener, shutdown.clone(), 1));
+    // A worker that stops early fails the test with its own error, not with
+    // a kit waiting out every case.
+    let report = tokio::select! {
+        report = run_configured(&settings, SERVICE, Duration::from_secs(20)) => report.unwrap(),
+        ended = &mut worker => panic!("the reference participant stopped before the kit was done: {ended:?}"),
+    };
     shutdown.cancel();
     worker.await.unwrap().unwrap();
     report
@@ -62,6 +69,28 @@ async fn with_signatures_required_the_reference_participant_passes_the_signature
     .await;
     assert!(report.passed(), "{}", report.table());
     assert!(report.cases.iter().all(|c| c.verdict == Verdict::Pass), "{}", report.table());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_that_never_answers_costs_the_kit_two_timeouts_not_one_per_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(dir.path(), &[]);
+    let report = run_configured(&settings, SERVICE, Duration::from_secs(1)).await.unwrap();
+    let first = &report.cases[0];
+    assert!(
+        matches!(&first.verdict, Verdict::Fail(why) if why.contains("no reply to") && why.contains("within 1s")),
+        "{}",
+        report.table()
+    );
+    for case in &report.cases[1..] {
+        let not_run = matches!(
+            &case.verdict,
+            Verdict::Fail(why) if why.starts_with("not run: the participant stopped answering (no reply to")
+        );
+        let skipped = matches!(case.verdict, Verdict::Skip(_));
+        assert!(not_run || skipped, "{}", report.table());
+        assert_eq!(case.took, Duration::ZERO, "{}", report.table());
+    }
 }
 
 /// A participant without a barrier: every command runs its handler on a
