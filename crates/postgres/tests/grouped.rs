@@ -2,7 +2,10 @@
 //! (`SQSAGA_TEST_POSTGRES`, default 127.0.0.1:5432; a scratch database per
 //! test, dropped at the end): a batch shares one transaction, a transient
 //! failure costs only its own command, and two replicas given overlapping
-//! batches in opposite orders neither deadlock nor double an effect.
+//! batches in opposite orders neither deadlock nor double an effect; and
+//! random batches (actions, compensations, fences, duplicates, refusals,
+//! transient failures, panics, expiry) get the outcomes, barrier rows and
+//! effects the same commands get one transaction at a time.
 #![allow(clippy::unwrap_used, reason = "a failure is the test failing")]
 
 use std::collections::BTreeMap;
@@ -178,4 +181,150 @@ async fn two_replicas_with_overlapping_batches_in_reverse_order_take_each_effect
         }
     })
     .await;
+}
+
+/// The equivalence test's schema: every handler call that commits leaves a row.
+const LEDGER: &str = "CREATE TABLE IF NOT EXISTS ledger (saga_id TEXT NOT NULL, step TEXT NOT NULL, kind TEXT NOT NULL, amount BIGINT NOT NULL);";
+const MIXED: &str = "mixed/v1";
+
+/// `mixed.do`: writes a `do` row, then does what `input.then` says
+/// (`refuse`, `transient`, `panic`, or succeeds with the amount).
+struct Do;
+
+#[async_trait]
+impl PgHandler for Do {
+    async fn handle(&self, tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
+        let amount = ctx.input()["amount"].as_i64().unwrap_or(0);
+        tx.execute(
+            "INSERT INTO ledger (saga_id, step, kind, amount) VALUES ($1, $2, 'do', $3)",
+            &[&ctx.saga_id, &ctx.step, &amount],
+        )
+        .await
+        .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        match ctx.input()["then"].as_str() {
+            Some("refuse") => Err(HandlerError::Refused("not today".into())),
+            Some("transient") => Err(HandlerError::Transient("busy".into())),
+            Some("panic") => panic!("handler blew up"),
+            _ => Ok(json!({"amount": amount})),
+        }
+    }
+}
+
+/// `mixed.undo`: writes an `undo` row.
+struct Undo;
+
+#[async_trait]
+impl PgHandler for Undo {
+    async fn handle(&self, tx: &Transaction<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
+        tx.execute(
+            "INSERT INTO ledger (saga_id, step, kind, amount) VALUES ($1, $2, 'undo', 0)",
+            &[&ctx.saga_id, &ctx.step],
+        )
+        .await
+        .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        Ok(json!({"undone": true}))
+    }
+}
+
+async fn mixed(db: &ScratchDb, grouped: bool) -> Participant<PostgresDb> {
+    let pg = PostgresDb::connect(&db.url, None, LEDGER, 1).await.unwrap().with_grouping(grouped);
+    let mut p = Participant::new(pg);
+    p.register(MIXED, "mixed.do", Box::new(Do), Some(("mixed.undo", Box::new(Undo))));
+    p
+}
+
+/// A random command on one of a few (saga, step) keys.
+fn random_command(rng: &mut impl rand::Rng, now: u64) -> CommandContext {
+    let saga = format!("m-{}", rng.random_range(0..5));
+    let step = ["a", "b"][rng.random_range(0..2)].to_string();
+    let roll = rng.random_range(0..100);
+    let (command, phase) = match roll {
+        0..80 => ("mixed.do", Phase::Action),
+        80..93 => ("mixed.undo", Phase::Compensation),
+        _ => (sqsaga_core::machine::FENCE_COMMAND, Phase::Compensation),
+    };
+    let then = ["ok", "ok", "ok", "ok", "refuse", "transient", "panic"][rng.random_range(0..7)];
+    let expired = phase == Phase::Action && rng.random_range(0..10) == 0;
+    CommandContext {
+        saga_id: saga,
+        step,
+        command: command.to_string(),
+        phase,
+        attempt: 1,
+        payload: json!({"input": {"amount": rng.random_range(1..100), "then": then}, "outputs": {}}),
+        not_after: (phase == Phase::Action).then(|| if expired { now - 5_000 } else { now + 60_000 }),
+        sent_at: Some(now - 10_000),
+    }
+}
+
+/// Every barrier row and every ledger row, in a stable order.
+async fn contents(
+    p: &Participant<PostgresDb>,
+) -> (Vec<(String, String, String, Option<String>)>, Vec<(String, String, String, i64)>) {
+    let client = p.db().pool().get().await.unwrap();
+    let barrier = client
+        .query("SELECT saga_id, step, op, outcome FROM sqsaga_barrier ORDER BY 1, 2, 3", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let ledger = client
+        .query("SELECT saga_id, step, kind, amount FROM ledger ORDER BY 1, 2, 3, 4", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    (barrier, ledger)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_batches_decide_exactly_as_the_same_commands_one_transaction_each() {
+    use rand::{Rng, SeedableRng};
+    let one_by_one = Arc::new(ScratchDb::create().await.unwrap_or_else(|e| panic!("{e}")));
+    let single_db = one_by_one.clone();
+    with_db(|grouped_db| async move {
+        let one_by_one = single_db;
+        let now = 1_767_225_600_000;
+        let clock: Arc<dyn Clock> = Arc::new(sqsaga_core::clock::ManualClock::at(now));
+        for seed in 0..12u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            // A fresh key space per seed: the saga ids carry the seed.
+            let grouped = mixed(&grouped_db, true).await;
+            let single = mixed(&one_by_one, false).await;
+            for round in 0..6 {
+                let size = rng.random_range(2..=10);
+                let mut batch: Vec<CommandContext> = (0..size)
+                    .map(|_| {
+                        let mut c = random_command(&mut rng, now);
+                        c.saga_id = format!("s{seed}-{}", c.saga_id);
+                        c
+                    })
+                    .collect();
+                if round % 2 == 0 {
+                    // Actions on distinct keys: the batch of one claim and one settle.
+                    batch.retain(|c| c.phase == Phase::Action);
+                    let mut seen = std::collections::HashSet::new();
+                    batch.retain(|c| seen.insert((c.saga_id.clone(), c.step.clone())));
+                }
+                let got = grouped.execute_batch_at(batch.clone(), clock.clone()).await;
+                let mut want = Vec::new();
+                for c in &batch {
+                    want.extend(single.execute_batch_at(vec![c.clone()], clock.clone()).await);
+                }
+                for ((c, (g, _)), (w, _)) in batch.iter().zip(&got).zip(&want) {
+                    let (g, w) = (g.as_ref().unwrap(), w.as_ref().unwrap());
+                    assert_eq!(
+                        g, w,
+                        "seed {seed} round {round}: {} {} of {} step {}",
+                        c.command, c.payload, c.saga_id, c.step
+                    );
+                }
+            }
+            assert_eq!(contents(&grouped).await, contents(&single).await, "seed {seed}: the databases differ");
+        }
+    })
+    .await;
+    Arc::try_unwrap(one_by_one).unwrap().drop_now().await.unwrap();
 }
