@@ -221,7 +221,7 @@ pub async fn bench_participant(o: &BenchParticipantOptions) -> Result<BenchParti
     let single = single_rate(&o.url, clients, o.pgbench_secs).await?;
     let ratio = grouped.steps_per_s / single.tps.max(1e-9);
     Ok(BenchParticipantReport {
-        server: sqsaga_postgres::redact(&o.url),
+        server: sqsaga_config::redact_url(&o.url),
         queue: "in-memory (sqsaga-testing MemoryQueue)",
         clients,
         grouped,
@@ -237,7 +237,7 @@ pub async fn bench_participant(o: &BenchParticipantOptions) -> Result<BenchParti
 async fn connect(url: &str) -> Result<tokio_postgres::Client, BenchError> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .map_err(|e| BenchError::Io(format!("cannot connect to {}: {e}", sqsaga_postgres::redact(url))))?;
+        .map_err(|e| BenchError::Io(format!("cannot connect to {}: {e}", sqsaga_config::redact_url(url))))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "Benchmark connection ended.");

@@ -46,7 +46,7 @@ impl DatabaseUrl {
     pub fn redacted(&self) -> String {
         match self {
             DatabaseUrl::Sqlite(path) => format!("sqlite:{}", path.display()),
-            DatabaseUrl::Postgres(url) => redact_password(url),
+            DatabaseUrl::Postgres(url) => redact_url(url),
         }
     }
 }
@@ -57,20 +57,36 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
-/// `scheme://user:secret@host/...` as `scheme://user:<redacted>@host/...`.
-pub(crate) fn redact_password(url: &str) -> String {
+/// A URL fit for logs, reports and `/readyz`: the password of
+/// `scheme://user:secret@host/...` and any `password=` query parameter (as
+/// libpq reads them) replaced by `<redacted>`; anything else as given. The
+/// one redaction every database and endpoint URL goes through.
+pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    let authority_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
+    let authority_end = url[scheme_end..].find(['/', '?']).map_or(url.len(), |i| scheme_end + i);
     let authority = &url[scheme_end..authority_end];
-    match authority.rfind('@') {
+    let authority = match authority.rfind('@') {
         Some(at) => match authority[..at].split_once(':') {
-            Some((user, _)) => {
-                format!("{}{user}:<redacted>{}{}", &url[..scheme_end], &authority[at..], &url[authority_end..])
-            }
-            None => url.to_string(),
+            Some((user, _)) => format!("{user}:<redacted>{}", &authority[at..]),
+            None => authority.to_string(),
         },
-        None => url.to_string(),
-    }
+        None => authority.to_string(),
+    };
+    let rest = &url[authority_end..];
+    let rest = match rest.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => rest.to_string(),
+    };
+    format!("{}{authority}{rest}", &url[..scheme_end])
 }
 
 #[cfg(test)]
@@ -100,9 +116,13 @@ mod tests {
             ("postgres://app:s3cret@db:5432/orders", "postgres://app:<redacted>@db:5432/orders"),
             ("postgres://app@db/orders", "postgres://app@db/orders"),
             ("postgres://db/orders?user=a", "postgres://db/orders?user=a"),
+            ("postgres://db/orders?user=a&password=s3cret", "postgres://db/orders?user=a&password=<redacted>"),
+            ("postgres://app:s3cret@db?sslmode=require", "postgres://app:<redacted>@db?sslmode=require"),
         ];
         for (url, shown) in cases {
             assert_eq!(DatabaseUrl::Postgres(url.into()).redacted(), shown);
         }
+        assert_eq!(redact_url("http://key:secret@127.0.0.1:5000/x"), "http://key:<redacted>@127.0.0.1:5000/x");
+        assert_eq!(redact_url("the DynamoDB endpoint of eu-west-1"), "the DynamoDB endpoint of eu-west-1");
     }
 }

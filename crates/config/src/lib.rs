@@ -26,7 +26,7 @@ mod spec;
 use std::collections::BTreeMap;
 
 pub use choices::{Backend, DriftMode, LogLevel, SqsPreset};
-pub use database::DatabaseUrl;
+pub use database::{DatabaseUrl, redact_url};
 pub use error::{ConfigErrors, ConfigProblem};
 pub use resolve::{Sources, hostname};
 pub use secret::Secret;

@@ -320,7 +320,7 @@ fn shown(spec: &SettingSpec, raw: &Raw<'_>) -> String {
         Raw::Json(v) => v.to_string(),
     };
     // A database URL may carry a password, even a malformed one.
-    let text = if spec.kind == Kind::DatabaseUrl { crate::database::redact_password(&text) } else { text };
+    let text = if spec.kind == Kind::DatabaseUrl { crate::database::redact_url(&text) } else { text };
     const MAX: usize = 100;
     if text.chars().count() > MAX { format!("{}…", text.chars().take(MAX).collect::<String>()) } else { text }
 }

@@ -212,7 +212,7 @@ impl DynamoDb {
     /// where the client goes (a URL, or "the DynamoDB endpoint of
     /// us-east-1"), for messages and `/readyz`. Makes no request.
     pub fn new(client: Client, table: &str, endpoint: &str) -> Self {
-        let endpoint = without_userinfo(endpoint);
+        let endpoint = sqsaga_config::redact_url(endpoint);
         DynamoDb { client, table: table.to_string(), describe: format!("dynamodb:{table} at {endpoint}"), endpoint }
     }
 
@@ -269,16 +269,6 @@ impl DynamoDb {
 
     fn corrupt(&self, ctx: &CommandContext, cause: String) -> WorkerError {
         WorkerError::CorruptBarrier { saga_id: ctx.saga_id.clone(), step: ctx.step.clone(), cause }
-    }
-}
-
-/// `endpoint` without a `user:password@` part.
-fn without_userinfo(endpoint: &str) -> String {
-    let Some((scheme, rest)) = endpoint.split_once("://") else { return endpoint.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => endpoint.to_string(),
     }
 }
 
@@ -673,14 +663,11 @@ mod tests {
 
     #[test]
     fn describe_names_table_and_endpoint_without_credentials() {
-        assert_eq!(without_userinfo("http://key:secret@127.0.0.1:5000/x"), "http://127.0.0.1:5000/x");
-        assert_eq!(without_userinfo("http://127.0.0.1:5000"), "http://127.0.0.1:5000");
-        assert_eq!(without_userinfo("the DynamoDB endpoint of eu-west-1"), "the DynamoDB endpoint of eu-west-1");
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
             .build();
         let db = DynamoDb::new(Client::from_conf(config), "shipping_barrier", "http://k:s@localhost:4566");
-        assert_eq!(db.describe(), "dynamodb:shipping_barrier at http://localhost:4566");
+        assert_eq!(db.describe(), "dynamodb:shipping_barrier at http://k:<redacted>@localhost:4566");
     }
 }

@@ -87,6 +87,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::FutureExt;
 use serde_json::Value;
+use sqsaga_config::redact_url;
 use sqsaga_core::Millis;
 use sqsaga_core::clock::Clock;
 use sqsaga_core::machine::{Outcome, Phase};
@@ -198,7 +199,7 @@ impl PostgresDb {
     /// starting at the same moment. `pool_size` bounds concurrent commands.
     pub async fn connect(url: &str, schema: Option<&str>, setup: &str, pool_size: usize) -> Result<Self, WorkerError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| WorkerError::Database {
-            database: redact(url),
+            database: redact_url(url),
             cause: format!("not a PostgreSQL URL: {e}"),
             retryable: false,
         })?;
@@ -207,8 +208,8 @@ impl PostgresDb {
             config.options(format!("-c search_path={schema}"));
         }
         let describe = match schema {
-            Some(schema) => format!("{} (schema {schema})", redact(url)),
-            None => redact(url),
+            Some(schema) => format!("{} (schema {schema})", redact_url(url)),
+            None => redact_url(url),
         };
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -291,18 +292,6 @@ pub fn db_error(database: &str, e: &tokio_postgres::Error) -> WorkerError {
         _ => e.to_string(),
     };
     WorkerError::Database { database: database.to_string(), cause, retryable }
-}
-
-/// `url` without its password.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// `name` as a quoted SQL identifier.
@@ -875,13 +864,6 @@ pub async fn action_output(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redact_drops_the_password_only() {
-        assert_eq!(redact("postgres://app:s3cret@db:5432/orders"), "postgres://app@db:5432/orders");
-        assert_eq!(redact("postgres://postgres@127.0.0.1/postgres"), "postgres://postgres@127.0.0.1/postgres");
-        assert_eq!(redact("postgres://127.0.0.1/x"), "postgres://127.0.0.1/x");
-    }
 
     #[test]
     fn quote_ident_doubles_quotes() {

@@ -53,7 +53,7 @@ async fn admin(url: &str) -> Result<tokio_postgres::Client, String> {
              `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, elsewhere \
              `docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:15`, or set {SERVER_VAR} \
              to another server's URL (README, \"PostgreSQL\")",
-            crate::redact(url)
+            sqsaga_config::redact_url(url)
         )
     })?;
     tokio::spawn(async move {
@@ -92,7 +92,8 @@ impl ScratchDb {
     /// through the server at `admin_url`.
     pub fn existing(admin_url: &str, url: &str) -> Result<ScratchDb, String> {
         let config: tokio_postgres::Config = url.parse().map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
-        let name = config.get_dbname().ok_or_else(|| format!("{} names no database", crate::redact(url)))?;
+        let name =
+            config.get_dbname().ok_or_else(|| format!("{} names no database", sqsaga_config::redact_url(url)))?;
         Ok(ScratchDb { name: name.to_string(), url: url.to_string(), admin: admin_url.to_string() })
     }
 

@@ -282,7 +282,7 @@ pub async fn summarize(
         p99_ms: percentile(&latencies, 0.99),
         data_dir: dir.display().to_string(),
         participants: match &manifest.participant_db {
-            Some(url) => sqsaga_postgres::redact(url),
+            Some(url) => sqsaga_config::redact_url(url),
             None => "sqlite (data dir)".to_string(),
         },
     })
