@@ -55,13 +55,16 @@ impl SqliteError {
 
 impl From<rusqlite::Error> for SqliteError {
     fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
-                SqliteError::Busy(e.to_string())
-            }
-            _ => SqliteError::Sql(e.to_string()),
-        }
+        if is_busy(&e) { SqliteError::Busy(e.to_string()) } else { SqliteError::Sql(e.to_string()) }
     }
+}
+
+/// How long a connection waits for another's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `e` is SQLite's "database is locked" (or "table is locked").
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 /// Durability of commits.
@@ -79,8 +82,19 @@ pub enum Sync {
 pub fn open(path: &Path, sync: Sync) -> Result<Connection, SqliteError> {
     let open_err = |e: rusqlite::Error| SqliteError::Open { path: path.display().to_string(), cause: e.to_string() };
     let conn = Connection::open(path).map_err(open_err)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    // Switching a fresh file to WAL needs it to itself; while another
+    // connection switches it too, SQLite answers "database is locked" at
+    // once instead of calling the busy handler (a lock upgrade that could
+    // deadlock). Retried, like a busy lock, within the busy timeout.
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(open_err(e)),
+        }
+    }
     let level = match sync {
         Sync::Full => "FULL",
         Sync::Normal => "NORMAL",

@@ -155,9 +155,13 @@ impl Worker {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(ended) = tasks.join_next() => {
-                    // A poller only ends on its own by panicking: start another.
-                    if let Err(e) = ended {
-                        error!(error = %e, "A poller stopped unexpectedly; starting a new one.");
+                    // A poller only ends on its own by panicking: start
+                    // another. A cancelled one means the runtime is shutting
+                    // down (its replacement would be cancelled as well).
+                    match ended {
+                        Err(e) if e.is_cancelled() => break,
+                        Err(e) => error!(error = %e, "A poller stopped unexpectedly; starting a new one."),
+                        Ok(()) => {}
                     }
                     tasks.spawn(poll_loop(inner.clone(), pollers, stop_rx.clone()));
                 }
