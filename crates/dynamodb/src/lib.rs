@@ -88,8 +88,8 @@ use sqsaga_aws::capacity::item_size;
 use sqsaga_aws::{Failure, FailureKind};
 use sqsaga_core::Millis;
 use sqsaga_core::clock::Clock;
-use sqsaga_core::machine::{Outcome, Phase};
-use sqsaga_worker::barrier::{self, BarrierOutcome, Recorded};
+use sqsaga_core::machine::Phase;
+use sqsaga_worker::barrier::{self, BarrierOutcome, Compensate, Recorded, Settle};
 use sqsaga_worker::db::{Job, JobResult, ParticipantDb, Run};
 use sqsaga_worker::{CommandContext, HandlerError, Participant, WorkerError};
 
@@ -322,8 +322,8 @@ enum Committed {
 enum Ran {
     /// The barrier item to write (`Succeeded`) and the handler's items.
     Succeeded(Recorded, tx::Written),
-    Refused(String),
-    Transient(String),
+    /// Refused (by the handler, or by a DynamoDB limit it hit) or transient.
+    Failed(HandlerError),
 }
 
 /// What a compensation or fence found when it went to block the action.
@@ -509,18 +509,17 @@ impl DynamoDb {
         };
         let mut written = tx.finish();
         match (result, written.overflow.take()) {
-            (Err(HandlerError::Transient(error)), _) => Ran::Transient(error),
-            (Err(HandlerError::Refused(reason)), _) => Ran::Refused(reason),
-            (Ok(_), Some(overflow)) => Ran::Refused(overflow),
+            (Err(e), _) => Ran::Failed(e),
+            (Ok(_), Some(overflow)) => Ran::Failed(HandlerError::Refused(overflow)),
             (Ok(output), None) => {
                 let row = Recorded::Succeeded { output };
                 let bytes = written.bytes + item_size(&table::barrier_item(&ctx.saga_id, &ctx.step, op, &row, now));
                 if bytes > MAX_TRANSACTION_BYTES {
-                    return Ran::Refused(format!(
+                    return Ran::Failed(HandlerError::Refused(format!(
                         "the handler's output and items add up to {bytes} bytes, more than DynamoDB's {} MB per \
                          transaction",
                         MAX_TRANSACTION_BYTES / (1024 * 1024)
-                    ));
+                    )));
                 }
                 Ran::Succeeded(row, written)
             }
@@ -538,35 +537,54 @@ impl DynamoDb {
             // late its redelivery comes.
             return Ok(BarrierOutcome::answered(&recorded, Phase::Action));
         }
-        if let Some(reason) = barrier::expiry(ctx, now) {
-            let recorded = Recorded::Refused { reason };
-            let outcome = BarrierOutcome::expired(&recorded);
+        if let Some((recorded, outcome)) = barrier::expired_action(ctx, now) {
             return self.record_alone(ctx, Phase::Action, &recorded, now, outcome).await;
         }
-        let refuse = |reason: String| {
-            let recorded = Recorded::Refused { reason };
-            let outcome = BarrierOutcome::fresh(recorded.to_outcome());
-            (recorded, outcome)
+        self.run_handler(handler, ctx, Phase::Action, None, now).await
+    }
+
+    /// Runs the handler of `op` and commits its items with the barrier
+    /// item, or records (or not) what the barrier decides for its failure.
+    async fn run_handler(
+        &self,
+        handler: &dyn DynamoHandler,
+        ctx: &CommandContext,
+        op: Phase,
+        action_output: Option<Value>,
+        now: Millis,
+    ) -> Result<BarrierOutcome, WorkerError> {
+        let after = match op {
+            Phase::Action => barrier::after_action,
+            Phase::Compensation => barrier::after_compensation,
         };
-        match self.call(handler, ctx, Phase::Action, None, now).await {
-            Ran::Transient(error) => Ok(BarrierOutcome::transient(error)),
-            Ran::Refused(reason) => {
-                let (recorded, outcome) = refuse(reason);
-                self.record_alone(ctx, Phase::Action, &recorded, now, outcome).await
+        let (recorded, written) = match self.call(handler, ctx, op, action_output, now).await {
+            Ran::Failed(e) => return self.settle_alone(ctx, op, after(Err(e)), now).await,
+            Ran::Succeeded(recorded, written) => (recorded, written),
+        };
+        match self.commit(ctx, &[(op, &recorded)], Some(written), now).await? {
+            Committed::Done => Ok(BarrierOutcome::fresh(recorded.to_outcome())),
+            Committed::Exists(op) => self.answer(ctx, op).await,
+            Committed::Condition { refusal: Some(reason), .. } => {
+                self.settle_alone(ctx, op, after(Err(HandlerError::Refused(reason))), now).await
             }
-            Ran::Succeeded(recorded, written) => {
-                match self.commit(ctx, &[(Phase::Action, &recorded)], Some(written), now).await? {
-                    Committed::Done => Ok(BarrierOutcome::fresh(recorded.to_outcome())),
-                    Committed::Exists(op) => self.answer(ctx, op).await,
-                    Committed::Condition { refusal: Some(reason), .. } => {
-                        let (recorded, outcome) = refuse(reason);
-                        self.record_alone(ctx, Phase::Action, &recorded, now, outcome).await
-                    }
-                    Committed::Condition { refusal: None, cause } | Committed::Invalid(cause) => {
-                        Ok(BarrierOutcome::transient(cause))
-                    }
-                }
+            Committed::Condition { refusal: None, cause } | Committed::Invalid(cause) => {
+                Ok(BarrierOutcome::transient(cause))
             }
+        }
+    }
+
+    /// What the barrier decided for a handler with no items to keep: the
+    /// barrier item alone, or nothing.
+    async fn settle_alone(
+        &self,
+        ctx: &CommandContext,
+        op: Phase,
+        settle: Settle,
+        now: Millis,
+    ) -> Result<BarrierOutcome, WorkerError> {
+        match settle {
+            Settle::Record(recorded, outcome) => self.record_alone(ctx, op, &recorded, now, outcome).await,
+            Settle::Discard(outcome) => Ok(outcome),
         }
     }
 
@@ -608,34 +626,16 @@ impl DynamoDb {
         if let Some(recorded) = self.row(ctx, Phase::Compensation).await? {
             return Ok(BarrierOutcome::answered(&recorded, Phase::Compensation));
         }
-        let nothing = barrier::nothing_to_undo();
-        let output = match self.block_action(ctx, &nothing, now).await? {
-            Found::Blocked => return Ok(BarrierOutcome::null_compensation(&nothing)),
+        let (nothing, null) = barrier::null_compensation();
+        let action = match self.block_action(ctx, &nothing, now).await? {
+            Found::Blocked => return Ok(null),
             Found::Answered(outcome) => return Ok(outcome),
-            // A refusal had no effect: nothing to undo.
-            Found::Action(Recorded::Refused { .. } | Recorded::Prevented) => {
-                let outcome = BarrierOutcome::fresh(nothing.to_outcome());
-                return self.record_alone(ctx, Phase::Compensation, &nothing, now, outcome).await;
-            }
-            Found::Action(Recorded::Succeeded { output }) => output,
+            Found::Action(action) => action,
         };
-        match self.call(handler, ctx, Phase::Compensation, Some(output), now).await {
-            Ran::Transient(error) => Ok(BarrierOutcome::transient(error)),
-            // A refused compensation is not recorded (barrier.rs).
-            Ran::Refused(reason) => Ok(BarrierOutcome::fresh(Outcome::Refused { reason })),
-            Ran::Succeeded(recorded, written) => {
-                match self.commit(ctx, &[(Phase::Compensation, &recorded)], Some(written), now).await? {
-                    Committed::Done => Ok(BarrierOutcome::fresh(recorded.to_outcome())),
-                    Committed::Exists(op) => self.answer(ctx, op).await,
-                    Committed::Condition { refusal: Some(reason), .. } => {
-                        Ok(BarrierOutcome::fresh(Outcome::Refused { reason }))
-                    }
-                    Committed::Condition { refusal: None, cause } | Committed::Invalid(cause) => {
-                        Ok(BarrierOutcome::transient(cause))
-                    }
-                }
-            }
+        if let Compensate::Nothing(recorded, outcome) = barrier::compensation_plan(Some(&action)) {
+            return self.record_alone(ctx, Phase::Compensation, &recorded, now, outcome).await;
         }
+        self.run_handler(handler, ctx, Phase::Compensation, action.output(), now).await
     }
 
     /// Resolves an in-doubt step without compensation (see the SQLite
@@ -645,15 +645,15 @@ impl DynamoDb {
         if let Some(recorded) = self.row(ctx, Phase::Compensation).await? {
             return Ok(BarrierOutcome::answered(&recorded, Phase::Compensation));
         }
-        let prevented = barrier::fence_prevented();
-        let recorded = match self.block_action(ctx, &prevented, now).await? {
-            Found::Blocked => return Ok(BarrierOutcome::null_compensation(&prevented)),
-            Found::Answered(outcome) => return Ok(outcome),
-            Found::Action(Recorded::Refused { .. } | Recorded::Prevented) => prevented,
-            Found::Action(Recorded::Succeeded { output }) => barrier::fence_already_ran(output),
-        };
-        let outcome = BarrierOutcome::fresh(recorded.to_outcome());
-        self.record_alone(ctx, Phase::Compensation, &recorded, now, outcome).await
+        let (prevented, null) = barrier::fence_plan(None);
+        match self.block_action(ctx, &prevented, now).await? {
+            Found::Blocked => Ok(null),
+            Found::Answered(outcome) => Ok(outcome),
+            Found::Action(action) => {
+                let (recorded, outcome) = barrier::fence_plan(Some(action));
+                self.record_alone(ctx, Phase::Compensation, &recorded, now, outcome).await
+            }
+        }
     }
 }
 

@@ -90,8 +90,8 @@ use serde_json::Value;
 use sqsaga_config::redact_url;
 use sqsaga_core::Millis;
 use sqsaga_core::clock::Clock;
-use sqsaga_core::machine::{Outcome, Phase};
-use sqsaga_worker::barrier::{self, BarrierOutcome, LookupError, Recorded};
+use sqsaga_core::machine::Phase;
+use sqsaga_worker::barrier::{self, BarrierOutcome, Compensate, LookupError, Recorded, Settle};
 use sqsaga_worker::db::{Job, JobResult, ParticipantDb, Run};
 use sqsaga_worker::{CommandContext, HandlerError, Participant, WorkerError};
 use tokio_postgres::{GenericClient, NoTls, Transaction};
@@ -505,10 +505,9 @@ impl PostgresDb {
                 let outcome = if !claimed.contains(&(ctx.saga_id.clone(), ctx.step.clone())) {
                     let recorded = self.existing(&tx, ctx, Phase::Action).await?;
                     BarrierOutcome::answered(&recorded, Phase::Action)
-                } else if let Some(reason) = barrier::expiry(ctx, clock.now()) {
-                    let recorded = Recorded::Refused { reason };
+                } else if let Some((recorded, outcome)) = barrier::expired_action(ctx, clock.now()) {
                     settle.push((i, recorded.encode()));
-                    BarrierOutcome::expired(&recorded)
+                    outcome
                 } else {
                     let Run::Handler { handler, delay } = &job.run else {
                         return Err(self.corrupt(ctx, "a fence in a batch of actions".into()));
@@ -523,20 +522,14 @@ impl PostgresDb {
                     };
                     let result = self.call_in(&tx, begin, handler.as_ref(), ctx).await?;
                     open = result.is_ok();
-                    match result {
-                        Ok(output) => {
-                            let recorded = Recorded::Succeeded { output };
+                    match barrier::after_action(result) {
+                        Settle::Record(recorded, outcome) => {
                             settle.push((i, recorded.encode()));
-                            BarrierOutcome::fresh(recorded.to_outcome())
+                            outcome
                         }
-                        Err(HandlerError::Refused(reason)) => {
-                            let recorded = Recorded::Refused { reason };
-                            settle.push((i, recorded.encode()));
-                            BarrierOutcome::fresh(recorded.to_outcome())
-                        }
-                        Err(HandlerError::Transient(error)) => {
+                        Settle::Discard(outcome) => {
                             unclaim.push(i);
-                            BarrierOutcome::transient(error)
+                            outcome
                         }
                     }
                 };
@@ -719,18 +712,30 @@ impl PostgresDb {
             let recorded = self.existing(tx, ctx, Phase::Action).await?;
             return Ok(Decision::Commit(BarrierOutcome::answered(&recorded, Phase::Action)));
         }
-        if let Some(reason) = barrier::expiry(ctx, now) {
-            let recorded = Recorded::Refused { reason };
+        if let Some((recorded, outcome)) = barrier::expired_action(ctx, now) {
             self.settle(tx, ctx, Phase::Action, &recorded).await?;
-            return Ok(Decision::Commit(BarrierOutcome::expired(&recorded)));
+            return Ok(Decision::Commit(outcome));
         }
-        let recorded = match self.call(tx, handler, ctx).await? {
-            Ok(output) => Recorded::Succeeded { output },
-            Err(HandlerError::Refused(reason)) => Recorded::Refused { reason },
-            Err(HandlerError::Transient(error)) => return Ok(Decision::Rollback(BarrierOutcome::transient(error))),
-        };
-        self.settle(tx, ctx, Phase::Action, &recorded).await?;
-        Ok(Decision::Commit(BarrierOutcome::fresh(recorded.to_outcome())))
+        let result = self.call(tx, handler, ctx).await?;
+        self.decided(tx, ctx, Phase::Action, barrier::after_action(result)).await
+    }
+
+    /// Writes what the barrier decided after a handler ran into the claimed
+    /// row; a discarded outcome rolls the row back with the rest.
+    async fn decided(
+        &self,
+        tx: &Tx<'_>,
+        ctx: &CommandContext,
+        op: Phase,
+        settle: Settle,
+    ) -> Result<Decision, WorkerError> {
+        match settle {
+            Settle::Record(recorded, outcome) => {
+                self.settle(tx, ctx, op, &recorded).await?;
+                Ok(Decision::Commit(outcome))
+            }
+            Settle::Discard(outcome) => Ok(Decision::Rollback(outcome)),
+        }
     }
 
     /// For a compensation or a fence whose own row this transaction
@@ -759,29 +764,16 @@ impl PostgresDb {
             let recorded = self.existing(tx, ctx, Phase::Compensation).await?;
             return Ok(Decision::Commit(BarrierOutcome::answered(&recorded, Phase::Compensation)));
         }
-        let nothing = barrier::nothing_to_undo();
-        match self.block_action(tx, ctx, now).await? {
-            None => {
-                self.settle(tx, ctx, Phase::Compensation, &nothing).await?;
-                Ok(Decision::Commit(BarrierOutcome::null_compensation(&nothing)))
+        let action = self.block_action(tx, ctx, now).await?;
+        match barrier::compensation_plan(action.as_ref()) {
+            Compensate::Nothing(recorded, outcome) => {
+                self.settle(tx, ctx, Phase::Compensation, &recorded).await?;
+                Ok(Decision::Commit(outcome))
             }
-            Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => {
-                self.settle(tx, ctx, Phase::Compensation, &nothing).await?;
-                Ok(Decision::Commit(BarrierOutcome::fresh(nothing.to_outcome())))
+            Compensate::Undo => {
+                let result = self.call(tx, handler, ctx).await?;
+                self.decided(tx, ctx, Phase::Compensation, barrier::after_compensation(result)).await
             }
-            Some(Recorded::Succeeded { .. }) => match self.call(tx, handler, ctx).await? {
-                Ok(output) => {
-                    let recorded = Recorded::Succeeded { output };
-                    self.settle(tx, ctx, Phase::Compensation, &recorded).await?;
-                    Ok(Decision::Commit(BarrierOutcome::fresh(recorded.to_outcome())))
-                }
-                // A refused compensation is not recorded (barrier.rs): the
-                // claimed row goes with the rollback.
-                Err(HandlerError::Refused(reason)) => {
-                    Ok(Decision::Rollback(BarrierOutcome::fresh(Outcome::Refused { reason })))
-                }
-                Err(HandlerError::Transient(error)) => Ok(Decision::Rollback(BarrierOutcome::transient(error))),
-            },
         }
     }
 
@@ -790,23 +782,8 @@ impl PostgresDb {
             let recorded = self.existing(tx, ctx, Phase::Compensation).await?;
             return Ok(Decision::Commit(BarrierOutcome::answered(&recorded, Phase::Compensation)));
         }
-        let (recorded, outcome) = match self.block_action(tx, ctx, now).await? {
-            None => {
-                let r = barrier::fence_prevented();
-                let o = BarrierOutcome::null_compensation(&r);
-                (r, o)
-            }
-            Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => {
-                let r = barrier::fence_prevented();
-                let o = BarrierOutcome::fresh(r.to_outcome());
-                (r, o)
-            }
-            Some(Recorded::Succeeded { output }) => {
-                let r = barrier::fence_already_ran(output);
-                let o = BarrierOutcome::fresh(r.to_outcome());
-                (r, o)
-            }
-        };
+        let action = self.block_action(tx, ctx, now).await?;
+        let (recorded, outcome) = barrier::fence_plan(action);
         self.settle(tx, ctx, Phase::Compensation, &recorded).await?;
         Ok(Decision::Commit(outcome))
     }

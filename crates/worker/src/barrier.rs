@@ -25,10 +25,14 @@
 //! messages. Retries of a step (attempts) share one row: the barrier is about
 //! effects, not deliveries.
 //!
-//! This module holds the rules and the stored shapes; each adapter of the
-//! participant database port (`sqlite.rs` here, PostgreSQL in
-//! `sqsaga-postgres`, DynamoDB in `sqsaga-dynamodb`) applies them in its
-//! own writes, and the contract suite
+//! This module holds the rules and the stored shapes, and decides, as pure
+//! functions of the rows found and the handler's result, what to record and
+//! answer ([`after_action`], [`after_compensation`], [`expired_action`],
+//! [`compensation_plan`], [`fence_plan`]); each adapter of the participant
+//! database port (`sqlite.rs` here, PostgreSQL in `sqsaga-postgres`,
+//! DynamoDB in `sqsaga-dynamodb`) finds the rows and writes what they
+//! decide in its own way (look then insert, insert first, conditional
+//! put), and the contract suite
 //! (`contract.rs`) holds them all to the same outcomes. It knows nothing
 //! about queues or replies.
 
@@ -40,7 +44,7 @@ use sqsaga_core::Millis;
 use sqsaga_core::duration::format_duration;
 use sqsaga_core::machine::{EXPIRED_IN_QUEUE, Outcome, Phase};
 
-use crate::CommandContext;
+use crate::{CommandContext, HandlerError};
 
 /// Reason given when an action arrives after its step was compensated.
 pub const HANGING_REASON: &str = "compensated before the action ran";
@@ -134,6 +138,110 @@ impl BarrierOutcome {
     }
 }
 
+/// What a command's local transaction comes to once its handler returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settle {
+    /// Write this into the command's own barrier row, commit, answer.
+    Record(Recorded, BarrierOutcome),
+    /// Roll back the handler's writes and the command's own row (it is not
+    /// recorded), answer.
+    Discard(BarrierOutcome),
+}
+
+impl Settle {
+    /// A recorded first run.
+    fn fresh(recorded: Recorded) -> Settle {
+        let outcome = BarrierOutcome::fresh(recorded.to_outcome());
+        Settle::Record(recorded, outcome)
+    }
+}
+
+/// After an action's handler: a success or a refusal is recorded (so a
+/// duplicate gets the same answer); a transient failure is not.
+pub fn after_action(result: Result<Value, HandlerError>) -> Settle {
+    match result {
+        Ok(output) => Settle::fresh(Recorded::Succeeded { output }),
+        Err(HandlerError::Refused(reason)) => Settle::fresh(Recorded::Refused { reason }),
+        Err(HandlerError::Transient(error)) => Settle::Discard(BarrierOutcome::transient(error)),
+    }
+}
+
+/// After a compensation's handler: a success is recorded; a refusal is not
+/// (a resume must be able to run it again), nor a transient failure.
+pub fn after_compensation(result: Result<Value, HandlerError>) -> Settle {
+    match result {
+        Ok(output) => Settle::fresh(Recorded::Succeeded { output }),
+        Err(HandlerError::Refused(reason)) => Settle::Discard(BarrierOutcome::fresh(Outcome::Refused { reason })),
+        Err(HandlerError::Transient(error)) => Settle::Discard(BarrierOutcome::transient(error)),
+    }
+}
+
+/// An action with no row yet, arriving at `now`: past its latest start, the
+/// refusal to record and the answer; `None` when its handler may run.
+pub fn expired_action(ctx: &CommandContext, now: Millis) -> Option<(Recorded, BarrierOutcome)> {
+    let recorded = Recorded::Refused { reason: expiry(ctx, now)? };
+    let outcome = BarrierOutcome::expired(&recorded);
+    Some((recorded, outcome))
+}
+
+/// What a compensation with no row of its own does, given its action's row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Compensate {
+    /// Nothing to undo: record this, answer.
+    Nothing(Recorded, BarrierOutcome),
+    /// The action took effect: run the compensation's handler, then [`after_compensation`].
+    Undo,
+}
+
+/// The plan of a compensation, given its action's row: `None` when the
+/// action never ran (the compensation blocks it with [`Recorded::Prevented`]
+/// in the same transaction: a null compensation).
+pub fn compensation_plan(action: Option<&Recorded>) -> Compensate {
+    let nothing = nothing_to_undo();
+    match action {
+        None => {
+            let (recorded, outcome) = null_compensation();
+            Compensate::Nothing(recorded, outcome)
+        }
+        // A refusal had no effect: nothing to undo.
+        Some(Recorded::Refused { .. } | Recorded::Prevented) => {
+            let outcome = BarrierOutcome::fresh(nothing.to_outcome());
+            Compensate::Nothing(nothing, outcome)
+        }
+        Some(Recorded::Succeeded { .. }) => Compensate::Undo,
+    }
+}
+
+/// What a null compensation records and answers: `compensation_plan(None)`,
+/// for an adapter that must write it before it knows whether the action ran.
+pub fn null_compensation() -> (Recorded, BarrierOutcome) {
+    let nothing = nothing_to_undo();
+    let outcome = BarrierOutcome::null_compensation(&nothing);
+    (nothing, outcome)
+}
+
+/// What a fence with no row of its own records and answers, given its
+/// action's row (`None`: the action never ran and the fence blocks it).
+pub fn fence_plan(action: Option<Recorded>) -> (Recorded, BarrierOutcome) {
+    match action {
+        None => {
+            let recorded = fence_prevented();
+            let outcome = BarrierOutcome::null_compensation(&recorded);
+            (recorded, outcome)
+        }
+        Some(Recorded::Refused { .. } | Recorded::Prevented) => {
+            let recorded = fence_prevented();
+            let outcome = BarrierOutcome::fresh(recorded.to_outcome());
+            (recorded, outcome)
+        }
+        Some(Recorded::Succeeded { output }) => {
+            let recorded = fence_already_ran(output);
+            let outcome = BarrierOutcome::fresh(recorded.to_outcome());
+            (recorded, outcome)
+        }
+    }
+}
+
 /// The stored name of a phase (`op` column).
 pub fn op_name(op: Phase) -> &'static str {
     crate::phase_name(op)
@@ -184,4 +292,80 @@ pub enum LookupError {
     Sql(String),
     #[error("barrier row of saga {saga_id} step {step} is corrupt: {cause}")]
     Corrupt { saga_id: String, step: String, cause: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn refused(reason: &str) -> Result<Value, HandlerError> {
+        Err(HandlerError::Refused(reason.into()))
+    }
+
+    fn busy() -> Result<Value, HandlerError> {
+        Err(HandlerError::Transient("busy".into()))
+    }
+
+    #[test]
+    fn an_action_records_success_and_refusal_and_discards_a_transient_failure() {
+        let fresh = |r: Recorded| Settle::Record(r.clone(), BarrierOutcome::fresh(r.to_outcome()));
+        assert_eq!(after_action(Ok(json!(1))), fresh(Recorded::Succeeded { output: json!(1) }));
+        assert_eq!(after_action(refused("no")), fresh(Recorded::Refused { reason: "no".into() }));
+        assert_eq!(after_action(busy()), Settle::Discard(BarrierOutcome::transient("busy".into())));
+    }
+
+    #[test]
+    fn a_compensation_records_only_success() {
+        let ok = Recorded::Succeeded { output: json!(2) };
+        assert_eq!(
+            after_compensation(Ok(json!(2))),
+            Settle::Record(ok.clone(), BarrierOutcome::fresh(ok.to_outcome()))
+        );
+        let no = BarrierOutcome::fresh(Outcome::Refused { reason: "no".into() });
+        assert_eq!(after_compensation(refused("no")), Settle::Discard(no));
+        assert_eq!(after_compensation(busy()), Settle::Discard(BarrierOutcome::transient("busy".into())));
+    }
+
+    #[test]
+    fn a_compensation_undoes_only_an_action_that_took_effect() {
+        let (nothing, null) = null_compensation();
+        assert!(null.null_compensation);
+        assert_eq!(compensation_plan(None), Compensate::Nothing(nothing.clone(), null));
+        let noop = Compensate::Nothing(nothing.clone(), BarrierOutcome::fresh(nothing.to_outcome()));
+        assert_eq!(compensation_plan(Some(&Recorded::Refused { reason: "no".into() })), noop);
+        assert_eq!(compensation_plan(Some(&Recorded::Prevented)), noop);
+        assert_eq!(compensation_plan(Some(&Recorded::Succeeded { output: json!(1) })), Compensate::Undo);
+    }
+
+    #[test]
+    fn a_fence_blocks_an_action_that_never_ran_and_reports_one_that_did() {
+        let (prevented, null) = fence_plan(None);
+        assert_eq!((prevented, null.null_compensation), (fence_prevented(), true));
+        assert_eq!(fence_plan(Some(Recorded::Prevented)).0, fence_prevented());
+        let (ran, outcome) = fence_plan(Some(Recorded::Succeeded { output: json!({"id": 7}) }));
+        assert_eq!(ran, fence_already_ran(json!({"id": 7})));
+        assert!(!outcome.null_compensation && !outcome.duplicate);
+    }
+
+    #[test]
+    fn an_action_past_its_latest_start_is_refused_unrun_and_recorded() {
+        let ctx = CommandContext {
+            saga_id: "s".into(),
+            step: "a".into(),
+            command: "c".into(),
+            phase: Phase::Action,
+            attempt: 1,
+            payload: json!({}),
+            not_after: Some(1_000),
+            sent_at: Some(500),
+        };
+        assert_eq!(expired_action(&ctx, 1_000), None);
+        let (recorded, outcome) = expired_action(&ctx, 2_000).unwrap_or_else(|| panic!("not expired"));
+        assert!(outcome.expired);
+        assert!(matches!(recorded, Recorded::Refused { ref reason } if reason.starts_with(EXPIRED_IN_QUEUE)));
+        let compensation = CommandContext { phase: Phase::Compensation, ..ctx };
+        assert_eq!(expired_action(&compensation, 2_000), None);
+    }
 }

@@ -18,10 +18,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use sqsaga_core::Millis;
 use sqsaga_core::clock::Clock;
-use sqsaga_core::machine::{Outcome, Phase};
+use sqsaga_core::machine::Phase;
 use sqsaga_sqlite::{GroupCommitter, Linger, SqliteError, Sync};
 
-use crate::barrier::{self, BarrierOutcome, LookupError, Recorded};
+use crate::barrier::{self, BarrierOutcome, Compensate, LookupError, Recorded, Settle};
 use crate::db::{Job, JobResult, ParticipantDb, Run};
 use crate::{CommandContext, Handler, HandlerError, WorkerError};
 
@@ -144,8 +144,6 @@ pub fn run_jobs(tx: &Transaction<'_>, batch: &[Job<dyn Handler>], now: Millis) -
 /// Why a barrier job did not keep its writes.
 #[derive(Debug)]
 enum JobError {
-    /// The handler failed transiently (or panicked): roll back, record nothing.
-    Transient(String),
     /// SQLite failed under the barrier: roll back; the message comes back.
     Sql(SqliteError),
     /// A barrier row cannot be read back.
@@ -163,7 +161,6 @@ impl From<rusqlite::Error> for JobError {
 fn job_result(result: Result<BarrierOutcome, JobError>, ctx: &CommandContext) -> Result<BarrierOutcome, WorkerError> {
     match result {
         Ok(outcome) => Ok(outcome),
-        Err(JobError::Transient(error)) => Ok(BarrierOutcome::transient(error)),
         Err(JobError::Sql(e)) => Err(WorkerError::Sqlite(e)),
         Err(JobError::Corrupt(cause)) => {
             Err(WorkerError::CorruptBarrier { saga_id: ctx.saga_id.clone(), step: ctx.step.clone(), cause })
@@ -217,9 +214,15 @@ fn record(tx: &Connection, ctx: &CommandContext, op: Phase, outcome: &Recorded, 
 }
 
 /// Runs the handler inside a nested savepoint so a refusal keeps the barrier
-/// row but none of the handler's writes. A panic is caught: it would
-/// otherwise take down the database writer thread shared by every command.
-fn call_handler(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContext) -> Result<Value, JobErrorOr> {
+/// row but none of the handler's writes: `Ok` with the handler's result,
+/// its writes rolled back if it failed. A panic is caught (a transient
+/// error): it would otherwise take down the database writer thread shared
+/// by every command.
+fn call_handler(
+    tx: &Transaction<'_>,
+    handler: &dyn Handler,
+    ctx: &CommandContext,
+) -> Result<Result<Value, HandlerError>, JobError> {
     tx.execute_batch("SAVEPOINT sqsaga_handler")?;
     let result = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(tx, ctx))) {
         Ok(r) => r,
@@ -229,28 +232,11 @@ fn call_handler(tx: &Transaction<'_>, handler: &dyn Handler, ctx: &CommandContex
             barrier::panic_message(panic.as_ref())
         ))),
     };
-    match result {
-        Ok(output) => {
-            tx.execute_batch("RELEASE sqsaga_handler")?;
-            Ok(output)
-        }
-        Err(e) => {
-            tx.execute_batch("ROLLBACK TO sqsaga_handler; RELEASE sqsaga_handler")?;
-            Err(JobErrorOr::Handler(e))
-        }
+    match &result {
+        Ok(_) => tx.execute_batch("RELEASE sqsaga_handler")?,
+        Err(_) => tx.execute_batch("ROLLBACK TO sqsaga_handler; RELEASE sqsaga_handler")?,
     }
-}
-
-/// A handler's error, or SQLite failing around it.
-enum JobErrorOr {
-    Handler(HandlerError),
-    Sql(rusqlite::Error),
-}
-
-impl From<rusqlite::Error> for JobErrorOr {
-    fn from(e: rusqlite::Error) -> Self {
-        JobErrorOr::Sql(e)
-    }
+    Ok(result)
 }
 
 /// Runs `ctx` through the barrier inside `tx`. `Err` means: roll back this
@@ -280,19 +266,31 @@ fn run_action(
     }
     // After the lookup: an action that already ran answers with what it
     // did, however late its redelivery comes.
-    if let Some(reason) = barrier::expiry(ctx, now) {
-        let recorded = Recorded::Refused { reason };
+    if let Some((recorded, outcome)) = barrier::expired_action(ctx, now) {
         record(tx, ctx, Phase::Action, &recorded, now)?;
-        return Ok(BarrierOutcome::expired(&recorded));
+        return Ok(outcome);
     }
-    let recorded = match call_handler(tx, handler, ctx) {
-        Ok(output) => Recorded::Succeeded { output },
-        Err(JobErrorOr::Handler(HandlerError::Refused(reason))) => Recorded::Refused { reason },
-        Err(JobErrorOr::Handler(HandlerError::Transient(error))) => return Err(JobError::Transient(error)),
-        Err(JobErrorOr::Sql(e)) => return Err(e.into()),
-    };
-    record(tx, ctx, Phase::Action, &recorded, now)?;
-    Ok(BarrierOutcome::fresh(recorded.to_outcome()))
+    let result = call_handler(tx, handler, ctx)?;
+    settle(tx, ctx, Phase::Action, barrier::after_action(result), now)
+}
+
+/// Writes what the barrier decided after a handler ran. A discarded outcome
+/// wrote nothing: the handler's savepoint is already rolled back, and the
+/// command's row is only ever written here.
+fn settle(
+    tx: &Transaction<'_>,
+    ctx: &CommandContext,
+    op: Phase,
+    settle: Settle,
+    now: Millis,
+) -> Result<BarrierOutcome, JobError> {
+    match settle {
+        Settle::Record(recorded, outcome) => {
+            record(tx, ctx, op, &recorded, now)?;
+            Ok(outcome)
+        }
+        Settle::Discard(outcome) => Ok(outcome),
+    }
 }
 
 /// Resolves a step that has no compensation and whose outcome is in doubt
@@ -306,20 +304,20 @@ fn fence(tx: &Transaction<'_>, ctx: &CommandContext, now: Millis) -> Result<Barr
     if let Some(recorded) = lookup_job(tx, ctx, Phase::Compensation)? {
         return Ok(BarrierOutcome::answered(&recorded, Phase::Compensation));
     }
-    let (recorded, null_compensation) = match lookup_job(tx, ctx, Phase::Action)? {
-        None => {
-            record(tx, ctx, Phase::Action, &Recorded::Prevented, now)?;
-            (barrier::fence_prevented(), true)
-        }
-        Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => (barrier::fence_prevented(), false),
-        Some(Recorded::Succeeded { output }) => (barrier::fence_already_ran(output), false),
-    };
+    let action = block_action(tx, ctx, now)?;
+    let (recorded, outcome) = barrier::fence_plan(action);
     record(tx, ctx, Phase::Compensation, &recorded, now)?;
-    Ok(if null_compensation {
-        BarrierOutcome::null_compensation(&recorded)
-    } else {
-        BarrierOutcome::fresh(recorded.to_outcome())
-    })
+    Ok(outcome)
+}
+
+/// For a compensation or fence: the action's row, or `None` after writing
+/// it as `prevented` (it never ran here, and now never will).
+fn block_action(tx: &Transaction<'_>, ctx: &CommandContext, now: Millis) -> Result<Option<Recorded>, JobError> {
+    let action = lookup_job(tx, ctx, Phase::Action)?;
+    if action.is_none() {
+        record(tx, ctx, Phase::Action, &Recorded::Prevented, now)?;
+    }
+    Ok(action)
 }
 
 fn run_compensation(
@@ -331,31 +329,15 @@ fn run_compensation(
     if let Some(recorded) = lookup_job(tx, ctx, Phase::Compensation)? {
         return Ok(BarrierOutcome::answered(&recorded, Phase::Compensation));
     }
-    let nothing_to_undo = barrier::nothing_to_undo();
-    match lookup_job(tx, ctx, Phase::Action)? {
-        None => {
-            // Null compensation: the action never ran here. Block it for good.
-            record(tx, ctx, Phase::Action, &Recorded::Prevented, now)?;
-            record(tx, ctx, Phase::Compensation, &nothing_to_undo, now)?;
-            Ok(BarrierOutcome::null_compensation(&nothing_to_undo))
+    let action = block_action(tx, ctx, now)?;
+    match barrier::compensation_plan(action.as_ref()) {
+        Compensate::Nothing(recorded, outcome) => {
+            record(tx, ctx, Phase::Compensation, &recorded, now)?;
+            Ok(outcome)
         }
-        Some(Recorded::Refused { .. }) | Some(Recorded::Prevented) => {
-            // A refusal had no effect: nothing to undo.
-            record(tx, ctx, Phase::Compensation, &nothing_to_undo, now)?;
-            Ok(BarrierOutcome::fresh(nothing_to_undo.to_outcome()))
+        Compensate::Undo => {
+            let result = call_handler(tx, handler, ctx)?;
+            settle(tx, ctx, Phase::Compensation, barrier::after_compensation(result), now)
         }
-        Some(Recorded::Succeeded { .. }) => match call_handler(tx, handler, ctx) {
-            Ok(output) => {
-                let recorded = Recorded::Succeeded { output };
-                record(tx, ctx, Phase::Compensation, &recorded, now)?;
-                Ok(BarrierOutcome::fresh(recorded.to_outcome()))
-            }
-            // A refused compensation is not recorded (barrier.rs).
-            Err(JobErrorOr::Handler(HandlerError::Refused(reason))) => {
-                Ok(BarrierOutcome::fresh(Outcome::Refused { reason }))
-            }
-            Err(JobErrorOr::Handler(HandlerError::Transient(error))) => Err(JobError::Transient(error)),
-            Err(JobErrorOr::Sql(e)) => Err(e.into()),
-        },
     }
 }
