@@ -66,8 +66,12 @@
 //! **Costs.** An action is a consistent read (1 RCU for a small item) and a
 //! transaction (2 WCU per KB per item, DynamoDB's transactional price); a
 //! barrier item written alone (a refusal, an expiry, a compensation with
-//! nothing to undo) is a conditional `PutItem`, 1 WCU. Commands of a batch
-//! run one after another, in order, as in the other adapters.
+//! nothing to undo) is a conditional `PutItem`, 1 WCU. Each command is a
+//! transaction of its own (DynamoDB has none spanning requests to share),
+//! so commands of a batch on different barrier keys run at once and a
+//! batch takes about its slowest command's round trips; commands on one
+//! key run one after another, in the order received. The capacity used is
+//! the same either way.
 //!
 //! [`ensure_table`] creates the barrier table (or a service's table, for
 //! tests and demos); [`lookup`] and [`action_output`] read the barrier.
@@ -280,14 +284,38 @@ impl ParticipantDb for DynamoDb {
         self.describe.clone()
     }
 
+    /// Commands on different barrier keys run at once (each is its own
+    /// transaction, and DynamoDB has no connection to share), so a batch
+    /// costs about the round trips of its slowest command, not their sum;
+    /// commands on one key (say, an action and its compensation) run one
+    /// after another, in the order received.
     async fn run_batch(&self, batch: Vec<Job<dyn DynamoHandler>>, clock: Arc<dyn Clock>) -> Vec<JobResult> {
-        let mut out = Vec::with_capacity(batch.len());
-        for job in &batch {
-            let started = Instant::now();
-            let result = self.run_one(job, clock.now()).await;
-            out.push((result, started.elapsed()));
+        let mut lanes: Vec<Vec<usize>> = Vec::new();
+        let mut lane_of: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+        for (i, job) in batch.iter().enumerate() {
+            let key = (job.ctx.saga_id.as_str(), job.ctx.step.as_str());
+            let lane = *lane_of.entry(key).or_insert_with(|| {
+                lanes.push(Vec::new());
+                lanes.len() - 1
+            });
+            lanes[lane].push(i);
         }
-        out
+        let ran = futures_util::future::join_all(lanes.into_iter().map(|lane| {
+            let (batch, clock) = (&batch, &clock);
+            async move {
+                let mut out = Vec::with_capacity(lane.len());
+                for i in lane {
+                    let started = Instant::now();
+                    let result = self.run_one(&batch[i], clock.now()).await;
+                    out.push((i, (result, started.elapsed())));
+                }
+                out
+            }
+        }))
+        .await;
+        let mut results: Vec<(usize, JobResult)> = ran.into_iter().flatten().collect();
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, result)| result).collect()
     }
 
     /// A `GetItem` of a key no saga has, eventually consistent (half a read

@@ -1,8 +1,9 @@
 //! What the DynamoDB adapter adds to the barrier contract, against moto
 //! (`tests/common`): a failed condition on a handler's item (a recorded
 //! refusal when the handler asked for one, else transient), the transaction
-//! item limit end to end, DynamoDB refusing a handler's item, and errors
-//! that name the database when it is unreachable or its table missing.
+//! item limit end to end, DynamoDB refusing a handler's item, errors that
+//! name the database when it is unreachable or its table missing, and a
+//! batch running its keys at once but one key's commands in order.
 #![allow(clippy::unwrap_used, reason = "a failure is the test failing")]
 
 mod common;
@@ -193,4 +194,47 @@ async fn errors_name_the_database_when_it_is_unreachable_or_its_table_missing() 
     let missing = format!("t{}-missing", common::tag());
     let e = DynamoDb::from_sdk_config(&sdk, &missing).unwrap().ping().await.unwrap_err();
     assert!(e.to_string().contains(&format!("does the barrier table `{missing}` exist?")), "{e}");
+}
+
+/// `ledger.add` that waits until every command of the batch is inside its
+/// handler: it can only finish if the batch runs its keys at once.
+struct AllAtOnce(tokio::sync::Barrier);
+
+#[async_trait::async_trait]
+impl sqsaga_dynamodb::DynamoHandler for AllAtOnce {
+    async fn handle(&self, _tx: &mut DynamoTx<'_>, ctx: &CommandContext) -> Result<Value, HandlerError> {
+        self.0.wait().await;
+        Ok(json!({"saga": ctx.saga_id}))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_its_keys_at_once_and_one_keys_commands_in_order() {
+    let env = env().await;
+    let t = common::tag();
+    let mut p = Participant::new(DynamoDb::from_sdk_config(&env.sdk, &env.barrier).unwrap());
+    p.register(
+        contract::LEDGER_CONTRACT,
+        contract::ADD,
+        Box::new(AllAtOnce(tokio::sync::Barrier::new(4))),
+        Some((contract::UNDO, Box::new(|_: &mut DynamoTx<'_>, _: &CommandContext| Ok(json!({"undone": true}))))),
+    );
+    let sagas: Vec<String> = (0..4).map(|n| format!("t{t}-at-once-{n}")).collect();
+    let mut batch: Vec<CommandContext> = sagas.iter().map(|s| ctx(s, Phase::Action, json!({}))).collect();
+    // After its action, in the same batch: must see the action's item and undo it.
+    batch.insert(1, ctx(&sagas[0], Phase::Compensation, json!({})));
+    let clock: std::sync::Arc<dyn sqsaga_core::clock::Clock> = std::sync::Arc::new(sqsaga_core::clock::SystemClock);
+    let results = tokio::time::timeout(std::time::Duration::from_secs(20), p.execute_batch_at(batch, clock))
+        .await
+        .expect("the batch ran its keys one after another (the handlers wait for each other)");
+    let outcomes: Vec<Outcome> = results.into_iter().map(|(r, _)| r.unwrap().outcome).collect();
+    let want: Vec<Outcome> = vec![
+        Outcome::Succeeded { output: json!({"saga": sagas[0]}) },
+        Outcome::Succeeded { output: json!({"undone": true}) },
+        Outcome::Succeeded { output: json!({"saga": sagas[1]}) },
+        Outcome::Succeeded { output: json!({"saga": sagas[2]}) },
+        Outcome::Succeeded { output: json!({"saga": sagas[3]}) },
+    ];
+    assert_eq!(outcomes, want);
+    env.teardown().await;
 }
