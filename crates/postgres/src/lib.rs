@@ -56,10 +56,10 @@
 //! `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING RETURNING`
 //! claims every row (a key it does not return already had a committed row:
 //! that command is answered from it), each handler runs in its savepoint
-//! pipelined with its first statement, and one `UPDATE ... FROM unnest`
-//! writes every outcome (a `DELETE` takes back the rows of transient
-//! failures) before the commit: about one round trip per command instead of
-//! three. A batch with a compensation, a fence or two commands on one key
+//! pipelined with its first statement, and the outcomes are written (and
+//! the rows of transient failures deleted) by one primary-key statement
+//! each, all pipelined in one round trip before the commit: about one
+//! round trip per command instead of three. A batch with a compensation, a fence or two commands on one key
 //! takes the savepoint-per-command path above. The test
 //! `random_batches_decide_exactly_as_the_same_commands_one_transaction_each`
 //! holds both paths to the outcomes, barrier rows and effects of the same
@@ -125,14 +125,8 @@ const CLAIM_ACTIONS: &str = "INSERT INTO sqsaga_barrier (saga_id, step, op, outc
      ORDER BY s COLLATE \"C\", t COLLATE \"C\"
      ON CONFLICT DO NOTHING RETURNING saga_id, step";
 
-/// Writes the outcomes of a batch's claimed action rows.
-const SETTLE_ACTIONS: &str = "UPDATE sqsaga_barrier b SET outcome = u.o
-     FROM unnest($1::text[], $2::text[], $3::text[]) AS u(s, t, o)
-     WHERE b.saga_id = u.s AND b.step = u.t AND b.op = 'action'";
-
-/// Takes back the claimed action rows of a batch's transient failures.
-const UNCLAIM_ACTIONS: &str = "DELETE FROM sqsaga_barrier b USING unnest($1::text[], $2::text[]) AS u(s, t)
-     WHERE b.saga_id = u.s AND b.step = u.t AND b.op = 'action'";
+/// Takes back the claimed action row of a transient failure in a batch.
+const UNCLAIM: &str = "DELETE FROM sqsaga_barrier WHERE saga_id = $1 AND step = $2 AND op = 'action'";
 
 /// How long opening a connection may take before the database counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -469,9 +463,9 @@ impl PostgresDb {
 
     /// A batch of actions with distinct barrier keys (the common batch):
     /// one statement claims every row, each handler runs in a savepoint
-    /// pipelined with its first statement, and one statement settles every
-    /// outcome (another takes back the rows of transient failures) before
-    /// the commit — about one round trip per command instead of three.
+    /// pipelined with its first statement, and the outcomes are settled (and
+    /// transient failures' rows taken back) in one pipelined round trip
+    /// before the commit — about one round trip per command instead of three.
     /// Decides exactly as [`PostgresDb::run_grouped`] would: no command of
     /// the batch can see another's row, as no two share a key.
     async fn run_actions(
@@ -535,30 +529,25 @@ impl PostgresDb {
                 };
                 results.push((outcome, began.elapsed()));
             }
-            let keys = |of: &[usize]| -> (Vec<&str>, Vec<&str>) {
-                of.iter().map(|&i| (batch[i].ctx.saga_id.as_str(), batch[i].ctx.step.as_str())).unzip()
-            };
-            let settled: Vec<usize> = settle.iter().map(|(i, _)| *i).collect();
-            let outcomes: Vec<&str> = settle.iter().map(|(_, o)| o.as_str()).collect();
-            let ((settle_sagas, settle_steps), (unclaim_sagas, unclaim_steps)) = (keys(&settled), keys(&unclaim));
+            // Every outcome, and every row to take back, in one round trip:
+            // one statement per row (a primary-key lookup each), pipelined.
+            // (One `UPDATE ... FROM unnest(...)` would be a join the planner
+            // may hash over the whole barrier table, a cost growing with it.)
+            let tx = &tx;
+            let settling = settle.iter().map(|(i, outcome)| async move {
+                let ctx = &batch[*i].ctx;
+                let statement = tx.prepare_cached(SETTLE).await.map_err(|e| self.error(e))?;
+                let op = barrier::op_name(Phase::Action);
+                tx.execute(&statement, &[&ctx.saga_id, &ctx.step, &op, outcome]).await.map_err(|e| self.error(e))
+            });
+            let unclaiming = unclaim.iter().map(|i| async move {
+                let ctx = &batch[*i].ctx;
+                let statement = tx.prepare_cached(UNCLAIM).await.map_err(|e| self.error(e))?;
+                tx.execute(&statement, &[&ctx.saga_id, &ctx.step]).await.map_err(|e| self.error(e))
+            });
             tokio::try_join!(
-                async {
-                    if settle.is_empty() {
-                        return Ok(());
-                    }
-                    let statement = tx.prepare_cached(SETTLE_ACTIONS).await.map_err(|e| self.error(e))?;
-                    tx.execute(&statement, &[&settle_sagas, &settle_steps, &outcomes])
-                        .await
-                        .map_err(|e| self.error(e))
-                        .map(drop)
-                },
-                async {
-                    if unclaim.is_empty() {
-                        return Ok(());
-                    }
-                    let statement = tx.prepare_cached(UNCLAIM_ACTIONS).await.map_err(|e| self.error(e))?;
-                    tx.execute(&statement, &[&unclaim_sagas, &unclaim_steps]).await.map_err(|e| self.error(e)).map(drop)
-                },
+                futures_util::future::try_join_all(settling),
+                futures_util::future::try_join_all(unclaiming)
             )?;
             Ok::<_, WorkerError>((results, claim_took))
         }
