@@ -14,9 +14,9 @@
 //!   call in [`Probes::action_calls`]; sleeps `input.sleep_ms` inside the
 //!   transaction if given; logs a run (saga, command); adds `input.amount`
 //!   (default 1) to the saga's total; then refuses with `ledger closed` if
-//!   `input.refuse`, fails transiently with `ledger busy` while
-//!   [`Probes::fail_next`] is above zero (decrementing it), else returns
-//!   `{"added": amount}`.
+//!   `input.refuse`, fails transiently with `ledger busy` if
+//!   `input.transient` or while [`Probes::fail_next`] is above zero
+//!   (decrementing it), else returns `{"added": amount}`.
 //! - `ledger.undo` (its compensation): counts the call in
 //!   [`Probes::compensation_calls`], logs a run, subtracts what the action
 //!   recorded (`added` of its barrier output) and returns `{"removed": n}`.
@@ -62,6 +62,9 @@ pub fn ledger(probes: &Probes, ctx: &CommandContext) -> Result<Value, HandlerErr
     let input = ctx.input();
     if input["refuse"].as_bool() == Some(true) {
         return Err(HandlerError::Refused("ledger closed".into()));
+    }
+    if input["transient"].as_bool() == Some(true) {
+        return Err(HandlerError::Transient("ledger busy".into()));
     }
     if probes.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
         return Err(HandlerError::Transient("ledger busy".into()));
@@ -320,14 +323,15 @@ async fn expired_action(f: &dyn Fixture, prefix: &str) -> Result<(), String> {
 }
 
 async fn batch_failure_is_per_command(f: &dyn Fixture, prefix: &str) -> Result<(), String> {
-    let (p, probes) = open(f).await?;
+    let (p, _) = open(f).await?;
     let (a, b, c) = (format!("{prefix}-a"), format!("{prefix}-b"), format!("{prefix}-c"));
-    probes.fail_next.store(1, Ordering::SeqCst);
+    // The failure is named by the input, not by call order: an adapter may
+    // run a batch's keys at once (DynamoDB does).
     let clock: Arc<dyn sqsaga_core::clock::Clock> = Arc::new(sqsaga_core::clock::SystemClock);
     let results = p
         .execute_batch_at(
             vec![
-                ctx(&a, Phase::Action, json!({"amount": 1})),
+                ctx(&a, Phase::Action, json!({"amount": 1, "transient": true})),
                 ctx(&b, Phase::Action, json!({"amount": 10})),
                 ctx(&c, Phase::Action, json!({"amount": 100, "refuse": true})),
             ],
